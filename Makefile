@@ -1,0 +1,71 @@
+# recsys: `make help` lists the targets. Every target sets up what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+STAMP := .state/stamps
+SECRET_FILE := .state/pseudonym_secret
+PYTEST_ARGS ?=
+
+# Local runs keep Spark's driver on loopback; the secret for pseudonyms comes from the
+# environment, or on this machine from a random one made once under .state/.
+export SPARK_LOCAL_IP ?= 127.0.0.1
+WITH_SECRET = RECSYS__PRIVACY__PSEUDONYM_SECRET="$${RECSYS__PRIVACY__PSEUDONYM_SECRET:-$$(cat $(SECRET_FILE))}"
+
+.PHONY: help setup jars services-up services-down test test-fast lint demo wheel clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP)/prereqs $(STAMP)/python $(STAMP)/jars $(SECRET_FILE) ## prerequisites, virtualenv, packages, jars (idempotent)
+
+$(STAMP)/python: setup.py requirements.lock | $(STAMP)/prereqs
+	@mkdir -p $(STAMP)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || { $(PY) -m ensurepip >/dev/null 2>&1; $(PY) -m pip install -q uv==$(UV_VERSION); }
+	$(UV) pip install -q -p $(PY) -c requirements.lock -e '.[dev]'
+	@touch $@
+
+jars: $(STAMP)/jars ## resolve the JVM jars (Delta Lake, PostgreSQL JDBC) from Maven Central into .jars/
+$(STAMP)/jars: jvm/pom.xml | $(STAMP)/prereqs
+	@mkdir -p $(STAMP)
+	rm -rf .jars
+	mvn -B -q -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars -DexcludeTransitive=true
+	@touch $@
+
+$(STAMP)/prereqs: scripts/install-prereqs.sh
+	@mkdir -p $(STAMP)
+	@bash scripts/install-prereqs.sh
+	@touch $@
+
+$(SECRET_FILE):
+	@mkdir -p $(dir $@)
+	@umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(32))" > $@
+
+services-up: setup ## start local PostgreSQL and Redis when the config points here and none answers
+	$(PY) jobs/services.py up
+
+services-down: ## stop the local servers that services-up started
+	@if [ -x $(PY) ]; then $(PY) jobs/services.py down; RECSYS_ENV=test $(PY) jobs/services.py down; fi
+
+test: setup ## run every test, the slow end-to-end ones too (what CI runs)
+	RECSYS_ENV=test $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## run the tests, skipping those marked slow
+	RECSYS_ENV=test $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check recsys jobs tests notebooks
+
+demo: services-up ## run the pipeline end to end on embedded defaults and print where things are
+	$(WITH_SECRET) $(PY) jobs/demo.py
+
+wheel: setup ## build dist/recsys-*.whl to ship with spark-submit --py-files
+	$(UV) build --wheel -o dist
+
+clean: services-down ## stop local servers and remove all local state (.state, .jars, build output)
+	rm -rf .state .jars build dist *.egg-info

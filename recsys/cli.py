@@ -1,0 +1,42 @@
+"""What every `jobs/*.py` entry point shares: arguments, config, logging and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from recsys.config import Config, ConfigError, load_config
+from recsys.endpoints import ServiceUnavailable
+
+EXIT_CONFIG = 2
+EXIT_SERVICE = 3
+
+JobMain = Callable[[Config, argparse.Namespace], "int | None"]
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--env", help="use conf/<env>.yaml (default: $RECSYS_ENV, else local)")
+    parser.add_argument("--config", help="a config file to use instead of conf/<env>.yaml")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config key (repeatable; wins over the file and the environment)",
+    )
+    return parser
+
+
+def run_job(main: JobMain, parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, load config, run `main`; known failures become one line and an exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.env, args.set, config_file=args.config)
+        return main(cfg, args) or 0
+    except ConfigError as err:
+        print(f"recsys: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ServiceUnavailable as err:
+        print(f"recsys: {err}", file=sys.stderr)
+        return EXIT_SERVICE

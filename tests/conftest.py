@@ -1,0 +1,73 @@
+"""Shared fixtures: one SparkSession for the whole run, real PostgreSQL, Redis and MLflow.
+
+The servers are the ones `conf/test.yaml` points at; they are started here when nothing
+answers (the same code as `make services-up`), so `pytest` works on a fresh checkout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RECSYS_ENV", "test")
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+from recsys.config import Config, LakeConfig, LandingConfig, MlflowConfig, load_config  # noqa: E402
+from recsys.services import services_up  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LASTFM_DIR = ROOT.parent / "shared" / "data" / "lastfm-2k"
+
+
+@pytest.fixture(scope="session")
+def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The test config, with MLflow in a store of this run's own."""
+    cfg = load_config("test")
+    store = tmp_path_factory.mktemp("mlflow")
+    return dataclasses.replace(
+        cfg,
+        mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{store / 'mlflow.db'}"),
+    )
+
+
+@pytest.fixture(scope="session")
+def services(base_cfg: Config) -> Config:
+    services_up(base_cfg)
+    return base_cfg
+
+
+@pytest.fixture(scope="session")
+def spark(base_cfg: Config, tmp_path_factory: pytest.TempPathFactory):
+    from recsys.spark import get_spark
+
+    scratch = tmp_path_factory.mktemp("spark")
+    spark_cfg = dataclasses.replace(
+        base_cfg.spark,
+        conf={**base_cfg.spark.conf, "spark.sql.warehouse.dir": str(scratch / "warehouse")},
+    )
+    session = get_spark(spark_cfg, app_name="recsys-tests")
+    session.sparkContext.setCheckpointDir(str(scratch / "checkpoints"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(services: Config, tmp_path: Path) -> Config:
+    """The test config with a lake and landing zone of this test's own."""
+    return dataclasses.replace(
+        services,
+        lake=LakeConfig(root=str(tmp_path / "lake")),
+        landing=LandingConfig(path=str(tmp_path / "landing")),
+    )
+
+
+@pytest.fixture
+def mlflow_cfg(cfg: Config, tmp_path: Path) -> Iterator[Config]:
+    """A config whose MLflow experiment is new for this test."""
+    yield dataclasses.replace(cfg, mlflow=MlflowConfig(
+        tracking_uri=cfg.mlflow.tracking_uri, experiment=f"test-{tmp_path.name}",
+    ))

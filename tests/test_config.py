@@ -1,0 +1,146 @@
+"""Configuration: precedence file < environment < --set, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys.cli import EXIT_CONFIG, EXIT_SERVICE, job_parser, run_job
+from recsys.config import ConfigError, load_config
+from recsys.endpoints import Endpoint, ServiceUnavailable
+from recsys.stores import postgres, redis
+
+CONF = """
+spark:
+  master: local[1]
+  shuffle_partitions: 3
+postgres:
+  port: 15432
+lake:
+  root: lake-here
+"""
+
+
+@pytest.fixture
+def conf_file(tmp_path: Path) -> Path:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "dev.yaml"
+    path.write_text(CONF)
+    return path
+
+
+def test_file_values_are_typed_and_defaults_fill_the_rest(conf_file):
+    cfg = load_config(config_file=conf_file, environ={})
+    assert cfg.spark.shuffle_partitions == 3
+    assert cfg.spark.master == "local[1]"
+    assert cfg.redis.db == 0
+
+
+def test_environment_overrides_file_and_set_overrides_both(conf_file):
+    environ = {"RECSYS__SPARK__SHUFFLE_PARTITIONS": "5", "RECSYS__POSTGRES__PORT": "6000"}
+    cfg = load_config(config_file=conf_file, environ=environ, overrides=["spark.shuffle_partitions=7"])
+    assert cfg.spark.shuffle_partitions == 7
+    assert cfg.postgres.port == 6000
+
+
+def test_set_can_add_one_spark_conf_entry(conf_file):
+    cfg = load_config(config_file=conf_file, environ={}, overrides=["spark.conf.spark.sql.ansi.enabled=true"])
+    assert cfg.spark.conf == {"spark.sql.ansi.enabled": "true"}
+
+
+def test_env_chooses_the_file(tmp_path, conf_file, monkeypatch):
+    monkeypatch.setenv("RECSYS_CONF_DIR", str(conf_file.parent))
+    assert load_config(environ={"RECSYS_ENV": "dev"}).spark.shuffle_partitions == 3
+
+
+def test_relative_paths_are_relative_to_the_project_not_the_working_dir(conf_file, tmp_path):
+    cfg = load_config(config_file=conf_file, environ={})
+    assert cfg.lake.root == str(tmp_path / "lake-here")
+    uri = load_config(config_file=conf_file, environ={}, overrides=["lake.root=s3a://bucket/lake"])
+    assert uri.lake.root == "s3a://bucket/lake"
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "message"),
+    [
+        ({}, ["spark.mastr=x"], "unknown config key 'spark.mastr' (from --set spark.mastr)"),
+        ({"RECSYS__SPORK__MASTER": "x"}, [], "unknown config section 'spork' in spork.master "
+                                             "(from environment variable RECSYS__SPORK__MASTER)"),
+        ({"RECSYS__POSTGRES__PORT": "abc"}, [], "postgres.port: expected int, got 'abc' "
+                                                "(from environment variable RECSYS__POSTGRES__PORT)"),
+        ({}, ["spark.ui_enabled=maybe"], "spark.ui_enabled: expected bool, got 'maybe' (from --set spark.ui_enabled)"),
+        ({}, ["privacy.pseudonym_secret=s3cr3t"],
+         "privacy.pseudonym_secret is a secret and may only come from the environment "
+         "(RECSYS__PRIVACY__PSEUDONYM_SECRET), not from --set privacy.pseudonym_secret"),
+        ({}, ["nodot=1"], "--set 'nodot=1': expected section.key=value"),
+    ],
+)
+def test_bad_configuration_is_one_line_naming_key_and_source(conf_file, environ, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(config_file=conf_file, environ=environ, overrides=overrides)
+    assert str(err.value) == message
+    assert "\n" not in str(err.value)
+
+
+def test_wrong_type_in_the_file_names_the_file(conf_file):
+    conf_file.write_text("redis:\n  db: [1, 2]\n")
+    with pytest.raises(ConfigError, match=rf"redis.db: expected int, got \[1, 2\] \(from {conf_file}\)"):
+        load_config(config_file=conf_file, environ={})
+
+
+def test_a_secret_in_a_file_is_refused(conf_file):
+    conf_file.write_text("postgres:\n  password: hunter2\n")
+    with pytest.raises(ConfigError, match="postgres.password is a secret") as err:
+        load_config(config_file=conf_file, environ={})
+    assert "hunter2" not in str(err.value)
+
+
+def test_secrets_come_from_the_environment_and_stay_out_of_repr(conf_file):
+    cfg = load_config(config_file=conf_file, environ={"RECSYS__PRIVACY__PSEUDONYM_SECRET": "s3cr3t"})
+    assert cfg.require_secret("privacy.pseudonym_secret") == "s3cr3t"
+    assert "s3cr3t" not in repr(cfg)
+
+
+def test_a_missing_secret_names_the_variable_to_set(conf_file):
+    cfg = load_config(config_file=conf_file, environ={})
+    with pytest.raises(ConfigError, match="set it in the environment as RECSYS__PRIVACY__PSEUDONYM_SECRET"):
+        cfg.require_secret("privacy.pseudonym_secret")
+
+
+def test_a_missing_config_file_says_which(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml not found"):
+        load_config(config_file=tmp_path / "nope.yaml", environ={})
+
+
+def test_a_job_prints_one_line_and_exits_non_zero_on_bad_config(capsys):
+    code = run_job(lambda cfg, args: 0, job_parser("x"), ["--env", "test", "--set", "redis.db=one"])
+    assert code == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert err == "recsys: config error: redis.db: expected int, got 'one' (from --set redis.db)"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_servers_are_named_with_host_and_port(capsys):
+    port = _closed_port()
+    cfg = load_config("test", [f"postgres.port={port}", f"redis.url=redis://127.0.0.1:{port}"], environ={})
+    with pytest.raises(ServiceUnavailable, match=f"PostgreSQL at 127.0.0.1:{port}"):
+        with postgres.connect(cfg.postgres):
+            pass
+    with pytest.raises(ServiceUnavailable, match=f"Redis at 127.0.0.1:{port} is not reachable"):
+        redis.connect(cfg.redis)
+
+    def needs_redis(cfg, args):
+        Endpoint("Redis", "127.0.0.1", port).require()
+
+    assert run_job(needs_redis, job_parser("x"), ["--env", "test"]) == EXIT_SERVICE
+    assert capsys.readouterr().err.strip() == (
+        f"recsys: Redis at 127.0.0.1:{port} is not reachable (start it with `make services-up`)"
+    )
