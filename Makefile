@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 export SPARK_LOCAL_IP ?= 127.0.0.1
 WITH_SECRET = RECSYS__PRIVACY__PSEUDONYM_SECRET="$${RECSYS__PRIVACY__PSEUDONYM_SECRET:-$$(cat $(SECRET_FILE))}"
 
-.PHONY: help setup jars services-up services-down test test-fast lint demo wheel clean
+.PHONY: help setup jars services-up services-down test test-fast lint demo generate import-lastfm wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,13 @@ lint: setup ## ruff
 
 demo: services-up ## run the pipeline end to end on embedded defaults and print where things are
 	$(WITH_SECRET) $(PY) jobs/demo.py
+
+generate: services-up ## write generated events to the landing zone and accounts to PostgreSQL (datagen.*)
+	$(PY) jobs/generate.py $(ARGS)
+
+LASTFM_DIR ?= ../shared/data/lastfm-2k
+import-lastfm: services-up ## import HetRec Last.fm 2K (LASTFM_DIR) into the landing zone and accounts
+	$(PY) jobs/import_lastfm.py --source $(LASTFM_DIR) $(ARGS)
 
 wheel: setup ## build dist/recsys-*.whl to ship with spark-submit --py-files
 	$(UV) build --wheel -o dist

@@ -96,6 +96,20 @@ class ServicesConfig:
 
 
 @dataclass(frozen=True)
+class DatagenConfig:
+    users: int = 5000
+    artists: int = 2000
+    days: int = 30
+    start_date: str = "2026-10-01"
+    seed: int = 7
+    dirt_rate: float = 0.04
+    dirt: dict[str, str] = field(default_factory=dict)
+    gzip_share: float = 0.3
+    files_per_hour: int = 2
+    future_days: int = 7
+
+
+@dataclass(frozen=True)
 class Config:
     env: str = DEFAULT_ENV
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -106,6 +120,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    datagen: DatagenConfig = field(default_factory=DatagenConfig)
 
     def require_secret(self, key: str) -> str:
         """Return a secret's value, or fail naming the environment variable that must hold it."""

@@ -21,6 +21,7 @@ from recsys.services import services_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LASTFM_DIR = ROOT.parent / "shared" / "data" / "lastfm-2k"
+CONTRACTS_DIR = ROOT.parent / "shared" / "contracts"
 
 
 @pytest.fixture(scope="session")

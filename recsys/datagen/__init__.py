@@ -1,0 +1,1 @@
+"""A realistic, deterministic generator of the pipeline's inputs (see `generator.py`)."""

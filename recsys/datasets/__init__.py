@@ -1,0 +1,1 @@
+"""Public data sets converted into the landing-zone contract."""
