@@ -87,6 +87,22 @@ class MlflowConfig:
 @dataclass(frozen=True)
 class PrivacyConfig:
     pseudonym_secret: str = _secret()
+    geo_min_population: int = 100_000
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_files_per_trigger: int = 1000
+    accounts_partitions: int = 4
+    click_events_to_postgres: bool = True
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    max_quarantine_rate: float = 0.05
+    future_tolerance_s: int = 3600
+    min_trusted_date: str = "2000-01-01"
+    max_duration_ms: int = 3 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,8 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     datagen: DatagenConfig = field(default_factory=DatagenConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     def require_secret(self, key: str) -> str:
         """Return a secret's value, or fail naming the environment variable that must hold it."""

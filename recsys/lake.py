@@ -5,10 +5,13 @@ Every table is at `<lake.root>/<layer>/<table>`; the layer and table names are t
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Sequence
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from recsys.config import LakeConfig
 
@@ -19,6 +22,11 @@ def table_path(cfg: LakeConfig, layer: str, table: str) -> str:
     if layer not in LAYERS:
         raise ValueError(f"unknown lake layer {layer!r}; expected one of {LAYERS}")
     return f"{cfg.root.rstrip('/')}/{layer}/{table}"
+
+
+def checkpoint_path(cfg: LakeConfig, name: str) -> str:
+    """Streaming checkpoints live beside the tables, at `<lake.root>/_checkpoints/<name>`."""
+    return f"{cfg.root.rstrip('/')}/_checkpoints/{name}"
 
 
 def exists(spark: SparkSession, path: str) -> bool:
@@ -35,6 +43,12 @@ def read(spark: SparkSession, path: str, version: int | None = None) -> DataFram
 
 def current_version(spark: SparkSession, path: str) -> int:
     return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+
+
+def metrics_since(spark: SparkSession, path: str, version: int) -> dict[str, int]:
+    """Operation metrics of the commit after `version`, or {} when nothing was committed."""
+    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
+    return {k: int(v) for k, v in last[1].items()} if last[0] > version else {}
 
 
 def upsert(df: DataFrame, path: str, keys: Sequence[str]) -> None:
@@ -55,3 +69,53 @@ def upsert(df: DataFrame, path: str, keys: Sequence[str]) -> None:
         .whenNotMatchedInsertAll()
         .execute()
     )
+
+
+def overwrite(df: DataFrame, path: str) -> None:
+    """Replace a table's contents in one Delta commit (readers see the old or the new, never a mix)."""
+    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+
+
+def ensure_table(spark: SparkSession, path: str, schema: T.StructType) -> None:
+    """Create an empty Delta table with `schema` unless one exists at `path`."""
+    if not exists(spark, path):
+        spark.createDataFrame([], schema).write.format("delta").mode("append").save(path)
+
+
+def append_once(df: DataFrame, path: str, app_id: str, version: int) -> None:
+    """Append as Delta transaction (`app_id`, `version`): a replay of the same version is a no-op."""
+    (
+        df.write.format("delta").mode("append")
+        .option("txnAppId", app_id).option("txnVersion", version)
+        .save(path)
+    )
+
+
+def _hadoop_path(spark: SparkSession, path: str):
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def ensure_checkpoint_id(spark: SparkSession, checkpoint: str) -> str:
+    """The id of the streaming query that owns `checkpoint`, fixed before its first start.
+
+    Idempotent Delta writes key on (app id, batch id). Batch ids restart at 0 with a new
+    checkpoint, so the app id must change with it: we take the query id Spark keeps in
+    `<checkpoint>/metadata`, writing it ourselves (Spark's own format) for a new checkpoint.
+    """
+    fs, meta = _hadoop_path(spark, f"{checkpoint}/metadata")
+    if fs.exists(meta):
+        stream = fs.open(meta)
+        try:
+            text = spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+        return json.loads(text.splitlines()[0])["id"]
+    query_id = str(uuid.uuid4())
+    out = fs.create(meta, False)
+    try:
+        out.write(bytearray(json.dumps({"id": query_id}).encode()))
+    finally:
+        out.close()
+    return query_id

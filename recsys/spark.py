@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -15,7 +16,6 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 # Small-machine defaults a user can override through `spark.conf`. Delta reconstructs table
 # state with 50 tasks by default, which dominates the run time of small local tables.
 LOCAL_DEFAULTS = {
-    "spark.sql.session.timeZone": "UTC",
     "spark.ui.showConsoleProgress": "false",
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.sql.adaptive.enabled": "true",
@@ -45,6 +45,7 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
         builder = builder.master(cfg.master)
         if cfg.master.startswith("local"):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers need this venv's pandas
             builder = builder.config("spark.driver.memory", cfg.driver_memory)
             for key, value in LOCAL_DEFAULTS.items():
                 builder = builder.config(key, value)
@@ -55,6 +56,7 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
         builder.config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")  # every timestamp in recsys is UTC
         .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
     )
     for key, value in cfg.conf.items():

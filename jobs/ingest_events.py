@@ -1,0 +1,26 @@
+"""Ingest new landing-zone files into bronze/events (+ quarantine), exactly once."""
+
+import json
+import sys
+from dataclasses import asdict
+
+from recsys.bronze.events import ingest_events
+from recsys.cli import job_parser, run_job
+from recsys.spark import get_spark
+
+
+def main(cfg, args) -> int:
+    spark = get_spark(cfg.spark, app_name="recsys-ingest-events")
+    report = ingest_events(spark, cfg)
+    print(json.dumps(asdict(report), default=str, indent=2))
+    print(f"lines read {report.lines_read} = bronze {report.rows_bronze} + quarantined {report.rows_quarantined}")
+    rate = report.rows_quarantined / report.lines_read if report.lines_read else 0.0
+    if rate > cfg.quality.max_quarantine_rate:
+        print(f"recsys: bronze quarantined {rate:.2%} of lines, above quality.max_quarantine_rate "
+              f"{cfg.quality.max_quarantine_rate:.2%}: {report.reasons}", file=sys.stderr)
+        return 4
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main, job_parser(__doc__)))

@@ -1,0 +1,53 @@
+"""The declared schemas of the landing-zone events and the bronze tables (never inferred)."""
+
+from __future__ import annotations
+
+from pyspark.sql import types as T
+
+S, L, D = T.StringType(), T.LongType(), T.DoubleType()
+
+
+def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(name, dtype) for name, dtype in fields])
+
+
+# Ids are strings: Spark renders a JSON number into a string field as its text, so `42` and
+# `"42"` parse alike. `event_ts` stays text here (ISO or epoch ms), typed in silver. `genre`
+# is text too: a list arrives as its JSON, and silver turns both forms into an array.
+CARD = _struct(
+    ("artist_id", S), ("artist_name", S), ("track_id", S), ("track_name", S), ("album_name", S),
+    ("genre", S), ("artist_rank", L), ("artist_followers", L), ("track_likes", L),
+    ("duration_ms", L), ("played_ms", L), ("volume", T.ArrayType(L)),
+)
+PLAYLIST = _struct(("playlist_id", S), ("playlist_name", S))
+RECOMMENDATION = _struct(("request_id", S), ("model_version", S), ("variant", S), ("position", L), ("score", D))
+GEO = _struct(("lat", D), ("lon", D))
+CONTEXT = _struct(("session_id", S), ("device_os", S), ("app_version", S), ("source", S), ("geo", GEO))
+USER = _struct(("email", S), ("display_name", S), ("ip", S))
+
+CORRUPT = "_corrupt_record"
+EVENT_FIELDS = (
+    ("event_id", S), ("event_type", S), ("event_ts", S), ("user_id", S), ("count", L), ("card", CARD),
+    ("playlist", PLAYLIST), ("recommendation", RECOMMENDATION), ("context", CONTEXT), ("user", USER),
+)
+EVENT = _struct(*EVENT_FIELDS)
+EVENT_WITH_CORRUPT = _struct(*EVENT_FIELDS, (CORRUPT, S))
+KNOWN_TOP_LEVEL = tuple(name for name, _ in EVENT_FIELDS)
+KNOWN_CARD = tuple(f.name for f in CARD.fields)
+
+LINEAGE = _struct(("_source_file", S), ("_ingested_at", T.TimestampType()), ("_run_id", S))
+
+BRONZE_EVENTS = T.StructType(
+    [T.StructField("_raw", S)]
+    + list(EVENT.fields)
+    + [T.StructField("_extra", T.MapType(S, S)), T.StructField("_extra_card", T.MapType(S, S))]
+    + list(LINEAGE.fields)
+)
+BRONZE_QUARANTINE = T.StructType(
+    [T.StructField("_raw", S), T.StructField("_reason", S), T.StructField("_detail", S)] + list(LINEAGE.fields)
+)
+INGEST_RUNS = _struct(
+    ("run_id", S), ("started_at", T.TimestampType()), ("finished_at", T.TimestampType()),
+    ("batches", L), ("files", L), ("lines_read", L), ("rows_bronze", L), ("rows_quarantined", L),
+    ("reasons", T.MapType(S, L)),
+)

@@ -1,0 +1,1 @@
+"""Silver: clean, deduplicated, normalized, pseudonymous. No PII of any kind past this point."""

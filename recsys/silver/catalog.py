@@ -1,0 +1,49 @@
+"""`silver/events` -> `silver/artists` and `silver/tracks`: one row per artist and per track.
+
+Names: the most frequent clean display form across events (ties: the latest seen), so stray
+case and punctuation from one client lose to the catalog's own spelling. Genres and the
+displayed rank, followers and likes come from the latest event that carried them.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+
+def _most_frequent(df: DataFrame, key: str, value: str) -> DataFrame:
+    counted = df.filter(F.col(value).isNotNull()).groupBy(key, value).agg(
+        F.count("*").alias("_n"), F.max("event_time").alias("_last"))
+    w = Window.partitionBy(key).orderBy(F.desc("_n"), F.desc("_last"), F.asc(value))
+    return counted.withColumn("_r", F.row_number().over(w)).filter("_r = 1").select(key, value)
+
+
+def _latest(df: DataFrame, key: str, value: str) -> DataFrame:
+    picked = F.max_by(F.col(value), F.col("event_time"))
+    return df.filter(F.col(value).isNotNull()).groupBy(key).agg(picked.alias(value))
+
+
+def to_artists(events: DataFrame) -> DataFrame:
+    with_genres = events.withColumn("genres", F.when(F.size("genres") > 0, F.col("genres")))
+    base = events.groupBy("artist_id").agg(F.max("event_time").alias("last_seen"))
+    out = base.join(_most_frequent(events, "artist_id", "artist_name"), on="artist_id", how="left")
+    for column in ("artist_key",):
+        out = out.join(_most_frequent(events, "artist_id", column), on="artist_id", how="left")
+    for column, source in (("genres", with_genres), ("artist_rank", events), ("artist_followers", events)):
+        out = out.join(_latest(source, "artist_id", column), on="artist_id", how="left")
+    return out.select(
+        "artist_id", "artist_name", "artist_key",
+        F.coalesce("genres", F.array().cast("array<string>")).alias("genres"),
+        "artist_rank", "artist_followers", "last_seen",
+    )
+
+
+def to_tracks(events: DataFrame) -> DataFrame:
+    tracks = events.filter(F.col("track_id").isNotNull())
+    base = tracks.groupBy("track_id").agg(F.max("event_time").alias("last_seen"))
+    out = base
+    for column in ("track_name", "track_key", "artist_id", "album_name", "duration_ms"):
+        out = out.join(_most_frequent(tracks, "track_id", column), on="track_id", how="left")
+    out = out.join(_latest(tracks, "track_id", "track_likes"), on="track_id", how="left")
+    return out.select("track_id", "track_name", "track_key", "artist_id", "album_name", "duration_ms",
+                      "track_likes", "last_seen")

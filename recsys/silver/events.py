@@ -1,0 +1,156 @@
+"""`bronze/events` -> `silver/events` (+ `silver/events_quarantine`), incrementally.
+
+A Delta streaming source with a checkpoint reads only bronze rows not seen before. Each batch
+is pseudonymized, cleaned and split: untrusted rows go to the quarantine (no PII: the raw
+line stays in bronze), the rest is MERGEd into `silver/events` by `event_id`, inserting only
+unseen ids, so a replayed file or a re-sent event adds nothing. Batches are idempotent:
+quarantine appends carry the batch id as a Delta transaction, and the MERGE is insert-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recsys import lake
+from recsys.bronze.schema import BRONZE_EVENTS
+from recsys.config import Config
+from recsys.silver.clean import with_completion, with_event_time, with_genres, with_names, with_untrusted_reason
+from recsys.silver.privacy import geocoder, pseudonymizer
+
+S, L, D, TS = T.StringType(), T.LongType(), T.DoubleType(), T.TimestampType()
+SILVER_EVENTS = T.StructType([T.StructField(n, t) for n, t in (
+    ("event_id", S), ("event_type", S), ("event_time", TS), ("event_date", T.DateType()), ("user_key", S),
+    ("count", L), ("artist_id", S), ("artist_name", S), ("artist_key", S), ("track_id", S),
+    ("track_name", S), ("track_key", S), ("album_name", S), ("genres", T.ArrayType(S)),
+    ("artist_rank", L), ("artist_followers", L), ("track_likes", L), ("duration_ms", L),
+    ("played_ms", L), ("completion", S), ("playlist_id", S), ("request_id", S), ("model_version", S),
+    ("variant", S), ("position", L), ("score", D), ("session_id", S), ("device_os", S),
+    ("app_version", S), ("source", S), ("geo_city", S), ("geo_region", S), ("geo_country", S),
+    ("_source_file", S), ("_ingested_at", TS), ("_silver_at", TS), ("_run_id", S),
+)])
+SILVER_QUARANTINE = T.StructType([T.StructField(n, t) for n, t in (
+    ("event_id", S), ("event_type", S), ("user_key", S), ("event_ts", S), ("_reason", S),
+    ("_source_file", S), ("_ingested_at", TS), ("_silver_at", TS), ("_run_id", S),
+)])
+
+
+@dataclass
+class SilverEventsReport:
+    rows_in: int = 0
+    inserted: int = 0
+    duplicates_dropped: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantine_rate(self) -> float:
+        return sum(self.quarantined.values()) / self.rows_in if self.rows_in else 0.0
+
+
+def clean_events(bronze: DataFrame, *, pseudonymize: Callable, geocode: Callable, now: datetime,
+                 future_tolerance: timedelta, min_trusted: date, max_duration_ms: int) -> DataFrame:
+    """Bronze rows -> silver columns plus `_reason` (NULL when the event is trusted)."""
+    card, rec, ctx = F.col("card"), F.col("recommendation"), F.col("context")
+    return (
+        bronze.withColumn("user_key", pseudonymize(F.trim("user_id")))
+        .withColumn("_place", geocode(ctx["geo"]["lat"], ctx["geo"]["lon"]))
+        .transform(with_event_time)
+        .withColumn("duration_ms", card["duration_ms"])
+        .withColumn("played_ms", card["played_ms"])
+        .transform(with_untrusted_reason(now, future_tolerance, min_trusted, max_duration_ms))
+        .withColumn("genre", card["genre"]).transform(with_genres)
+        .transform(with_completion)
+        .transform(with_names)
+        .select(
+            "event_id", "event_type", "event_time", F.to_date("event_time").alias("event_date"), "user_key",
+            F.coalesce("count", F.lit(1)).alias("count"),
+            F.trim(card["artist_id"]).alias("artist_id"), "artist_name", "artist_key",
+            F.trim(card["track_id"]).alias("track_id"), "track_name", "track_key",
+            card["album_name"].alias("album_name"), "genres",
+            card["artist_rank"].alias("artist_rank"), card["artist_followers"].alias("artist_followers"),
+            card["track_likes"].alias("track_likes"), "duration_ms", "played_ms", "completion",
+            F.col("playlist.playlist_id").alias("playlist_id"),
+            rec["request_id"].alias("request_id"), rec["model_version"].alias("model_version"),
+            rec["variant"].alias("variant"), rec["position"].alias("position"), rec["score"].alias("score"),
+            ctx["session_id"].alias("session_id"), ctx["device_os"].alias("device_os"),
+            ctx["app_version"].alias("app_version"), ctx["source"].alias("source"),
+            F.col("_place.city").alias("geo_city"), F.col("_place.region").alias("geo_region"),
+            F.col("_place.country").alias("geo_country"),
+            "_source_file", "_ingested_at", F.current_timestamp().alias("_silver_at"), "_run_id",
+            "_reason", "event_ts",
+        )
+    )
+
+
+def first_per_event(df: DataFrame) -> DataFrame:
+    """One row per `event_id`: the earliest ingested copy."""
+    w = Window.partitionBy("event_id").orderBy("_ingested_at", "_source_file")
+    return df.withColumn("_n", F.row_number().over(w)).filter(F.col("_n") == 1).drop("_n")
+
+
+def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: datetime,
+                        on_batch: Callable[[DataFrame, int], None] | None = None) -> SilverEventsReport:
+    """Process the bronze rows not processed before; `on_batch(new_events, batch_id)` sees each batch."""
+    secret = cfg.require_secret("privacy.pseudonym_secret")
+    events_path = lake.table_path(cfg.lake, "silver", "events")
+    quarantine_path = lake.table_path(cfg.lake, "silver", "events_quarantine")
+    bronze_path = lake.table_path(cfg.lake, "bronze", "events")
+    lake.ensure_table(spark, bronze_path, BRONZE_EVENTS)
+    lake.ensure_table(spark, events_path, SILVER_EVENTS)
+    lake.ensure_table(spark, quarantine_path, SILVER_QUARANTINE)
+    checkpoint = lake.checkpoint_path(cfg.lake, "silver_events")
+    app_id = f"recsys-silver-events-{lake.ensure_checkpoint_id(spark, checkpoint)}"
+    pseudonymize = pseudonymizer(spark, secret)
+    geocode = geocoder(cfg.privacy.geo_min_population)
+    q = cfg.quality
+    report = SilverEventsReport()
+
+    def write_batch(batch: DataFrame, batch_id: int) -> None:
+        cleaned = clean_events(
+            batch.withColumn("_run_id", F.lit(run_id)), pseudonymize=pseudonymize, geocode=geocode, now=now,
+            future_tolerance=timedelta(seconds=q.future_tolerance_s),
+            min_trusted=date.fromisoformat(q.min_trusted_date), max_duration_ms=q.max_duration_ms,
+        ).persist()
+        try:
+            trusted = cleaned.filter(F.col("_reason").isNull())
+            unique = first_per_event(trusted).select(*SILVER_EVENTS.fieldNames()).persist()
+            counts = {r["_reason"] or "ok": r["n"] for r in
+                      cleaned.groupBy("_reason").agg(F.count("*").alias("n")).collect()}
+            lake.append_once(cleaned.filter(F.col("_reason").isNotNull()).select(*SILVER_QUARANTINE.fieldNames()),
+                             quarantine_path, app_id, batch_id)
+            version = lake.current_version(spark, events_path)
+            (
+                DeltaTable.forPath(spark, events_path).alias("t")
+                .merge(unique.alias("s"), "t.event_id = s.event_id")
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+            inserted = lake.metrics_since(spark, events_path, version).get("numTargetRowsInserted", 0)
+            if on_batch is not None:
+                on_batch(unique, batch_id)
+            unique.unpersist()
+        finally:
+            cleaned.unpersist()
+        ok = counts.pop("ok", 0)
+        report.rows_in += ok + sum(counts.values())
+        report.inserted += inserted
+        report.duplicates_dropped += ok - inserted
+        for reason, n in counts.items():
+            report.quarantined[reason] = report.quarantined.get(reason, 0) + n
+
+    query = (
+        spark.readStream.format("delta").option("maxFilesPerTrigger", cfg.ingest.max_files_per_trigger)
+        .load(bronze_path)
+        .writeStream.foreachBatch(write_batch)
+        .option("checkpointLocation", checkpoint)
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    return report

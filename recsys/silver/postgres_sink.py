@@ -1,0 +1,61 @@
+"""Cleaned events into PostgreSQL `click_events`: pseudonymous, appended idempotently.
+
+Each batch lands in a staging table over JDBC, then one `INSERT ... ON CONFLICT (event_id)
+DO NOTHING` moves it, so a replayed batch adds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pyspark.sql import DataFrame
+
+from recsys.config import PostgresConfig
+from recsys.stores.postgres import connect, write_jdbc
+
+TABLE = "click_events"
+COLUMNS = ("event_id", "event_type", "event_time", "user_key", "count", "artist_id", "track_id", "completion",
+           "request_id", "model_version", "variant", "position", "score", "source")
+DDL = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    event_id text PRIMARY KEY,
+    event_type text NOT NULL,
+    event_time timestamptz NOT NULL,
+    user_key text NOT NULL,
+    count bigint NOT NULL,
+    artist_id text,
+    track_id text,
+    completion text,
+    request_id text,
+    model_version text,
+    variant text,
+    position bigint,
+    score double precision,
+    source text,
+    loaded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_user_time ON {TABLE} (user_key, event_time);
+"""
+
+
+def ensure_click_events(cfg: PostgresConfig) -> None:
+    with connect(cfg) as conn, conn.cursor() as cur:
+        cur.execute(DDL)
+
+
+def append_click_events(events: DataFrame, cfg: PostgresConfig, stage_suffix: str) -> None:
+    stage = f"{TABLE}_stage_{stage_suffix}".replace("-", "_")
+    columns = ", ".join(COLUMNS)
+    write_jdbc(events.select(*COLUMNS), cfg, stage, mode="overwrite")
+    with connect(cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT (event_id) DO NOTHING")
+        cur.execute(f"DROP TABLE {stage}")
+
+
+def delete_users(cfg: PostgresConfig, user_keys: Iterable[str]) -> int:
+    keys = list(user_keys)
+    if not keys:
+        return 0
+    with connect(cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {TABLE} WHERE user_key = ANY(%s)", (keys,))
+        return cur.rowcount

@@ -1,0 +1,143 @@
+"""Silver cleaning rules on tiny hand-written frames, one behaviour per test."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from chispa import assert_df_equality
+
+from recsys.silver.catalog import to_artists
+from recsys.silver.clean import (
+    display_name,
+    name_key,
+    normalize_name,
+    with_completion,
+    with_event_time,
+    with_genres,
+    with_untrusted_reason,
+)
+from recsys.silver.events import first_per_event
+from recsys.silver.privacy import geocoder, pseudonymizer, with_age_group
+from recsys.silver.users import to_silver_users
+
+
+@pytest.mark.parametrize("variant", ["  The Beatles!! ", "the beatles", "THE BEATLES", "The  Beatles"])
+def test_name_variants_share_one_key(variant):
+    assert name_key(variant) == "the beatles"
+
+
+def test_accents_in_either_unicode_form_share_one_key_and_display_composed():
+    assert name_key("Beyoncé") == name_key("Beyonce\u0301") == "beyonce"
+    assert display_name("  Beyonce\u0301 ") == "Beyoncé"
+    assert name_key("!!!") == "!!!"
+
+
+def test_normalize_name_udf_matches_the_python_rules(spark):
+    df = spark.createDataFrame([("  Sigur  Rós ",), (None,)], "name string")
+    out = df.select(normalize_name("name").alias("n")).select("n.display", "n.key").collect()
+    assert [tuple(r) for r in out] == [("Sigur Rós", "sigur ros"), (None, None)]
+
+
+def test_event_time_from_iso_with_z_or_offset_and_epoch_millis(spark):
+    df = spark.createDataFrame(
+        [("2026-11-28T21:04:05.123Z",), ("2026-11-28T23:04:05.123+02:00",), ("1795899845123",), ("soon",)],
+        "event_ts string")
+    got = [r.event_time for r in with_event_time(df).collect()]
+    expected = datetime(2026, 11, 28, 21, 4, 5, 123000)
+    assert got == [expected, expected, datetime(2026, 11, 28, 21, 4, 5, 123000), None]
+
+
+def test_untrusted_times_and_impossible_durations_get_a_reason(spark):
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [
+        (datetime(2026, 10, 1), 200_000, 100_000, None),
+        (None, None, None, "bad_timestamp"),
+        (datetime(1999, 12, 31), None, None, "ts_before_trusted"),
+        (datetime(2026, 11, 1, 2), None, None, "ts_in_future"),
+        (datetime(2026, 11, 1, 0, 30), None, None, None),
+        (datetime(2026, 10, 1), -5, 0, "impossible_duration"),
+        (datetime(2026, 10, 1), 11_000_000, 5, "impossible_duration"),
+        (datetime(2026, 10, 1), 200_000, 250_000, "played_over_duration"),
+    ]
+    df = spark.createDataFrame(rows, "event_time timestamp, duration_ms long, played_ms long, expected string")
+    out = df.transform(with_untrusted_reason(now, timedelta(hours=1), date(2000, 1, 1), 10_800_000))
+    assert [(r.expected, r._reason) for r in out.collect()] == [(r[3], r[3]) for r in rows]
+
+
+def test_genre_is_always_an_array(spark):
+    df = spark.createDataFrame([('["Rock"," pop"]',), ("Jazz",), (None,)], "genre string")
+    assert [r.genres for r in with_genres(df).collect()] == [["rock", "pop"], ["jazz"], []]
+
+
+def test_completion_follows_the_contract_thresholds(spark):
+    rows = [("play", 100_000, 80_000, "full"), ("play", 100_000, 79_999, "partial"),
+            ("play", 100_000, 29_999, "skipped"), ("play", 50_000, 29_999, "partial"),
+            ("play", None, None, None), ("like", 100_000, 100_000, None)]
+    df = spark.createDataFrame(rows, "event_type string, duration_ms long, played_ms long, expected string")
+    assert all(r.completion == r.expected for r in with_completion(df).collect())
+
+
+def test_age_groups_use_the_contract_buckets_for_the_run_date(spark):
+    today = date(2026, 11, 29)
+    births = [(date(2008, 11, 30), "<18"), (date(2008, 11, 29), "18-24"), (date(2001, 11, 30), "18-24"),
+              (date(1992, 1, 1), "25-34"), (date(1961, 11, 29), "65+"), (date(1962, 1, 1), "55-64"), (None, "unknown")]
+    df = spark.createDataFrame(births, "date_of_birth date, expected string").transform(with_age_group(today))
+    assert all(r.age_group == r.expected for r in df.collect())
+
+
+def test_user_key_is_an_hmac_and_the_secret_is_not_in_the_plan(spark):
+    secret = "s3cret-for-this-test-only"
+    pseudonymize = pseudonymizer(spark, secret)
+    df = spark.createDataFrame([("42",), (None,)], "user_id string").select(pseudonymize("user_id").alias("k"))
+    expected = hmac.new(secret.encode(), b"42", hashlib.sha256).hexdigest()
+    assert [r.k for r in df.collect()] == [expected, None]
+    plan = df._jdf.queryExecution().toString()
+    assert secret not in plan and "s3cret" not in plan
+
+
+def test_known_coordinates_map_to_their_city(spark):
+    geocode = geocoder(100_000)
+    coords = [(40.7128, -74.0060), (51.5074, -0.1278), (48.1351, 11.5820), (19.0760, 72.8777), (None, None)]
+    df = spark.createDataFrame(coords, "lat double, lon double").select(geocode("lat", "lon").alias("p"))
+    got = [(r.p.city, r.p.region, r.p.country) if r.p.city else None for r in df.collect()]
+    assert got == [("New York City", "New York", "US"), ("London", "England", "GB"),
+                   ("Munich", "Bavaria", "DE"), ("Mumbai", "Maharashtra", "IN"), None]
+
+
+def test_users_carry_no_pii_and_fall_back_to_country_code(spark):
+    accounts = spark.createDataFrame(
+        [("1", "Ann Lee", "ann@example.com", date(1990, 1, 1), "f", 51.5, -0.12, "GB", datetime(2024, 1, 1),
+          datetime(2026, 1, 1)),
+         ("2", None, None, None, None, None, None, "se ", datetime(2024, 2, 1), datetime(2026, 1, 1))],
+        "user_id string, full_name string, email string, date_of_birth date, gender string, latitude double, "
+        "longitude double, country_code string, signup_at timestamp, updated_at timestamp")
+    users = to_silver_users(accounts, pseudonymize=pseudonymizer(spark, "k"), geocode=geocoder(100_000),
+                            today=date(2026, 11, 29))
+    assert users.columns == ["user_key", "age_group", "city", "region", "country", "signup_date", "updated_at"]
+    rows = sorted((r.age_group, r.city, r.country) for r in users.collect())
+    assert rows == [("35-44", "London", "GB"), ("unknown", None, "SE")]
+
+
+def test_first_per_event_keeps_the_earliest_copy(spark):
+    df = spark.createDataFrame(
+        [("e1", datetime(2026, 1, 2), "b.json"), ("e1", datetime(2026, 1, 1), "a.json"),
+         ("e2", datetime(2026, 1, 1), "a.json")],
+        "event_id string, _ingested_at timestamp, _source_file string")
+    expected = spark.createDataFrame(
+        [("e1", datetime(2026, 1, 1), "a.json"), ("e2", datetime(2026, 1, 1), "a.json")],
+        "event_id string, _ingested_at timestamp, _source_file string")
+    assert_df_equality(first_per_event(df), expected, ignore_row_order=True)
+
+
+def test_artists_take_the_most_frequent_display_name_and_latest_card_values(spark):
+    rows = [("7", "Björk", "bjork", ["pop"], 5, 100, datetime(2026, 1, 1)),
+            ("7", "BJÖRK", "bjork", ["pop"], 4, 110, datetime(2026, 1, 2)),
+            ("7", "Björk", "bjork", [], 3, 120, datetime(2026, 1, 3))]
+    events = spark.createDataFrame(rows, "artist_id string, artist_name string, artist_key string, genres "
+                                         "array<string>, artist_rank long, artist_followers long, event_time timestamp")
+    row = to_artists(events).first()
+    assert (row.artist_name, row.artist_key, row.genres, row.artist_rank, row.artist_followers) == \
+        ("Björk", "bjork", ["pop"], 3, 120)
