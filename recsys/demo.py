@@ -2,42 +2,62 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-
-from pyspark.sql import functions as F
+import uuid
+from datetime import UTC, datetime
 
 from recsys import lake
+from recsys.bronze.accounts import ingest_accounts
+from recsys.bronze.events import ingest_events
 from recsys.config import Config
-from recsys.endpoints import postgres_endpoint, redis_endpoint
+from recsys.datagen.generator import GeneratorSpec, generate, read_manifest
+from recsys.silver.build import build_silver
+from recsys.sources.accounts import upsert_accounts
 from recsys.spark import get_spark
-from recsys.stores import postgres, redis
 from recsys.tracking import setup_mlflow, tracking_uri
 
 
+def _step(name: str, started: float) -> None:
+    print(f"[{time.monotonic() - started:6.1f}s] {name}", flush=True)
+
+
 def run_demo(cfg: Config, started: float) -> int:
+    if read_manifest(cfg.landing.path) is None:
+        _step(f"generate {cfg.datagen.users} users x {cfg.datagen.days} days into {cfg.landing.path}", started)
+        settings = dataclasses.asdict(cfg.datagen)
+        settings["dirt"] = {k: float(v) for k, v in settings["dirt"].items()}
+        manifest = generate(cfg.landing.path, GeneratorSpec(**settings),
+                            on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
+        print(f"         {manifest['lines']} lines in {manifest['files']} files "
+              f"({manifest['lines'] / manifest['last_run']['seconds']:,.0f} lines/s)")
+    else:
+        _step(f"landing zone already generated in {cfg.landing.path} (delete it or use --append-days)", started)
+
     spark = get_spark(cfg.spark, app_name="recsys-demo")
-    print(f"spark {spark.version} session ready in {time.monotonic() - started:.1f}s")
-
-    path = lake.table_path(cfg.lake, "gold", "demo_runtime_probe")
-    probe = spark.range(1000).select(F.col("id"), (F.col("id") % 7).alias("bucket"))
-    lake.upsert(probe, path, keys=["id"])
-    counts = lake.read(spark, path).groupBy("bucket").count().orderBy("bucket").collect()
-    print(f"delta: {sum(r['count'] for r in counts)} rows in {path} (version {lake.current_version(spark, path)})")
-
-    with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
-        cur.execute("SELECT version()")
-        print(f"postgres: {postgres_endpoint(cfg)} -> {cur.fetchone()[0].split(' on ')[0]}")
-    client = redis.connect(cfg.redis)
-    print(f"redis: {redis_endpoint(cfg)} -> Redis {client.info('server')['redis_version']}")
+    _step(f"spark {spark.version} ready", started)
+    run_id = uuid.uuid4().hex
+    bronze = ingest_events(spark, cfg, run_id=run_id)
+    _step(f"bronze: {bronze.lines_read} new lines = {bronze.rows_bronze} events + "
+          f"{bronze.rows_quarantined} quarantined {bronze.reasons}", started)
+    accounts = ingest_accounts(spark, cfg, run_id=run_id)
+    _step(f"bronze: {accounts.rows_read} accounts extracted", started)
+    report = build_silver(spark, cfg, run_id=run_id, now=datetime.now(UTC))
+    events = report["events"]
+    _step(f"silver: {events['inserted']} new events, {events['duplicates_dropped']} duplicates dropped, "
+          f"quarantined {events['quarantined']}; tables {report['tables']}", started)
     setup_mlflow(cfg)
 
     print("\nwhere things are:")
-    print(f"  lake (Delta)     {cfg.lake.root}")
-    print(f"  landing zone     {cfg.landing.path}")
-    print(f"  MLflow store     {tracking_uri(cfg)}")
+    print(f"  lake (Delta)     {cfg.lake.root}/{{bronze,silver}}/<table>")
+    for layer, tables in (("bronze", ("events", "events_quarantine", "ingest_runs", "accounts")),
+                          ("silver", ("events", "events_quarantine", "users", "artists", "tracks"))):
+        sizes = ", ".join(f"{t} {lake.read(spark, lake.table_path(cfg.lake, layer, t)).count()}" for t in tables)
+        print(f"    {layer:7} {sizes}")
+    print(f"  landing zone     {cfg.landing.path} (manifest and ground truth in _meta/)")
     print(f"  MLflow UI        .venv/bin/mlflow ui --backend-store-uri {tracking_uri(cfg)}")
     print(f"  PostgreSQL       psql -h {cfg.postgres.host} -p {cfg.postgres.port} -U {cfg.postgres.user} "
-          f"{cfg.postgres.database}")
+          f"{cfg.postgres.database}   (tables accounts, click_events)")
     print(f"  Redis            {cfg.redis.url}/{cfg.redis.db}")
-    print(f"done in {time.monotonic() - started:.1f}s")
+    _step("done", started)
     return 0
