@@ -126,6 +126,19 @@ class DatagenConfig:
 
 
 @dataclass(frozen=True)
+class GoldConfig:
+    feature_window_days: int = 90
+    trending_recent_days: int = 7
+    trending_baseline_days: int = 28
+    max_favourite_artists: int = 100
+    max_recent_tracks: int = 100
+    weights: dict[str, str] = field(default_factory=dict)
+    confidence: str = "log"
+    feature_ttl_s: int = 7 * 24 * 3600
+    redis_prefix: str = "recsys"
+
+
+@dataclass(frozen=True)
 class Config:
     env: str = DEFAULT_ENV
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -139,6 +152,7 @@ class Config:
     datagen: DatagenConfig = field(default_factory=DatagenConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    gold: GoldConfig = field(default_factory=GoldConfig)
 
     def require_secret(self, key: str) -> str:
         """Return a secret's value, or fail naming the environment variable that must hold it."""

@@ -1,0 +1,1 @@
+"""Gold: features and the implicit-feedback matrix, each built as of a point in time."""

@@ -1,0 +1,86 @@
+"""The implicit-feedback matrix: one row per (user, artist) with a confidence, and persistent
+integer ids for ALS.
+
+`raw_score` sums each event's weight times its `count`. Plays weigh by completion (full >
+partial > imported play without a track > skipped, and skips count against); likes, follows and
+playlist adds add; unlikes and unfollows subtract. `confidence` is `log1p(max(raw_score, 0))`
+(`gold.confidence: log`) or `max(raw_score, 0)` (`linear`); pairs at or below zero stay in the
+table with confidence 0, so the model can tell "seen and disliked" from "never seen".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recsys import lake
+
+DEFAULT_WEIGHTS = {
+    "play_full": 1.0, "play_partial": 0.5, "play_skipped": -0.25, "play_untracked": 1.0,
+    "like": 3.0, "unlike": -3.0, "follow": 4.0, "unfollow": -4.0, "playlist_add": 2.0, "click": 1.0,
+}
+MAX_ID = 2**31 - 1
+
+
+def weights_from(overrides: Mapping[str, str]) -> dict[str, float]:
+    unknown = set(overrides) - set(DEFAULT_WEIGHTS)
+    if unknown:
+        raise ValueError(f"gold.weights: unknown kinds {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+    return {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in overrides.items()}}
+
+
+def event_weight(weights: Mapping[str, float]) -> Column:
+    kind = F.col("event_type")
+    play = (
+        F.when(F.col("completion") == "full", weights["play_full"])
+        .when(F.col("completion") == "partial", weights["play_partial"])
+        .when(F.col("completion") == "skipped", weights["play_skipped"])
+        .otherwise(weights["play_untracked"])
+    )
+    expr = F.when(kind == "play", play)
+    for name in ("like", "unlike", "follow", "unfollow", "playlist_add", "click"):
+        expr = expr.when(kind == name, F.lit(weights[name]))
+    return expr.otherwise(F.lit(0.0))
+
+
+def interactions(events: DataFrame, weights: Mapping[str, float], scaling: str = "log") -> DataFrame:
+    """(user_key, artist_id) -> raw_score, confidence, plays, last_ts."""
+    if scaling not in ("log", "linear"):
+        raise ValueError(f"gold.confidence must be 'log' or 'linear', got {scaling!r}")
+    scored = events.filter(F.col("event_type") != "impression").withColumn(
+        "_w", event_weight(weights) * F.col("count"))
+    pairs = scored.groupBy("user_key", "artist_id").agg(
+        F.sum("_w").alias("raw_score"),
+        F.sum(F.when(F.col("event_type") == "play", F.col("count")).otherwise(0)).alias("plays"),
+        F.max("event_time").alias("last_ts"),
+    )
+    positive = F.greatest(F.col("raw_score"), F.lit(0.0))
+    confidence = F.log1p(positive) if scaling == "log" else positive
+    return pairs.withColumn("confidence", confidence)
+
+
+ID_MAP = {"users": ("user_key", "user_idx"), "artists": ("artist_id", "artist_idx")}
+
+
+def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx: str) -> None:
+    """Give every new key the next integer id; existing ids never change."""
+    schema = T.StructType([T.StructField(key, T.StringType()), T.StructField(idx, T.IntegerType())])
+    lake.ensure_table(spark, path, schema)
+    current = lake.read(spark, path)
+    start = current.agg(F.max(idx)).first()[0]
+    start = -1 if start is None else start
+    new = keys.select(key).distinct().join(current, on=key, how="left_anti")
+    numbered = new.withColumn(idx, (F.row_number().over(Window.orderBy(key)) + F.lit(start)).cast("int"))
+    if (numbered.agg(F.max(idx)).first()[0] or 0) > MAX_ID:
+        raise OverflowError(f"{path}: ids would pass {MAX_ID}")
+    (DeltaTable.forPath(spark, path).alias("t")
+     .merge(numbered.alias("s"), f"t.{key} = s.{key}")
+     .whenNotMatchedInsertAll().execute())
+
+
+def with_ids(pairs: DataFrame, users: DataFrame, artists: DataFrame) -> DataFrame:
+    return pairs.join(users, on="user_key", how="inner").join(artists, on="artist_id", how="inner")

@@ -1,0 +1,107 @@
+"""Artist and track statistics over the feature window, and the trending rank.
+
+Trending: `growth = (recent plays per day + 1) / (baseline plays per day + 1)`, where "recent"
+is the last `gold.trending_recent_days` before the as-of time and "baseline" the
+`gold.trending_baseline_days` before that. Rank 1 grows fastest; ties go to more recent plays,
+then to the id. The +1 keeps a handful of plays from a silent artist from topping the chart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+
+def _between(start: datetime, end: datetime) -> Column:
+    return (F.col("event_time") >= F.lit(start)) & (F.col("event_time") < F.lit(end))
+
+
+def trending_rank(plays: DataFrame, key: str, as_of: datetime, recent_days: int, baseline_days: int) -> DataFrame:
+    """`key`, `trending_rank` for every key in `plays` (events with `count`, `event_time`)."""
+    recent_start = as_of - timedelta(days=recent_days)
+    baseline_start = recent_start - timedelta(days=baseline_days)
+    windows = plays.groupBy(key).agg(
+        F.sum(F.when(_between(recent_start, as_of), F.col("count")).otherwise(0)).alias("_recent"),
+        F.sum(F.when(_between(baseline_start, recent_start), F.col("count")).otherwise(0)).alias("_base"),
+    )
+    growth = (F.col("_recent") / recent_days + 1) / (F.col("_base") / baseline_days + 1)
+    rank = F.row_number().over(Window.orderBy(growth.desc(), F.col("_recent").desc(), F.col(key)))
+    return windows.select(key, rank.alias("trending_rank"))
+
+
+def _window_plays(events: DataFrame, as_of: datetime, window_days: int) -> DataFrame:
+    return events.filter((F.col("event_type") == "play") & _between(as_of - timedelta(days=window_days), as_of))
+
+
+def _net_likes(events: DataFrame, key: str) -> DataFrame:
+    sign = F.when(F.col("event_type") == "like", 1).when(F.col("event_type") == "unlike", -1).otherwise(0)
+    return events.groupBy(key).agg(F.greatest(F.sum(sign), F.lit(0)).alias("likes"))
+
+
+def artist_stats(events: DataFrame, artists: DataFrame, as_of: datetime, *, window_days: int,
+                 recent_days: int, baseline_days: int) -> DataFrame:
+    """Per artist seen before `as_of`: plays, listeners, active days, trending rank, followers, likes."""
+    plays = _window_plays(events, as_of, window_days)
+    usage = plays.groupBy("artist_id").agg(
+        F.sum("count").alias("plays"),
+        F.countDistinct("user_key").alias("listeners"),
+        F.countDistinct("event_date").alias("active_days"),
+    )
+    # A user's follow state is their latest follow/unfollow; net followers count those following.
+    follows = events.filter(F.col("event_type").isin("follow", "unfollow"))
+    latest = F.max_by(F.col("event_type"), F.col("event_time"))
+    state = follows.groupBy("artist_id", "user_key").agg(latest.alias("_state"))
+    net = state.groupBy("artist_id").agg(F.sum((F.col("_state") == "follow").cast("long")).alias("_net_followers"))
+    displayed = events.filter(F.col("artist_followers").isNotNull()).groupBy("artist_id").agg(
+        F.max_by("artist_followers", "event_time").alias("_shown_followers"))
+    known = events.select("artist_id").distinct()
+    return (
+        known.join(artists.select("artist_id", "artist_name", "genres"), on="artist_id", how="left")
+        .join(usage, on="artist_id", how="left")
+        .join(trending_rank(plays, "artist_id", as_of, recent_days, baseline_days), on="artist_id", how="left")
+        .join(net, on="artist_id", how="left")
+        .join(displayed, on="artist_id", how="left")
+        .join(_net_likes(events, "artist_id"), on="artist_id", how="left")
+        .select(
+            "artist_id", "artist_name", F.coalesce("genres", F.array().cast("array<string>")).alias("genres"),
+            F.coalesce("plays", F.lit(0)).alias("plays"), F.coalesce("listeners", F.lit(0)).alias("listeners"),
+            F.coalesce("active_days", F.lit(0)).alias("active_days"),
+            "trending_rank",
+            F.coalesce("_net_followers", "_shown_followers", F.lit(0)).alias("followers"),
+            F.coalesce("likes", F.lit(0)).alias("likes"),
+        )
+    )
+
+
+def track_stats(events: DataFrame, tracks: DataFrame, as_of: datetime, *, window_days: int,
+                recent_days: int, baseline_days: int) -> DataFrame:
+    """Per track seen before `as_of`: plays, listeners, likes, active days, trending, listen time, completion."""
+    plays = _window_plays(events, as_of, window_days).filter(F.col("track_id").isNotNull())
+
+    def share(kind: str) -> Column:
+        return F.avg((F.col("completion") == kind).cast("double")).alias(f"{kind}_share")
+
+    usage = plays.groupBy("track_id").agg(
+        F.sum("count").alias("plays"),
+        F.countDistinct("user_key").alias("listeners"),
+        F.countDistinct("event_date").alias("active_days"),
+        F.avg("played_ms").alias("avg_listen_ms"),
+        F.stddev_samp("played_ms").alias("std_listen_ms"),
+        share("full"), share("partial"), share("skipped"),
+    )
+    known = events.filter(F.col("track_id").isNotNull()).select("track_id").distinct()
+    return (
+        known.join(tracks.select("track_id", "track_name", "artist_id"), on="track_id", how="left")
+        .join(usage, on="track_id", how="left")
+        .join(trending_rank(plays, "track_id", as_of, recent_days, baseline_days), on="track_id", how="left")
+        .join(_net_likes(events.filter(F.col("track_id").isNotNull()), "track_id"), on="track_id", how="left")
+        .select(
+            "track_id", "track_name", "artist_id",
+            F.coalesce("plays", F.lit(0)).alias("plays"), F.coalesce("listeners", F.lit(0)).alias("listeners"),
+            F.coalesce("likes", F.lit(0)).alias("likes"), F.coalesce("active_days", F.lit(0)).alias("active_days"),
+            "trending_rank", "avg_listen_ms", F.coalesce("std_listen_ms", F.lit(0.0)).alias("std_listen_ms"),
+            "full_share", "partial_share", "skipped_share",
+        )
+    )

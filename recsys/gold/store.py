@@ -1,0 +1,156 @@
+"""The feature store's online sides: PostgreSQL `user_features` and one Redis hash per user.
+
+Incremental: each user's features carry a `feature_hash` (SHA-256 of their JSON); only users
+whose hash differs from the previous `gold/user_features` version are written, and users that
+vanished (deleted accounts) are removed. Redis is written from the executors, one pipelined
+connection per partition, never through the driver.
+
+Redis key layout (prefix `gold.redis_prefix`, default `recsys`):
+    <prefix>:features:<user_key>  hash, TTL `gold.feature_ttl_s`
+        age_group, city, region, country, plays_30d, distinct_artists, as_of
+        top_genres            JSON list of genre names
+        favourite_artist_ids  JSON list of artist ids, newest engagement first
+        recent_track_ids      JSON list of track ids, newest play first
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recsys import lake
+from recsys.config import Config, RedisConfig
+from recsys.stores.postgres import connect, write_jdbc
+
+PG_TABLE = "user_features"
+PG_DDL = f"""
+CREATE TABLE IF NOT EXISTS {PG_TABLE} (
+    user_key text PRIMARY KEY,
+    as_of timestamptz NOT NULL,
+    age_group text, city text, region text, country text,
+    plays_30d bigint, distinct_artists bigint,
+    top_genres jsonb, favourite_artists jsonb, recent_tracks jsonb,
+    feature_hash text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+SCALARS = ("age_group", "city", "region", "country", "plays_30d", "distinct_artists")
+JSON_COLUMNS = ("top_genres", "favourite_artists", "recent_tracks")
+
+
+def features_key(prefix: str, user_key: str) -> str:
+    return f"{prefix}:features:{user_key}"
+
+
+def with_feature_hash(features: DataFrame) -> DataFrame:
+    payload = F.to_json(F.struct(*[c for c in features.columns if c not in ("user_key", "as_of")]))
+    return features.withColumn("feature_hash", F.sha2(payload, 256))
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    changed: int
+    removed: int
+
+
+def changed_since(spark: SparkSession, path: str, previous_version: int | None) -> tuple[DataFrame, DataFrame]:
+    """Rows of the current `gold/user_features` that are new or changed, and keys that vanished."""
+    current = with_feature_hash(lake.read(spark, path))
+    if previous_version is not None and previous_version == lake.current_version(spark, path):
+        return current.limit(0), spark.createDataFrame([], "user_key string")
+    if previous_version is None:
+        return current, spark.createDataFrame([], "user_key string")
+    before = with_feature_hash(lake.read(spark, path, version=previous_version)).select("user_key", "feature_hash")
+    changed = current.join(before, on=["user_key", "feature_hash"], how="left_anti")
+    removed = before.select("user_key").join(current.select("user_key"), on="user_key", how="left_anti")
+    return changed, removed
+
+
+def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_suffix: str) -> None:
+    stage = f"{PG_TABLE}_stage_{stage_suffix}"
+    columns = ["user_key", "as_of", *SCALARS, *JSON_COLUMNS, "feature_hash"]
+    staged = changed.select("user_key", "as_of", *SCALARS, *[F.to_json(c).alias(c) for c in JSON_COLUMNS],
+                            "feature_hash")
+    with connect(cfg.postgres) as conn, conn.cursor() as cur:
+        cur.execute(PG_DDL)
+    write_jdbc(staged, cfg.postgres, stage, mode="overwrite")
+    select = ", ".join(f"{c}::jsonb" if c in JSON_COLUMNS else c for c in columns)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "user_key")
+    with connect(cfg.postgres) as conn, conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {PG_TABLE} ({', '.join(columns)}) SELECT {select} FROM {stage} "
+                    f"ON CONFLICT (user_key) DO UPDATE SET {updates}, updated_at = now()")
+        cur.execute(f"DROP TABLE {stage}")
+        if removed:
+            cur.execute(f"DELETE FROM {PG_TABLE} WHERE user_key = ANY(%s)", (removed,))
+
+
+def _redis_writer(redis_cfg: RedisConfig, prefix: str, ttl_s: int, batch: int = 500):
+    def write_partition(rows) -> None:
+        from recsys.stores.redis import connect as redis_connect
+
+        client = redis_connect(redis_cfg)
+        pipe = client.pipeline(transaction=False)
+        pending = 0
+        for row in rows:
+            key = features_key(prefix, row["user_key"])
+            mapping = {c: "" if row[c] is None else str(row[c]) for c in SCALARS}
+            mapping["as_of"] = row["as_of"].isoformat()
+            mapping["top_genres"] = json.dumps(list(row["top_genres"] or []))
+            mapping["favourite_artist_ids"] = json.dumps([a["artist_id"] for a in row["favourite_artists"] or []])
+            mapping["recent_track_ids"] = json.dumps([t["track_id"] for t in row["recent_tracks"] or []])
+            pipe.delete(key)
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, ttl_s)
+            pending += 1
+            if pending >= batch:
+                pipe.execute()
+                pending = 0
+        if pending:
+            pipe.execute()
+        client.close()
+
+    return write_partition
+
+
+def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
+    changed.select("user_key", "as_of", *SCALARS, "top_genres", "favourite_artists", "recent_tracks") \
+        .foreachPartition(_redis_writer(cfg.redis, cfg.gold.redis_prefix, cfg.gold.feature_ttl_s))
+    if removed:
+        from recsys.stores.redis import connect as redis_connect
+
+        redis_connect(cfg.redis).delete(*[features_key(cfg.gold.redis_prefix, k) for k in removed])
+
+
+SYNCS = "feature_store_syncs"
+
+
+def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> SyncReport:
+    """Push what changed in `gold/user_features` since the last sync to PostgreSQL and Redis.
+
+    The synced version is recorded only after both stores are written; both writes are
+    idempotent, so a sync that failed half way is simply redone from the same version.
+    """
+    path = lake.table_path(cfg.lake, "gold", "user_features")
+    syncs_path = lake.table_path(cfg.lake, "gold", SYNCS)
+    lake.ensure_table(spark, syncs_path, T.StructType([
+        T.StructField("version", T.LongType()), T.StructField("synced_at", T.TimestampType()),
+        T.StructField("changed", T.LongType()), T.StructField("removed", T.LongType())]))
+    previous_version = lake.read(spark, syncs_path).agg(F.max("version")).first()[0]
+    version = lake.current_version(spark, path)
+    changed, removed_df = changed_since(spark, path, previous_version)
+    changed = changed.persist()
+    removed = [r.user_key for r in removed_df.collect()]  # deletions only: small by nature
+    try:
+        n = changed.count()
+        write_postgres(changed, removed, cfg, stage_suffix)
+        write_redis(changed, removed, cfg)
+    finally:
+        changed.unpersist()
+    spark.createDataFrame([(version, datetime.now(UTC), n, len(removed))], lake.read(spark, syncs_path).schema) \
+        .write.format("delta").mode("append").save(syncs_path)
+    return SyncReport(changed=n, removed=len(removed))

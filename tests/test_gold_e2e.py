@@ -1,0 +1,142 @@
+"""Gold on generated data: statistics, point-in-time rebuilds, id maps, and the feature stores."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+
+import pytest
+from pyspark.sql import functions as F
+
+from recsys import lake
+from recsys.bronze.accounts import ingest_accounts
+from recsys.bronze.events import ingest_events
+from recsys.datagen.generator import GeneratorSpec, generate
+from recsys.gold.build import build_gold
+from recsys.gold.store import PG_TABLE, features_key, sync_feature_store
+from recsys.silver.build import build_silver
+from recsys.sources.accounts import TABLE, upsert_accounts
+from recsys.stores import postgres, redis
+
+SPEC = GeneratorSpec(users=120, artists=150, days=3, dirt_rate=0.02, future_days=0, seed=31)
+AS_OF = datetime(2026, 10, 3, 12, tzinfo=UTC)
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+
+
+def _refresh(spark, cfg, run):
+    ingest_events(spark, cfg)
+    ingest_accounts(spark, cfg, run_id=run)
+    build_silver(spark, cfg, run_id=run, now=NOW)
+
+
+@pytest.fixture(scope="module")
+def gold(services, spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("gold")
+    cfg = dataclasses.replace(
+        services,
+        lake=dataclasses.replace(services.lake, root=str(root / "lake")),
+        landing=dataclasses.replace(services.landing, path=str(root / "landing")),
+        privacy=dataclasses.replace(services.privacy, pseudonym_secret="gold-secret"),
+        ingest=dataclasses.replace(services.ingest, click_events_to_postgres=False),
+        gold=dataclasses.replace(services.gold, redis_prefix=f"test{root.name}"),
+    )
+    postgres.execute(cfg.postgres, f"DROP TABLE IF EXISTS {TABLE}")
+    postgres.execute(cfg.postgres, f"DROP TABLE IF EXISTS {PG_TABLE}")
+    generate(cfg.landing.path, SPEC, on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
+    _refresh(spark, cfg, "first")
+    first = build_gold(spark, cfg, AS_OF)
+    snapshot = {name: lake.read(spark, lake.table_path(cfg.lake, "gold", name)).drop("as_of").collect()
+                for name in ("artist_stats", "track_stats", "user_features", "interactions")}
+    sync = sync_feature_store(spark, cfg, stage_suffix="first")
+    return cfg, first, snapshot, sync
+
+
+def _gold(spark, cfg, name):
+    return lake.read(spark, lake.table_path(cfg.lake, "gold", name))
+
+
+@pytest.mark.slow
+def test_no_feature_sees_the_future(spark, gold):
+    cfg, _, _, _ = gold
+    assert _gold(spark, cfg, "interactions").agg(F.max("last_ts")).first()[0] < AS_OF.replace(tzinfo=None)
+    latest = _gold(spark, cfg, "user_features").select(F.explode("favourite_artists.last_interaction").alias("t"))
+    assert latest.agg(F.max("t")).first()[0] < AS_OF.replace(tzinfo=None)
+    tracks = _gold(spark, cfg, "user_features").select(F.explode("recent_tracks.event_time").alias("t"))
+    assert tracks.agg(F.max("t")).first()[0] < AS_OF.replace(tzinfo=None)
+
+
+@pytest.mark.slow
+def test_statistics_match_an_independent_computation(spark, gold):
+    cfg, _, _, _ = gold
+    events = lake.read(spark, lake.table_path(cfg.lake, "silver", "events")).filter(
+        F.col("event_time") < F.lit(AS_OF)).collect()
+    plays, listeners, days = Counter(), defaultdict(set), defaultdict(set)
+    for e in events:
+        if e.event_type == "play":
+            plays[e.artist_id] += e["count"]
+            listeners[e.artist_id].add(e.user_key)
+            days[e.artist_id].add(e.event_date)
+    stats = {r.artist_id: r for r in _gold(spark, cfg, "artist_stats").collect()}
+    assert {a: (r.plays, r.listeners, r.active_days) for a, r in stats.items() if r.plays} == \
+        {a: (plays[a], len(listeners[a]), len(days[a])) for a in plays}
+    assert sorted(r.trending_rank for r in stats.values() if r.trending_rank) == \
+        list(range(1, len(plays) + 1))
+
+
+@pytest.mark.slow
+def test_a_point_in_time_rebuild_equals_the_build_made_then(spark, gold):
+    cfg, first, snapshot, _ = gold
+    generate(cfg.landing.path, SPEC, append_days=2)
+    _refresh(spark, cfg, "second")
+    assert lake.current_version(spark, lake.table_path(cfg.lake, "silver", "events")) > first.inputs["silver/events"]
+    again = build_gold(spark, cfg, AS_OF)
+    for name, rows in snapshot.items():
+        rebuilt = _gold(spark, cfg, name).drop("as_of")
+        expected = spark.createDataFrame(rows, rebuilt.schema)
+        assert rebuilt.exceptAll(expected).count() == 0 and expected.exceptAll(rebuilt).count() == 0, name
+    exact = build_gold(spark, cfg, AS_OF, silver_version=first.inputs["silver/events"])
+    assert exact.inputs["silver/events"] == first.inputs["silver/events"] != again.inputs["silver/events"]
+    history = lake.read(spark, lake.table_path(cfg.lake, "gold", "builds")).count()
+    assert history == 3
+
+
+@pytest.mark.slow
+def test_id_maps_are_stable_across_builds(spark, gold):
+    cfg, _, snapshot, _ = gold
+    before = {(r.user_key, r.artist_id): (r.user_idx, r.artist_idx) for r in snapshot["interactions"]}
+    build_gold(spark, cfg, NOW)
+    after = {(r.user_key, r.artist_id): (r.user_idx, r.artist_idx) for r in _gold(spark, cfg, "interactions").collect()}
+    assert len(after) > len(before)
+    assert all(after[k] == v for k, v in before.items())
+    users = _gold(spark, cfg, "id_map_users")
+    assert users.count() == users.select("user_idx").distinct().count()
+
+
+@pytest.mark.slow
+def test_feature_stores_hold_what_gold_holds_and_sync_incrementally(spark, gold):
+    cfg, _, snapshot, first_sync = gold
+    assert first_sync.changed == len(snapshot["user_features"])
+    build_gold(spark, cfg, NOW)  # a later as-of: recent plays and trends move for some users
+    report = sync_feature_store(spark, cfg, stage_suffix="again")
+    features = {r.user_key: r for r in _gold(spark, cfg, "user_features").collect()}
+    assert 0 < report.changed <= len(features)
+    assert sync_feature_store(spark, cfg, stage_suffix="noop").changed == 0
+    sample = sorted(k for k, r in features.items() if r.favourite_artists)[:10]
+    with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {PG_TABLE}")
+        assert cur.fetchone()[0] == len(features)
+        cur.execute(f"SELECT user_key, age_group, plays_30d, favourite_artists, top_genres FROM {PG_TABLE} "
+                    "WHERE user_key = ANY(%s)", (sample,))
+        stored = {row[0]: row[1:] for row in cur.fetchall()}
+    client = redis.connect(cfg.redis)
+    for key in sample:
+        f = features[key]
+        age, plays_30d, favourites, genres = stored[key]
+        assert (age, plays_30d, genres) == (f.age_group, f.plays_30d, list(f.top_genres))
+        assert [a["artist_id"] for a in favourites] == [a.artist_id for a in f.favourite_artists]
+        cached = client.hgetall(features_key(cfg.gold.redis_prefix, key))
+        assert json.loads(cached[b"favourite_artist_ids"]) == [a.artist_id for a in f.favourite_artists]
+        assert cached[b"age_group"].decode() == f.age_group
+        assert 0 < client.ttl(features_key(cfg.gold.redis_prefix, key)) <= cfg.gold.feature_ttl_s

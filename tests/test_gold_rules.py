@@ -1,0 +1,103 @@
+"""Gold transformations on hand-written silver events."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import pytest
+
+from recsys.gold.features import favourite_artists, recent_tracks
+from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
+from recsys.gold.stats import artist_stats, trending_rank
+
+T0 = datetime(2026, 10, 1)
+EVENTS = ("event_id string, event_type string, event_time timestamp, event_date date, user_key string, "
+          "count long, artist_id string, track_id string, completion string, played_ms long, "
+          "artist_followers long, genres array<string>")
+
+
+def _events(spark, rows):
+    full = [(f"e{i}", kind, T0 + timedelta(hours=h), (T0 + timedelta(hours=h)).date(), user, count, artist, track,
+             completion, played, followers, ["rock"]) for i, (kind, h, user, count, artist, track, completion,
+                                                               played, followers) in enumerate(rows)]
+    return spark.createDataFrame(full, EVENTS)
+
+
+def test_favourite_artists_are_capped_newest_first_with_the_users_plays(spark):
+    rows = [("play", h, "u1", 2, f"a{h}", None, None, None, None) for h in range(5)]
+    rows += [("like", 10, "u1", 1, "a0", "t", None, None, None),
+             ("impression", 20, "u1", 1, "a9", None, None, None, None)]
+    stats = spark.createDataFrame([(f"a{i}", f"Artist {i}", ["rock"], i, i + 1, 100) for i in range(10)],
+                                  "artist_id string, artist_name string, genres array<string>, active_days long, "
+                                  "trending_rank int, followers long")
+    out = favourite_artists(_events(spark, rows), stats, cap=3).first()
+    assert [a.artist_id for a in out.favourite_artists] == ["a0", "a4", "a3"]
+    assert [a.user_plays for a in out.favourite_artists] == [2, 2, 2]
+    assert out.favourite_artists[0].last_interaction == T0 + timedelta(hours=10)
+    assert out.favourite_artists[1].artist_name == "Artist 4" and out.favourite_artists[1].trending_rank == 5
+
+
+def test_recent_tracks_are_the_last_plays_with_a_track_newest_first(spark):
+    rows = [("play", h, "u1", 1, "a1", f"t{h}", "full" if h % 2 else "skipped", 1000 * h, None) for h in range(4)]
+    rows += [("play", 9, "u1", 5, "a1", None, None, None, None)]
+    tracks = spark.createDataFrame([(f"t{h}", f"Song {h}", 1, 3, 7, 1000.0, 0.0) for h in range(4)],
+                                   "track_id string, track_name string, active_days long, trending_rank int, "
+                                   "likes long, avg_listen_ms double, std_listen_ms double")
+    artists = spark.createDataFrame([("a1", "Artist", ["rock"], 10)],
+                                    "artist_id string, artist_name string, genres array<string>, followers long")
+    out = recent_tracks(_events(spark, rows), tracks, artists, cap=2).first()
+    assert [(t.track_id, t.completion, t.artist_name) for t in out.recent_tracks] == \
+        [("t3", "full", "Artist"), ("t2", "skipped", "Artist")]
+
+
+def test_confidence_weighs_completion_likes_follows_and_subtracts_unfollows(spark):
+    rows = [("play", 1, "u1", 1, "a1", "t", "full", 1, None), ("play", 2, "u1", 1, "a1", "t", "skipped", 1, None),
+            ("play", 3, "u1", 4, "a1", None, None, None, None), ("like", 4, "u1", 1, "a1", "t", None, None, None),
+            ("follow", 5, "u1", 1, "a2", None, None, None, None),
+            ("unfollow", 6, "u1", 1, "a2", None, None, None, None),
+            ("impression", 7, "u1", 1, "a3", None, None, None, None)]
+    out = {r.artist_id: r for r in interactions(_events(spark, rows), DEFAULT_WEIGHTS).collect()}
+    raw = 1.0 - 0.25 + 4 * 1.0 + 3.0
+    assert set(out) == {"a1", "a2"}
+    assert out["a1"].raw_score == pytest.approx(raw) and out["a1"].confidence == pytest.approx(math.log1p(raw))
+    assert out["a1"].plays == 6 and out["a1"].last_ts == T0 + timedelta(hours=4)
+    assert out["a2"].raw_score == 0 and out["a2"].confidence == 0
+
+
+def test_unknown_weight_kinds_are_refused():
+    with pytest.raises(ValueError, match="unknown kinds \\['skip'\\]"):
+        weights_from({"skip": "1"})
+
+
+def test_trending_rank_orders_by_recent_growth(spark):
+    as_of = T0 + timedelta(days=35)
+    rows = ([("play", 24 * 10 + i, "u", 1, "steady", None, None, None, None) for i in range(28)]
+            + [("play", 24 * 30 + i, "u", 1, "steady", None, None, None, None) for i in range(7)]
+            + [("play", 24 * 31 + i, "u", 1, "rising", None, None, None, None) for i in range(7)])
+    ranks = {r.artist_id: r.trending_rank for r in
+             trending_rank(_events(spark, rows), "artist_id", as_of, 7, 28).collect()}
+    assert ranks == {"rising": 1, "steady": 2}
+
+
+def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark):
+    rows = [("follow", 1, "u1", 1, "a1", None, None, None, 500), ("follow", 2, "u2", 1, "a1", None, None, None, 500),
+            ("unfollow", 3, "u2", 1, "a1", None, None, None, 499), ("follow", 4, "u2", 1, "a1", None, None, None, 500),
+            ("play", 5, "u3", 1, "a2", None, None, None, 777), ("play", 6, "u3", 1, "a2", None, None, None, 778)]
+    events = _events(spark, rows)
+    names = spark.createDataFrame([("a1", "A", ["x"]), ("a2", "B", ["y"])],
+                                  "artist_id string, artist_name string, genres array<string>")
+    stats = {r.artist_id: r for r in artist_stats(events, names, T0 + timedelta(days=1), window_days=90,
+                                                  recent_days=7, baseline_days=28).collect()}
+    assert stats["a1"].followers == 2 and stats["a2"].followers == 778
+    assert (stats["a2"].plays, stats["a2"].listeners, stats["a2"].active_days) == (2, 1, 1)
+
+
+def test_id_maps_keep_old_ids_and_number_new_keys(spark, tmp_path):
+    path = str(tmp_path / "id_map_users")
+    update_id_map(spark, path, spark.createDataFrame([("k2",), ("k1",)], "user_key string"), "user_key", "user_idx")
+    update_id_map(spark, path, spark.createDataFrame([("k3",), ("k1",), ("k0",)], "user_key string"),
+                  "user_key", "user_idx")
+    ids = {r.user_key: r.user_idx for r in spark.read.format("delta").load(path).collect()}
+    assert ids == {"k1": 0, "k2": 1, "k0": 2, "k3": 3}
+    assert dict(spark.read.format("delta").load(path).dtypes)["user_idx"] == "int"
