@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 export SPARK_LOCAL_IP ?= 127.0.0.1
 WITH_SECRET = RECSYS__PRIVACY__PSEUDONYM_SECRET="$${RECSYS__PRIVACY__PSEUDONYM_SECRET:-$$(cat $(SECRET_FILE))}"
 
-.PHONY: help setup jars services-up services-down test test-fast lint demo generate import-lastfm wheel clean
+.PHONY: help setup jars services-up services-down test test-fast lint demo generate import-lastfm eval-lastfm wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,9 @@ generate: services-up ## write generated events to the landing zone and accounts
 LASTFM_DIR ?= ../shared/data/lastfm-2k
 import-lastfm: services-up ## import HetRec Last.fm 2K (LASTFM_DIR) into the landing zone and accounts
 	$(PY) jobs/import_lastfm.py --source $(LASTFM_DIR) $(ARGS)
+
+eval-lastfm: services-up ## Last.fm 2K benchmark: pipeline through gold, ALS vs popularity at K=10
+	$(WITH_SECRET) $(PY) jobs/eval_lastfm.py --source $(LASTFM_DIR) $(ARGS)
 
 wheel: setup ## build dist/recsys-*.whl to ship with spark-submit --py-files
 	$(UV) build --wheel -o dist

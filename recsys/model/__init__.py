@@ -1,0 +1,1 @@
+"""Model: implicit ALS, its baselines, and the ranking metrics that compare them."""

@@ -1,0 +1,73 @@
+"""Ranking metrics at K, computed in Spark from recommendations and held-out truth.
+
+Per user with at least one held-out item, then averaged over those users:
+- precision@K = hits / K; recall@K = hits / |relevant|; hit rate = [hits > 0]
+- NDCG@K = sum(hit_i / log2(i + 1)) / sum_{i <= min(|relevant|, K)} 1 / log2(i + 1)
+- MAP@K = sum(precision@i * hit_i) / min(|relevant|, K)
+Coverage = distinct recommended items / catalog size. Users without recommendations count as
+all misses. Ranks are 1-based.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+
+
+def _require(df: DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks columns {missing}; has {df.columns}")
+
+
+def _log2(x: Column) -> Column:
+    return F.log2(x.cast("double"))
+
+
+def per_user_metrics(recs: DataFrame, truth: DataFrame, k: int, *, user: str = "user", item: str = "item",
+                     rank: str = "rank") -> DataFrame:
+    """One row per user in `truth` with precision, recall, ndcg, map and hit_rate at `k`."""
+    _require(recs, (user, item, rank), "recommendations")
+    _require(truth, (user, item), "truth")
+    ranked = recs.filter(F.col(rank) <= k).groupBy(user).agg(
+        F.array_sort(F.collect_list(F.struct(F.col(rank).alias("r"), F.col(item).alias("i")))).alias("_recs"))
+    relevant = truth.groupBy(user).agg(F.collect_set(item).alias("_rel"))
+    joined = relevant.join(ranked, on=user, how="left").select(
+        user, "_rel", F.coalesce(F.transform("_recs", lambda s: s["i"]), F.array()).alias("_items"))
+    hits = F.transform("_items", lambda x: F.array_contains("_rel", x).cast("int"))
+    with_hits = joined.withColumn("_hits", hits)
+    h = F.col("_hits")
+    n_hits = F.aggregate(h, F.lit(0), lambda acc, x: acc + x)
+    n_rel = F.size("_rel")
+    ideal = F.least(n_rel, F.lit(k))
+    dcg = F.aggregate(F.transform(h, lambda x, i: x / _log2(i + 2)), F.lit(0.0), lambda acc, x: acc + x)
+    idcg = F.aggregate(F.transform(F.sequence(F.lit(1), ideal), lambda i: 1 / _log2(i + 1)),
+                       F.lit(0.0), lambda acc, x: acc + x)
+    return with_hits.select(
+        user,
+        (n_hits / F.lit(k)).alias("precision"),
+        (n_hits / n_rel).alias("recall"),
+        (dcg / idcg).alias("ndcg"),
+        (_average_precision(h) / ideal).alias("map"),
+        (n_hits > 0).cast("double").alias("hit_rate"),
+    )
+
+
+def _average_precision(hits: Column) -> Column:
+    """Sum over positions i (1-based) of hit_i * hits_up_to_i / i."""
+    terms = F.transform(
+        hits,
+        lambda x, i: x * F.aggregate(F.slice(hits, 1, i + 1), F.lit(0), lambda a, y: a + y) / (i + 1),
+    )
+    return F.aggregate(terms, F.lit(0.0), lambda acc, x: acc + x)
+
+
+def ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int, *, user: str = "user",
+                    item: str = "item", rank: str = "rank") -> dict[str, float]:
+    """The averages of `per_user_metrics` plus catalog coverage, as plain floats."""
+    per_user = per_user_metrics(recs, truth, k, user=user, item=item, rank=rank)
+    row = per_user.agg(*[F.avg(m).alias(m) for m in METRICS]).first()
+    covered = recs.filter(F.col(rank) <= k).select(item).distinct().count()
+    return {**{m: float(row[m] or 0.0) for m in METRICS}, "coverage": covered / n_items if n_items else 0.0}
