@@ -1,22 +1,23 @@
 """Generate landing-zone events, accounts (into PostgreSQL) and ground truth from `datagen.*`."""
 
-import dataclasses
 import sys
 
 from recsys.cli import job_parser, run_job
-from recsys.datagen.generator import GeneratorSpec, generate
+from recsys.datagen.generator import generate
 from recsys.sources.accounts import upsert_accounts
 
 
 def main(cfg, args) -> int:
-    settings = dataclasses.asdict(cfg.datagen)
-    settings["dirt"] = {kind: float(rate) for kind, rate in settings["dirt"].items()}
-    manifest = generate(
-        cfg.landing.path,
-        GeneratorSpec(**settings),
-        append_days=args.append_days,
-        on_accounts=lambda rows: print(f"accounts: {upsert_accounts(cfg.postgres, rows)} rows upserted"),
-    )
+    try:
+        manifest = generate(
+            cfg.landing.path,
+            cfg.datagen,
+            append_days=args.append_days,
+            on_accounts=lambda rows: print(f"accounts: {upsert_accounts(cfg.postgres, rows)} rows upserted"),
+        )
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        print(f"recsys: {err}", file=sys.stderr)
+        return 1
     run = manifest["last_run"]
     rate = run["lines"] / max(run["seconds"], 1e-9)
     print(f"landing zone {cfg.landing.path}: days {run['days'][0]}..{run['days'][1] - 1}, "

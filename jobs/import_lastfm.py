@@ -10,7 +10,12 @@ from recsys.sources.accounts import upsert_accounts
 
 
 def main(cfg, args) -> int:
-    report = import_lastfm(args.source, cfg.landing.path, on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
+    try:
+        report = import_lastfm(args.source, cfg.landing.path,
+                               on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"recsys: cannot import {args.source}: {err}", file=sys.stderr)
+        return 1
     summary = dataclasses.asdict(report)
     summary["files"] = len(report.files)
     print(json.dumps(summary, indent=2))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,7 +10,7 @@ from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.config import Config
-from recsys.datagen.generator import GeneratorSpec, generate, read_manifest
+from recsys.datagen.generator import generate, read_manifest
 from recsys.gold.build import build_gold
 from recsys.gold.store import sync_feature_store
 from recsys.silver.build import build_silver
@@ -27,9 +26,7 @@ def _step(name: str, started: float) -> None:
 def run_demo(cfg: Config, started: float) -> int:
     if read_manifest(cfg.landing.path) is None:
         _step(f"generate {cfg.datagen.users} users x {cfg.datagen.days} days into {cfg.landing.path}", started)
-        settings = dataclasses.asdict(cfg.datagen)
-        settings["dirt"] = {k: float(v) for k, v in settings["dirt"].items()}
-        manifest = generate(cfg.landing.path, GeneratorSpec(**settings),
+        manifest = generate(cfg.landing.path, cfg.datagen,
                             on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
         print(f"         {manifest['lines']} lines in {manifest['files']} files "
               f"({manifest['lines'] / manifest['last_run']['seconds']:,.0f} lines/s)")

@@ -141,3 +141,15 @@ def test_artists_take_the_most_frequent_display_name_and_latest_card_values(spar
     row = to_artists(events).first()
     assert (row.artist_name, row.artist_key, row.genres, row.artist_rank, row.artist_followers) == \
         ("Björk", "bjork", ["pop"], 3, 120)
+
+
+def test_the_quality_gate_names_rate_limit_and_reasons():
+    from recsys.silver.build import QualityGateFailed, quality_gate
+    from recsys.silver.events import SilverEventsReport
+
+    quality_gate(SilverEventsReport(rows_in=100, inserted=95, quarantined={"ts_in_future": 5}), 0.05)
+    report = SilverEventsReport(rows_in=100, inserted=94, quarantined={"ts_in_future": 4, "bad_timestamp": 2})
+    with pytest.raises(QualityGateFailed) as err:
+        quality_gate(report, 0.05)
+    assert str(err.value) == ("silver quarantined 6.00% of 100 events, above quality.max_quarantine_rate 5.00%: "
+                              "{'ts_in_future': 4, 'bad_timestamp': 2}")

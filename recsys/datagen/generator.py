@@ -21,12 +21,13 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
+from recsys.config import DatagenConfig
 from recsys.datagen.behaviour import DAY_MS, HOUR_MS, DayGenerator
 from recsys.datagen.dirt import KIND_BY_NAME, Dirtier, kind_rates
 from recsys.datagen.world import LIBRARY_SIZE, Catalog, Population, accounts, build_catalog, build_population, rng_for
@@ -37,18 +38,9 @@ log = logging.getLogger(__name__)
 META_DIR = "_meta"
 
 
-@dataclass(frozen=True)
-class GeneratorSpec:
-    users: int = 5000
-    artists: int = 2000
-    days: int = 30
-    start_date: str = "2026-10-01"
-    seed: int = 7
-    dirt_rate: float = 0.04
-    dirt: dict[str, float] = field(default_factory=dict)
-    gzip_share: float = 0.3
-    files_per_hour: int = 2
-    future_days: int = 7
+# The generator's parameters are the `datagen` config section itself; per-kind dirt rates may
+# arrive as text from the environment or `--set`, and `kind_rates` reads them as numbers.
+GeneratorSpec = DatagenConfig
 
 
 def manifest_path(landing: str | Path) -> Path:
@@ -110,13 +102,13 @@ def generate(
     n_days = append_days if append_days is not None else spec.days
     start = date.fromisoformat(spec.start_date)
 
+    rates = kind_rates(spec.dirt_rate, spec.dirt)
     catalog = build_catalog(spec.seed, spec.artists)
     population = build_population(spec.seed, spec.users, catalog)
     account_rows = accounts(spec.seed, population, start)
     if previous is None and on_accounts is not None:
         on_accounts(account_rows)
 
-    rates = kind_rates(spec.dirt_rate, spec.dirt)
     by_user = {row["user_id"]: row for row in account_rows}
     buffer = _HourBuffer(landing, spec)
     dirt, event_types, lines = Counter(), Counter(), 0

@@ -15,7 +15,7 @@ from recsys import lake
 from recsys.config import Config
 from recsys.silver import postgres_sink
 from recsys.silver.catalog import to_artists, to_tracks
-from recsys.silver.events import build_silver_events
+from recsys.silver.events import SilverEventsReport, build_silver_events
 from recsys.silver.privacy import geocoder, pseudonym, pseudonymizer
 from recsys.silver.users import to_silver_users
 
@@ -89,10 +89,14 @@ def build_silver(spark: SparkSession, cfg: Config, run_id: str, now: datetime) -
     row = (run_id, now, events_report.quarantine_rate, json.dumps(report, sort_keys=True))
     spark.createDataFrame([row], QUALITY_REPORTS).write.format("delta").mode("append") \
         .save(lake.table_path(cfg.lake, "silver", "quality_reports"))
-    if events_report.quarantine_rate > cfg.quality.max_quarantine_rate:
-        raise QualityGateFailed(
-            f"silver quarantined {events_report.quarantine_rate:.2%} of {events_report.rows_in} events, "
-            f"above quality.max_quarantine_rate {cfg.quality.max_quarantine_rate:.2%}: "
-            f"{events_report.quarantined}"
-        )
+    quality_gate(events_report, cfg.quality.max_quarantine_rate)
     return report
+
+
+def quality_gate(events: SilverEventsReport, max_rate: float) -> None:
+    """Fail the run, naming the rate, the limit and the reasons, when too much was quarantined."""
+    if events.quarantine_rate > max_rate:
+        raise QualityGateFailed(
+            f"silver quarantined {events.quarantine_rate:.2%} of {events.rows_in} events, above "
+            f"quality.max_quarantine_rate {max_rate:.2%}: {events.quarantined}"
+        )
