@@ -139,6 +139,23 @@ class GoldConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    name: str = "recsys-als"
+    k: int = 10
+    split: str = "latest"
+    holdout_share: float = 0.2
+    seed: int = 42
+    ranks: str = "32,64"
+    reg_params: str = "0.1,1.0"
+    alphas: str = "1.0"
+    scalings: str = "linear"
+    max_iter: int = 15
+    trials: int = 4
+    promotion_margin: float = 0.0
+    recommend_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     env: str = DEFAULT_ENV
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -153,6 +170,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     gold: GoldConfig = field(default_factory=GoldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def require_secret(self, key: str) -> str:
         """Return a secret's value, or fail naming the environment variable that must hold it."""
