@@ -56,6 +56,10 @@ def test_training_logs_registers_and_promotes_only_a_better_model(spark, mlflow_
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == first.version
     assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == second.version
 
+    again = train(spark, cfg)  # same seed, same data versions
+    assert again.metrics == first.metrics
+    assert not again.promoted or again.metrics["ndcg"] > again.champion_metrics["ndcg"]
+
 
 def test_promotion_needs_the_margin(mlflow_cfg, tmp_path):
     from recsys.tracking import setup_mlflow
