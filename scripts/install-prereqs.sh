@@ -6,7 +6,11 @@
 set -euo pipefail
 
 missing=()
-command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
+if ! command -v python3.11 >/dev/null; then
+  missing+=(python3.11 python3.11-venv)
+elif ! python3.11 -c "import ensurepip, venv" 2>/dev/null; then
+  missing+=(python3.11-venv)  # Debian splits venv/ensurepip out of the interpreter
+fi
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libblas\.so\.3 ' || missing+=(libopenblas0-pthread)
