@@ -297,8 +297,7 @@ _FALSE = {"false", "0", "no", "off"}
 
 
 def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
-    tp = _eval_type(tp)
-    origin = typing.get_origin(tp) or tp
+    origin = _origin(tp)
 
     def fail() -> typing.NoReturn:
         expected = "a mapping" if origin is dict else getattr(origin, "__name__", str(origin))

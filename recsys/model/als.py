@@ -51,6 +51,11 @@ def fit(train: DataFrame, params: AlsParams) -> tuple[ALSModel, float]:
     return model, time.monotonic() - started
 
 
+def _most_seen(seen: DataFrame) -> int:
+    """The largest number of artists one user has seen: how deep candidate lists must go."""
+    return seen.groupBy(USER).count().agg(F.max("count")).first()[0] or 0
+
+
 def _rank_excluding(candidates: DataFrame, seen: DataFrame, k: int) -> DataFrame:
     """Drop what each user has already seen, then keep the best `k` by score as ranks 1..k."""
     fresh = candidates.join(seen.select(USER, ITEM), on=[USER, ITEM], how="left_anti")
@@ -60,8 +65,7 @@ def _rank_excluding(candidates: DataFrame, seen: DataFrame, k: int) -> DataFrame
 
 def recommend(model: ALSModel, users: DataFrame, seen: DataFrame, k: int) -> DataFrame:
     """Top `k` unseen artists per user by ALS dot product: (user_idx, artist_idx, score, rank)."""
-    most_seen = seen.groupBy(USER).count().agg(F.max("count")).first()[0] or 0
-    raw = model.recommendForUserSubset(users.select(USER).distinct(), k + most_seen)
+    raw = model.recommendForUserSubset(users.select(USER).distinct(), k + _most_seen(seen))
     candidates = raw.select(USER, F.explode("recommendations").alias("r")).select(
         USER, F.col(f"r.{ITEM}").alias(ITEM), F.col("r.rating").alias("score"))
     return _rank_excluding(candidates, seen, k)
@@ -73,8 +77,7 @@ def popularity(train: DataFrame, users: DataFrame, k: int, segment: str | None =
     `users` holds `user_idx` (and `segment` when given); segment lists fall back to global
     popularity when a segment has fewer than k unseen artists.
     """
-    most_seen = train.groupBy(USER).count().agg(F.max("count")).first()[0] or 0
-    depth = k + most_seen
+    depth = k + _most_seen(train)
     glob = train.groupBy(ITEM).agg(F.countDistinct(USER).alias("score"))
     top_global = glob.withColumn("_r", F.row_number().over(Window.orderBy(F.desc("score"), F.asc(ITEM)))) \
         .filter(F.col("_r") <= depth).drop("_r")
