@@ -14,6 +14,8 @@ INSTALL_REQUIRES = [
     "psycopg2-binary>=2.9.9",
     "redis>=5.0",
     "pyyaml>=6.0",
+    # Charts for the HTML reports (training, A/B, drift); already pulled in by mlflow.
+    "matplotlib>=3.8",
     # Offline reverse geocoding: ships the GeoNames gazetteer (cities > 1000 people), KD-tree lookup.
     "reverse-geocode==1.6.6",
 ]

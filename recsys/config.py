@@ -149,10 +149,13 @@ class ModelConfig:
     reg_params: str = "0.1,1.0"
     alphas: str = "1.0"
     scalings: str = "linear"
+    bm25_k1: float = 100.0
+    bm25_b: float = 0.8
     max_iter: int = 15
     trials: int = 4
     promotion_margin: float = 0.0
     recommend_threshold: float = 0.0
+    curve_max_k: int = 50
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from pyspark.sql import functions as F
 
-from recsys.model.als import AlsParams, fit, popularity, recommend
+from recsys.model.als import AlsParams, fit, popularity, with_rating
 from recsys.model.metrics import ranking_metrics
 from recsys.model.split import random_holdout
+from recsys.model.topk import recommend
 
 
 def _planted(spark):
@@ -35,13 +37,25 @@ def test_holdout_is_deterministic_and_keeps_every_pair_once(spark):
     assert tuple(per_user) == (2, 2)  # floor(0.2 * 12)
 
 
-def test_als_beats_popularity_on_planted_tastes(spark):
+@pytest.mark.parametrize("scaling", ["linear", "log", "bm25"])
+def test_als_beats_popularity_on_planted_tastes(spark, scaling):
     data = _planted(spark)
     train, test = random_holdout(data, share=0.2, seed=42)
     users = test.select("user_idx").distinct()
-    model, _ = fit(train, AlsParams(rank=8, reg_param=0.1, alpha=1.0, max_iter=10, scaling="log"))
+    model, _ = fit(train, AlsParams(rank=8, reg_param=0.1, alpha=1.0, max_iter=10, scaling=scaling))
     als = ranking_metrics(recommend(model, users, train, 10), test, 10, 56, user="user_idx", item="artist_idx")
     pop = ranking_metrics(popularity(train, users, 10), test, 10, 56, user="user_idx", item="artist_idx")
     assert als["ndcg"] > pop["ndcg"] + 0.2 and als["recall"] > pop["recall"]
     recs = recommend(model, users, train, 10)
     assert recs.join(train, on=["user_idx", "artist_idx"], how="inner").count() == 0
+
+
+def test_bm25_discounts_heavy_users_and_ubiquitous_artists(spark):
+    rows = [(0, 0, 5.0), (0, 1, 5.0), (1, 0, 5.0), (2, 0, 5.0), (2, 1, 50.0), (2, 2, 50.0)]
+    data = spark.createDataFrame(rows, "user_idx int, artist_idx int, confidence double")
+    got = {(r.user_idx, r.artist_idx): r.rating
+           for r in with_rating(data, AlsParams(scaling="bm25", bm25_k1=1.2, bm25_b=0.75)).collect()}
+    assert got[(0, 1)] > got[(0, 0)]  # artist 0 is everyone's: lower idf
+    assert got[(1, 0)] > got[(2, 0)]  # same count, but user 2 plays far more overall
+    with pytest.raises(ValueError, match="scaling must be one of linear, log, bm25"):
+        with_rating(data, AlsParams(scaling="sqrt"))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from recsys.model.metrics import per_user_metrics, ranking_metrics
+from recsys.model.metrics import metric_curves, per_user_metrics, ranking_metrics
 
 RECS = [("A", "x", 1), ("A", "y", 2), ("A", "z", 3), ("A", "v", 4), ("B", "p", 1), ("B", "q", 2), ("D", "x", 1)]
 TRUTH = [("A", "y"), ("A", "w"), ("B", "p"), ("C", "m")]
@@ -42,3 +42,12 @@ def test_inputs_are_validated_up_front(spark, frames):
     recs, truth = frames
     with pytest.raises(ValueError, match=r"recommendations lacks columns \['rank'\]"):
         per_user_metrics(recs.drop("rank"), truth, k=3)
+
+
+def test_curves_agree_with_metrics_at_every_k(frames):
+    recs, truth = frames
+    curves = metric_curves(recs, truth, max_k=5)
+    assert [c["k"] for c in curves] == [1, 2, 3, 4, 5]
+    for c in curves:
+        at_k = ranking_metrics(recs, truth, k=c["k"], n_items=10)
+        assert c == pytest.approx({"k": c["k"], **{m: at_k[m] for m in ("precision", "recall", "ndcg")}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -26,8 +27,11 @@ def _gold(spark, cfg):
     spark.createDataFrame(rows, "user_idx int, artist_idx int, confidence double, last_ts timestamp, "
                                 "as_of timestamp").write.format("delta").save(
         lake.table_path(cfg.lake, "gold", "interactions"))
+    segments = [(f"users-{u:03d}", ("18-24", "25-34")[u % 2], ("DE", "FR", "US")[u % 3]) for u in range(80)]
+    spark.createDataFrame(segments, "user_key string, age_group string, country string").write.format("delta").save(
+        lake.table_path(cfg.lake, "gold", "user_features"))
     for table, key, idx, n in (("users", "user_key", "user_idx", 80), ("artists", "artist_id", "artist_idx", 48)):
-        spark.createDataFrame([(f"k{i}", i) for i in range(n)], f"{key} string, {idx} int").write.format(
+        spark.createDataFrame([(f"{table}-{i:03d}", i) for i in range(n)], f"{key} string, {idx} int").write.format(
             "delta").save(lake.table_path(cfg.lake, "gold", f"id_map_{table}"))
 
 
@@ -43,7 +47,16 @@ def test_training_logs_registers_and_promotes_only_a_better_model(spark, mlflow_
     assert first.promoted and first.champion_metrics is None
     run = mlflow.get_run(first.run_id)
     assert run.data.params["input_version.gold/interactions"] == "0" and "as_of" in run.data.params
-    assert {"best.ndcg", "global_popularity.ndcg", "best.coverage"} <= set(run.data.metrics)
+    assert run.data.params["input_version.gold/user_features"] == "0"
+    assert {"best.ndcg", "global_popularity.ndcg", "segment_popularity.ndcg", "best.coverage"} <= set(run.data.metrics)
+    metrics = run.data.metrics  # taste groups follow user parity, and so does the age group
+    assert metrics["best.ndcg"] > metrics["segment_popularity.ndcg"] > metrics["global_popularity.ndcg"]
+    report = {a.path for a in MlflowClient().list_artifacts(first.run_id, "report")}
+    assert report == {"report/metrics_at_k.png", "report/report.html"}
+    html = (Path(mlflow.artifacts.download_artifacts(run_id=first.run_id, artifact_path="report/report.html"))
+            .read_text())
+    assert "segment popularity" in html and "data:image/png;base64," in html
+    assert "users-0" not in html  # no user keys in the report
     children = mlflow.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{first.run_id}'")
     assert len(children) == 1
     artifacts = {a.path for a in MlflowClient().list_artifacts(first.run_id, "id_maps")}

@@ -1,8 +1,14 @@
 """Implicit-feedback ALS (Spark MLlib) on gold interactions, and the baselines it must beat.
 
-Spark's implicit ALS turns a rating r into confidence `1 + alpha * r`. `scale` chooses r:
-`linear` (the gold confidence as is) or `log` (`log(1 + confidence / eps)`), so that with
-gold's log1p confidence and eps = 1, large play counts flatten twice.
+Spark's implicit ALS turns a rating r into confidence `1 + alpha * r`. `scaling` chooses r
+from gold's confidence c:
+- `linear`: c as is (gold's confidence is already `log1p` of the weighted counts);
+- `log`: `log(1 + c / eps)`, flattening large counts once more;
+- `bm25`: BM25 weighting of the user x artist matrix, `c * (k1 + 1) / (k1 * norm_u + c) * idf_a`
+  with `norm_u = 1 - b + b * |u| / avg|u|` (a user's total against the average) and
+  `idf_a = log(1 + (n_users - n_a + 0.5) / (n_a + 0.5))` (Lucene's always-positive idf, n_a the
+  users who have artist a): heavy users and artists everyone has count less.
+Recommendations come from `recsys.model.topk`.
 """
 
 from __future__ import annotations
@@ -25,18 +31,39 @@ class AlsParams:
     max_iter: int = 15
     scaling: str = "linear"
     eps: float = 1.0
+    bm25_k1: float = 100.0
+    bm25_b: float = 0.8
     seed: int = 42
 
 
-def with_rating(interactions: DataFrame, scaling: str, eps: float = 1.0) -> DataFrame:
+SCALINGS = ("linear", "log", "bm25")
+
+
+def with_rating(interactions: DataFrame, params: AlsParams) -> DataFrame:
     confidence = F.col("confidence")
-    if scaling == "linear":
+    if params.scaling == "linear":
         rating = confidence
-    elif scaling == "log":
-        rating = F.log1p(confidence / F.lit(eps))
+    elif params.scaling == "log":
+        rating = F.log1p(confidence / F.lit(params.eps))
+    elif params.scaling == "bm25":
+        return _bm25(interactions, params.bm25_k1, params.bm25_b)
     else:
-        raise ValueError(f"model scaling must be 'linear' or 'log', got {scaling!r}")
+        raise ValueError(f"model scaling must be one of {', '.join(SCALINGS)}; got {params.scaling!r}")
     return interactions.withColumn(RATING, rating.cast("float"))
+
+
+def _bm25(interactions: DataFrame, k1: float, b: float) -> DataFrame:
+    n_users = interactions.select(USER).distinct().count()
+    per_user = interactions.groupBy(USER).agg(F.sum("confidence").alias("_len"))
+    per_item = interactions.groupBy(ITEM).agg(F.countDistinct(USER).alias("_df"))
+    avg_len = per_user.agg(F.avg("_len")).first()[0] or 1.0
+    df = F.col("_df")
+    idf = F.log1p((F.lit(float(n_users)) - df + 0.5) / (df + 0.5))
+    norm = F.lit(1 - b) + F.lit(b) * F.col("_len") / F.lit(avg_len)
+    c = F.col("confidence")
+    weighted = interactions.join(per_user, USER).join(per_item, ITEM) \
+        .withColumn(RATING, (c * (k1 + 1) / (F.lit(k1) * norm + c) * idf).cast("float"))
+    return weighted.drop("_len", "_df")
 
 
 def fit(train: DataFrame, params: AlsParams) -> tuple[ALSModel, float]:
@@ -44,7 +71,7 @@ def fit(train: DataFrame, params: AlsParams) -> tuple[ALSModel, float]:
     als = ALS(rank=params.rank, regParam=params.reg_param, alpha=params.alpha, maxIter=params.max_iter,
               implicitPrefs=True, userCol=USER, itemCol=ITEM, ratingCol=RATING, seed=params.seed,
               coldStartStrategy="drop", checkpointInterval=5, nonnegative=False)
-    data = with_rating(train, params.scaling, params.eps).select(USER, ITEM, RATING)
+    data = with_rating(train, params).select(USER, ITEM, RATING)
     started = time.monotonic()
     model = als.fit(data)
     model.userFactors.count()
@@ -61,14 +88,6 @@ def _rank_excluding(candidates: DataFrame, seen: DataFrame, k: int) -> DataFrame
     fresh = candidates.join(seen.select(USER, ITEM), on=[USER, ITEM], how="left_anti")
     w = Window.partitionBy(USER).orderBy(F.desc("score"), F.asc(ITEM))
     return fresh.withColumn("rank", F.row_number().over(w)).filter(F.col("rank") <= k)
-
-
-def recommend(model: ALSModel, users: DataFrame, seen: DataFrame, k: int) -> DataFrame:
-    """Top `k` unseen artists per user by ALS dot product: (user_idx, artist_idx, score, rank)."""
-    raw = model.recommendForUserSubset(users.select(USER).distinct(), k + _most_seen(seen))
-    candidates = raw.select(USER, F.explode("recommendations").alias("r")).select(
-        USER, F.col(f"r.{ITEM}").alias(ITEM), F.col("r.rating").alias("score"))
-    return _rank_excluding(candidates, seen, k)
 
 
 def popularity(train: DataFrame, users: DataFrame, k: int, segment: str | None = None) -> DataFrame:

@@ -21,9 +21,11 @@ from recsys.bronze.events import ingest_events
 from recsys.config import Config
 from recsys.datasets.lastfm import import_lastfm
 from recsys.gold.build import build_gold
-from recsys.model.als import ITEM, USER, AlsParams, fit, popularity, recommend
+from recsys.model.als import ITEM, USER, AlsParams, fit, popularity
 from recsys.model.metrics import ranking_metrics
+from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
 from recsys.model.split import random_holdout
+from recsys.model.topk import recommend
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
 
@@ -51,13 +53,13 @@ def evaluate(spark: SparkSession, interactions: DataFrame, candidates: list[AlsP
     n_items = interactions.select(ITEM).distinct().count()
     users = test.select(USER, "user_key").distinct()
     if segments is not None:
-        users = users.join(segments, on="user_key", how="left")
-    users = users.withColumn("segment", F.concat_ws("|", F.coalesce("age_group", F.lit("unknown")),
-                                                      F.coalesce("country", F.lit("unknown")))) \
-        if segments is not None else users.withColumn("segment", F.lit("all"))
+        users = users.join(segments, on="user_key", how="left") \
+            .withColumn(SEGMENT, segment_of(F.col("age_group"), F.col("country")))
+    else:
+        users = users.withColumn(SEGMENT, F.lit(UNKNOWN_SEGMENT))
     rows = []
     for name, recs in (("global popularity", popularity(train, users, k)),
-                       ("segment popularity", popularity(train, users, k, segment="segment"))):
+                       ("segment popularity", popularity(train, users, k, segment=SEGMENT))):
         rows.append({"model": name, **ranking_metrics(recs, test, k, n_items, user=USER, item=ITEM), "fit_s": 0.0})
     for params in candidates:
         model, seconds = fit(train, params)

@@ -71,3 +71,34 @@ def ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int, *, 
     row = per_user.agg(*[F.avg(m).alias(m) for m in METRICS]).first()
     covered = recs.filter(F.col(rank) <= k).select(item).distinct().count()
     return {**{m: float(row[m] or 0.0) for m in METRICS}, "coverage": covered / n_items if n_items else 0.0}
+
+
+def metric_curves(recs: DataFrame, truth: DataFrame, max_k: int, *, user: str = "user", item: str = "item",
+                  rank: str = "rank") -> list[dict[str, float]]:
+    """Precision, recall and NDCG at every K in 1..`max_k` from one list of `max_k` per user, in one
+    Spark job: [{"k": 1, "precision": ..., "recall": ..., "ndcg": ...}, ...]."""
+    _require(recs, (user, item, rank), "recommendations")
+    ranked = recs.filter(F.col(rank) <= max_k).groupBy(user).agg(
+        F.array_sort(F.collect_list(F.struct(F.col(rank).alias("r"), F.col(item).alias("i")))).alias("_recs"))
+    relevant = truth.groupBy(user).agg(F.collect_set(item).alias("_rel"))
+    joined = relevant.join(ranked, on=user, how="left").select(
+        F.size("_rel").alias("_n"),
+        F.transform(F.coalesce(F.transform("_recs", lambda s: s["i"]), F.array()),
+                    lambda x: F.array_contains("_rel", x).cast("int")).alias("_h"))
+    h, n_rel = F.col("_h"), F.col("_n")
+
+    def head_sum(values: Column, k: Column) -> Column:
+        return F.aggregate(F.slice(values, 1, k), F.lit(0.0), lambda acc, x: acc + x)
+
+    gains = F.transform(h, lambda x, i: x / _log2(i + 2))
+    ks = F.sequence(F.lit(1), F.lit(max_k))
+    curves = joined.select(F.posexplode(F.transform(ks, lambda k: F.struct(
+        (head_sum(h, k) / k).alias("precision"),
+        (head_sum(h, k) / n_rel).alias("recall"),
+        (head_sum(gains, k) / F.aggregate(F.transform(F.sequence(F.lit(1), F.least(n_rel, k)),
+                                                      lambda i: 1 / _log2(i + 1)), F.lit(0.0),
+                                          lambda acc, x: acc + x)).alias("ndcg"),
+    ))).alias("pos", "m"))
+    rows = curves.groupBy("pos").agg(*[F.avg(f"m.{m}").alias(m) for m in ("precision", "recall", "ndcg")]) \
+        .orderBy("pos").collect()
+    return [{"k": r["pos"] + 1, "precision": r["precision"], "recall": r["recall"], "ndcg": r["ndcg"]} for r in rows]
