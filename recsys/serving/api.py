@@ -1,0 +1,130 @@
+"""The recommendations API (`make serve`): FastAPI on uvicorn, reading what `publish` put in Redis.
+
+- `GET /v1/users/{user_id}/recommendations?k=10`: the user's list from the live version for the
+  model alias of their A/B variant; users the batch never saw get their segment's list (age group
+  and country from the online feature store), else the global one. Each answer lands one
+  `impression` event per artist in the landing zone (contract format, batched files), stamped
+  with the request id, model version, variant, position and score.
+- `POST /v1/events`: one contract event or a list; all are validated first (400 with every
+  reason, nothing written), then landed the same way (202).
+- `GET /healthz`: Redis reachable and a version live. OpenAPI docs at `/docs`.
+
+The user id is turned into the pseudonymous key at the door; Redis only ever sees the key.
+"""
+
+
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import redis
+from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from recsys.config import Config
+from recsys.gold.store import features_key
+from recsys.landing.contract import event_errors
+from recsys.landing.writer import LandingWriter
+from recsys.serving.experiment import assign, variants
+from recsys.serving.store import RecommendationStore
+from recsys.silver.privacy import pseudonym
+from recsys.stores.redis import connect
+
+
+class Item(BaseModel):
+    artist_id: str
+    name: str
+    score: float
+    rank: int
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    request_id: str
+    model_version: str
+    variant: str
+    source: str
+    items: list[Item]
+
+
+class Accepted(BaseModel):
+    accepted: int
+
+
+def _segment(client: redis.Redis, prefix: str, user_key: str) -> str:
+    age, country = client.hmget(features_key(prefix, user_key), ["age_group", "country"])
+    return f"{(age or b'unknown').decode() or 'unknown'}|{(country or b'unknown').decode() or 'unknown'}"
+
+
+def impressions(user_id: str, answer: Recommendations) -> list[dict[str, Any]]:
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return [{
+        "event_id": str(uuid.uuid4()), "event_type": "impression", "event_ts": now, "user_id": user_id,
+        "card": {"artist_id": item.artist_id, "artist_name": item.name},
+        "recommendation": {"request_id": answer.request_id, "model_version": answer.model_version,
+                           "variant": answer.variant, "position": item.rank - 1, "score": item.score},
+        "context": {"source": "recommendation"},
+    } for item in answer.items]
+
+
+def create_app(cfg: Config) -> FastAPI:
+    secret = cfg.require_secret("privacy.pseudonym_secret")
+    table = variants(cfg.experiment)  # fails at startup, not per request, on a bad split
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        client = connect(cfg.redis)
+        state.update(client=client, store=RecommendationStore(client, cfg.publish.prefix),
+                     landing=LandingWriter(cfg.landing.path, cfg.serving.impression_batch,
+                                           cfg.serving.impression_flush_s))
+        yield
+        state["landing"].close()
+        client.close()
+
+    app = FastAPI(title="recsys", version="1", lifespan=lifespan,
+                  description="Artist recommendations, impressions and click feedback.")
+
+    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations)
+    def recommendations(user_id: str, k: Annotated[int, Query(ge=1, le=cfg.recommend.top_k)] = cfg.serving.default_k):
+        user_id = user_id.strip()
+        user_key = pseudonym(secret, user_id)
+        variant = assign(cfg.experiment, user_key, table)
+        answer = state["store"].get(user_key, variant.alias, _segment(state["client"], cfg.gold.redis_prefix,
+                                                                      user_key))
+        if answer is None:
+            raise HTTPException(503, f"no recommendations published for model alias {variant.alias!r} yet")
+        body = Recommendations(
+            user_id=user_id, request_id=uuid.uuid4().hex, model_version=answer.model_version, variant=variant.name,
+            source=answer.source, items=[Item(artist_id=a, name=n, score=s, rank=r)
+                                         for r, (a, n, s) in enumerate(answer.items[:k], start=1)])
+        state["landing"].add(impressions(user_id, body))
+        return body
+
+    @app.post("/v1/events", status_code=202, response_model=Accepted)
+    def post_events(payload: Annotated[dict[str, Any] | list[Any], Body()]):
+        events = payload if isinstance(payload, list) else [payload]
+        problems = [{"index": i, "reason": reason} for i, e in enumerate(events) for reason in event_errors(e)]
+        if not events:
+            problems = [{"index": None, "reason": "no events"}]
+        if problems:
+            raise HTTPException(400, problems)
+        state["landing"].add(events)
+        return Accepted(accepted=len(events))
+
+    @app.get("/healthz")
+    def healthz():
+        try:
+            live = state["store"].live()
+        except redis.RedisError as err:
+            return JSONResponse({"status": "down", "reason": f"redis: {type(err).__name__}"}, status_code=503)
+        status = 200 if live else 503
+        return JSONResponse({"status": "ok" if live else "no version live", "live_version": live}, status_code=status)
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(_: Request, err: redis.RedisError):
+        return JSONResponse({"detail": f"redis unavailable ({type(err).__name__})"}, status_code=503)
+
+    return app

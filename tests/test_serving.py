@@ -1,0 +1,219 @@
+"""Publishing to Redis (atomic switch, rollback, failure), A/B assignment, and the API contract."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pyspark.sql import functions as F
+
+from recsys.config import ConfigError, ExperimentConfig
+from recsys.landing.contract import event_errors
+from recsys.serving.api import create_app
+from recsys.serving.experiment import assign, variants
+from recsys.serving.publish import publish, rollback
+from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key
+from recsys.silver.privacy import pseudonym
+from recsys.stores.redis import connect
+
+SECRET = "serving-test-secret"
+RECS = ("user_key string, model_alias string, model_version string, model_run_id string, rank int, "
+        "artist_id string, artist_name string, score float, source string, segment string, batch_id string")
+SEGS = "segment string, rank int, artist_id string, artist_name string, score float, batch_id string"
+
+
+@pytest.fixture
+def serving_cfg(cfg, tmp_path):
+    return dataclasses.replace(
+        cfg,
+        publish=dataclasses.replace(cfg.publish, prefix=f"t-{uuid.uuid4().hex[:12]}", shards=8, keep_versions=2,
+                                    batch_size=50),
+        privacy=dataclasses.replace(cfg.privacy, pseudonym_secret=SECRET),
+        experiment=ExperimentConfig(salt="s1", variants={"A": "champion:50", "B": "challenger:50"}),
+    )
+
+
+def _batch(spark, batch: str, users: list[str], offset: int):
+    """Three artists per user and alias; which artists depends on `offset`, so versions differ."""
+    rows = [(u, alias, version, "run", r, f"ar{(i + offset + r) % 50}", f"Artist {(i + offset + r) % 50}",
+             0.9 - r / 10, "als", "18-24|DE", batch)
+            for i, u in enumerate(users) for alias, version in (("champion", "1"), ("challenger", "2"))
+            for r in (1, 2, 3)]
+    segs = [("18-24|DE", r, f"ar{40 + r}", f"Artist {40 + r}", 0.5 / r, batch) for r in (1, 2)] + \
+           [("*", r, f"ar{30 + r}", f"Artist {30 + r}", 0.4 / r, batch) for r in (1, 2, 3)]
+    return spark.createDataFrame(rows, RECS).repartition(4), spark.createDataFrame(segs, SEGS)
+
+
+def _expected(batch_df) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for r in batch_df.orderBy("rank").collect():
+        out.setdefault((r.user_key, r.model_alias), []).append(r.artist_id)
+    return out
+
+
+def test_assignment_is_sticky_and_follows_the_split():
+    cfg = ExperimentConfig(salt="s1", buckets=100, variants={"A": "champion:20", "B": "challenger:80"})
+    counts = Counter(assign(cfg, f"user-{i}").name for i in range(20000))
+    assert abs(counts["A"] / 20000 - 0.2) < 0.015
+    assert all(assign(cfg, f"user-{i}") == assign(cfg, f"user-{i}") for i in range(100))
+    other = dataclasses.replace(cfg, salt="s2")
+    moved = sum(assign(cfg, f"user-{i}").name != assign(other, f"user-{i}").name for i in range(2000))
+    assert moved > 300  # a new salt reshuffles
+    with pytest.raises(ConfigError, match="buckets add up to 90, not experiment.buckets = 100"):
+        variants(dataclasses.replace(cfg, variants={"A": "champion:10", "B": "challenger:80"}))
+    with pytest.raises(ConfigError, match="experiment.variants.A: expected 'model_alias:buckets'"):
+        variants(dataclasses.replace(cfg, variants={"A": "champion", "B": "challenger:100"}))
+
+
+def test_publish_switches_atomically_under_concurrent_readers_and_rolls_back(spark, serving_cfg):
+    cfg, prefix = serving_cfg, serving_cfg.publish.prefix
+    users = [f"key{i:03d}" for i in range(300)]
+    v1, seg1 = _batch(spark, "b1", users, 0)
+    v2, seg2 = _batch(spark, "b2", users, 7)
+    expected = {"b1": _expected(v1), "b2": _expected(v2)}
+    first = publish(spark, cfg, v1, seg1)
+    assert first.users == {"champion": 300, "challenger": 300} and first.segments == 2
+
+    store = RecommendationStore(connect(cfg.redis), prefix)
+    seen, problems, stop = Counter(), [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for u in users[::10]:
+                answer = store.get(u, "challenger", "18-24|DE")
+                if answer is None or [a for a, _, _ in answer.items] != expected[answer.version][(u, "challenger")]:
+                    problems.append((u, answer))
+                seen[answer.version if answer else None] += 1
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    second = publish(spark, cfg, v2, seg2)
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not problems and seen["b1"] > 0 and second.previous == "b1"
+    assert store.get(users[0], "challenger", "x").version == "b2"
+    assert publish(spark, cfg, v2, seg2).already_live  # publishing the live batch again changes nothing
+
+    assert rollback(cfg) == ("b2", "b1")
+    answer = store.get(users[5], "champion", "18-24|DE")
+    assert (answer.version, [a for a, _, _ in answer.items]) == ("b1", expected["b1"][(users[5], "champion")])
+    cold = store.get("never-seen", "champion", "18-24|DE")
+    assert (cold.source, [a for a, _, _ in cold.items]) == ("segment", ["ar41", "ar42"])
+    assert [a for a, _, _ in store.get("never-seen", "champion", "65+|FR").items] == ["ar31", "ar32", "ar33"]
+
+
+def test_failure_mid_publish_leaves_the_previous_version_live(spark, serving_cfg):
+    cfg, prefix = serving_cfg, serving_cfg.publish.prefix
+    users = [f"key{i:03d}" for i in range(200)]
+    good, segs = _batch(spark, "good", users, 0)
+    publish(spark, cfg, good, segs)
+    bad, _ = _batch(spark, "bad", users, 3)
+
+    @F.udf("string")
+    def explode_on_one_user(key):
+        if key == "key150":
+            raise RuntimeError("executor lost")
+        return key
+
+    with pytest.raises(Exception, match="executor lost"):
+        publish(spark, cfg, bad.withColumn("user_key", explode_on_one_user("user_key")), segs)
+    client = connect(cfg.redis)
+    assert client.get(live_key(prefix)) == b"good"
+    assert not client.exists(meta_key(prefix, "bad"))
+    partial = [shard_key(prefix, "bad", "champion", s) for s in range(cfg.publish.shards)]
+    assert all(client.ttl(k) > 0 for k in partial if client.exists(k))  # leftovers expire
+    assert RecommendationStore(client, prefix).get("key150", "champion", "x").version == "good"
+
+
+def test_old_versions_expire_beyond_the_kept_window(spark, serving_cfg):
+    cfg, prefix = serving_cfg, serving_cfg.publish.prefix
+    users = [f"key{i}" for i in range(20)]
+    for n in range(3):
+        publish(spark, cfg, *_batch(spark, f"v{n}", users, n))
+    client = connect(cfg.redis)
+    assert client.ttl(meta_key(prefix, "v0")) > 0  # keep_versions = 2: v2 live, v1 kept, v0 expiring
+    assert client.ttl(meta_key(prefix, "v1")) == -1 and client.ttl(meta_key(prefix, "v2")) == -1
+
+
+@pytest.fixture
+def api(spark, serving_cfg):
+    users = ["42", "7"]
+    keys = [pseudonym(SECRET, u) for u in users]
+    recs, segs = _batch(spark, "api1", keys, 0)
+    publish(spark, serving_cfg, recs, segs)
+    with TestClient(create_app(serving_cfg)) as client:
+        yield client, serving_cfg, _expected(recs), keys
+
+
+def _landed(cfg) -> list[dict]:
+    files = sorted(Path(cfg.landing.path, "events").rglob("*.json"))
+    return [json.loads(line) for f in files for line in f.read_text().splitlines()]
+
+
+def test_recommendations_answer_and_log_impressions(api):
+    client, cfg, expected, keys = api
+    body = client.get("/v1/users/42/recommendations", params={"k": 2}).json()
+    variant = assign(cfg.experiment, keys[0])
+    assert body["variant"] == variant.name and body["source"] == "als"
+    assert body["model_version"] == {"champion": "1", "challenger": "2"}[variant.alias]
+    assert [i["artist_id"] for i in body["items"]] == expected[(keys[0], variant.alias)][:2]
+    assert [i["rank"] for i in body["items"]] == [1, 2] and body["request_id"]
+    assert client.get("/v1/users/%2042%20/recommendations").json()["variant"] == body["variant"]  # same user
+
+    cold = client.get("/v1/users/nobody/recommendations").json()
+    assert cold["source"] == "global" and [i["artist_id"] for i in cold["items"]] == ["ar31", "ar32", "ar33"]
+    assert client.get("/v1/users/42/recommendations", params={"k": 0}).status_code == 422
+    assert client.get("/v1/users/42/recommendations", params={"k": 51}).status_code == 422
+
+    client.app.state  # noqa: B018  (the landing writer flushes on shutdown, below)
+    client.__exit__(None, None, None)
+    landed = _landed(cfg)
+    mine = [e for e in landed if e["recommendation"]["request_id"] == body["request_id"]]
+    assert [e["card"]["artist_id"] for e in mine] == [i["artist_id"] for i in body["items"]]
+    assert all(not event_errors(e) and e["event_type"] == "impression" for e in landed)
+    assert {e["recommendation"]["variant"] for e in mine} == {body["variant"]}
+    assert [e["recommendation"]["position"] for e in mine] == [0, 1]
+    assert len(landed) == 2 + 3 + 3
+
+
+def test_events_are_validated_before_anything_lands(api):
+    client, cfg, _, _ = api
+    click = {"event_id": "c1", "event_type": "click", "event_ts": "2026-11-28T21:04:05Z", "user_id": 42,
+             "card": {"artist_id": "ar1", "artist_name": "Artist 1"},
+             "recommendation": {"request_id": "r1", "model_version": "2", "variant": "B", "position": 0}}
+    bad = [click, {**click, "event_id": "c2", "recommendation": None}, {**click, "event_ts": "yesterday"}]
+    response = client.post("/v1/events", json=bad)
+    assert response.status_code == 400
+    reasons = response.json()["detail"]
+    assert {r["index"] for r in reasons} == {1, 2}
+    assert any("recommendation" in r["reason"] for r in reasons if r["index"] == 1)
+    assert client.post("/v1/events", content=b"{not json", headers={"content-type": "application/json"}
+                       ).status_code == 422
+    assert client.post("/v1/events", json=[]).status_code == 400
+    assert client.post("/v1/events", json=click).json() == {"accepted": 1}
+    client.__exit__(None, None, None)
+    assert [e["event_id"] for e in _landed(cfg)] == ["c1"]
+
+
+def test_health_and_docs(api, serving_cfg):
+    client = api[0]
+    assert client.get("/healthz").json() == {"status": "ok", "live_version": "api1"}
+    assert "/v1/users/{user_id}/recommendations" in client.get("/openapi.json").json()["paths"]
+    connect(serving_cfg.redis).delete(live_key(serving_cfg.publish.prefix))
+    assert client.get("/healthz").status_code == 503
+    assert client.get("/v1/users/42/recommendations").status_code == 503
+
+
+def test_packaged_schema_is_the_contract():
+    from recsys.landing.contract import event_schema
+    from tests.conftest import CONTRACTS_DIR
+
+    assert event_schema() == json.loads((CONTRACTS_DIR / "event.schema.json").read_text())
