@@ -77,7 +77,8 @@ def line_chart(path: Path, panels: Mapping[str, Mapping[str, tuple[Sequence[floa
 
 
 def bar_chart(path: Path, title: str, labels: Sequence[str], values: Sequence[float],
-              errors: Sequence[float] | None = None, ylabel: str = "") -> Path:
+              errors: Sequence | None = None, ylabel: str = "") -> Path:
+    """Bars with optional error bars: `errors` symmetric (one per bar) or [lower, upper] lists."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.bar(list(labels), list(values), yerr=None if errors is None else list(errors), capsize=6, color="#4c72b0")
     ax.set_title(title)

@@ -1,0 +1,153 @@
+"""`jobs/feedback.py`: labelled impressions, CTR, the A/B analysis, its report, and MLflow.
+
+Tables (recomputed from silver each run and overwritten, so reruns agree; Delta keeps history):
+- `gold/feedback`: one row per impression with `clicked`, and the features the ranker saw
+  (ALS score, position, the artist's listeners, trending rank, followers, genre overlap with
+  the user's top genres, age group, country);
+- `gold/ctr`: impressions, clicks, CTR per model version, variant, position and day;
+- `gold/ab_results`: per variant of the experiment, CTR with its interval, and the test of the
+  treatment against the control (first variant by name) with the SRM check and the MDE.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import lake
+from recsys.config import Config
+from recsys.feedback.abtest import AbResult, analyze
+from recsys.feedback.attribution import attribute, ctr
+from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
+from recsys.serving.experiment import variants as experiment_variants
+from recsys.tracking import setup_mlflow
+
+
+@dataclass(frozen=True)
+class FeedbackReport:
+    impressions: int
+    clicks: int
+    unattributed_clicks: int
+    ab: AbResult | None
+    run_id: str
+
+
+def with_ranker_features(feedback: DataFrame, artist_stats: DataFrame, user_features: DataFrame) -> DataFrame:
+    """Attach the artist's and the user's features to impression-level rows (artist_id, user_key)."""
+    artists = artist_stats.select("artist_id", F.col("listeners").cast("double").alias("artist_listeners"),
+                                  F.col("trending_rank").cast("double").alias("trending_rank"),
+                                  F.col("followers").cast("double").alias("artist_followers"),
+                                  F.col("genres").alias("_genres"))
+    users = user_features.select("user_key", "age_group", "country", F.col("top_genres").alias("_top"))
+    joined = feedback.join(artists, on="artist_id", how="left").join(users, on="user_key", how="left")
+    overlap = F.size(F.array_intersect(F.coalesce("_genres", F.array()), F.coalesce("_top", F.array()))) / \
+        F.greatest(F.size(F.coalesce("_top", F.array())), F.lit(1))
+    return joined.withColumn("genre_overlap", overlap.cast("double")).drop("_genres", "_top") \
+        .fillna({"age_group": "unknown", "country": "unknown"})
+
+
+def _counts(feedback: DataFrame) -> dict[str, tuple[int, int, int]]:
+    rows = feedback.filter(F.col("variant").isNotNull()).groupBy("variant").agg(
+        F.countDistinct("user_key").alias("users"), F.count("*").alias("n"), F.sum("clicked").alias("c")).collect()
+    return {r["variant"]: (r["users"], r["n"], int(r["c"])) for r in rows}
+
+
+def ab_analysis(feedback: DataFrame, cfg: Config) -> AbResult | None:
+    counts = _counts(feedback)
+    shares = {v.name: len(v.buckets) for v in experiment_variants(cfg.experiment)}
+    names = [n for n in sorted(shares) if n in counts]
+    if len(names) < 2:
+        return None
+    f = cfg.feedback
+    return analyze({n: counts[n] for n in names}, {n: shares[n] for n in names}, names[0], names[1],
+                   alpha=f.alpha, power=f.power, srm_alpha=f.srm_alpha)
+
+
+def _ab_rows(result: AbResult, experiment: str) -> list[dict]:
+    test = {k: v for k, v in asdict(result).items() if k != "variants"}
+    return [{"experiment": experiment, **asdict(v), **test} for v in result.variants]
+
+
+def _report(path: Path, result: AbResult | None, by_position: list, by_day: list, totals: dict) -> Path:
+    charts = []
+    blocks = [table([totals])]
+    if result is not None:
+        names = [v.variant for v in result.variants]
+        errors = [[v.ctr - v.ci_low for v in result.variants], [v.ci_high - v.ctr for v in result.variants]]
+        charts.append(bar_chart(path.parent / "ctr_by_variant.png", "CTR per variant (Wilson interval)", names,
+                                [v.ctr for v in result.variants], errors, ylabel="CTR"))
+        verdict = (f"{result.treatment} - {result.control} = {result.difference:+.4f} CTR "
+                   f"(95% CI {result.diff_ci_low:+.4f}..{result.diff_ci_high:+.4f}), p = {result.p_value:.4g}: "
+                   f"{'significant' if result.significant else 'not significant'} at {result.alpha}. "
+                   f"MDE for this traffic {result.mde:.4f}.")
+        srm = (f"Sample ratio mismatch: chi2 = {result.srm_chi2:.2f}, p = {result.srm_p_value:.4g}"
+               + (" - assignment is broken, do not trust this result." if result.srm else " - none."))
+        blocks += [paragraph(verdict), paragraph(srm, "bad" if result.srm else ""),
+                   table([asdict(v) for v in result.variants]), image(charts[-1])]
+    else:
+        blocks.append(paragraph("Fewer than two variants have impressions: no A/B analysis."))
+    series = {}
+    for r in by_position:
+        xs, ys = series.setdefault(r["variant"] or "-", ([], []))
+        xs.append(r["position"])
+        ys.append(r["ctr"])
+    charts.append(line_chart(path.parent / "ctr_by_position.png", {"CTR by position": series}, xlabel="position"))
+    day_series = {}
+    for r in by_day:
+        xs, ys = day_series.setdefault(f"model {r['model_version']}", ([], []))
+        xs.append(str(r["event_date"]))
+        ys.append(r["ctr"])
+    charts.append(line_chart(path.parent / "ctr_by_day.png", {"CTR by day": day_series}, xlabel="day"))
+    return write_report(path, "Feedback and A/B analysis", [
+        ("Experiment", blocks), ("CTR by position", [image(charts[-2])]), ("CTR by day and model version",
+                                                                           [image(charts[-1])])])
+
+
+def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
+    f = cfg.feedback
+    setup_mlflow(cfg)
+    events = lake.read(spark, lake.table_path(cfg.lake, "silver", "events")) \
+        .filter(F.col("event_type").isin("impression", "click"))
+    gold = {t: lake.read(spark, lake.table_path(cfg.lake, "gold", t)) for t in ("artist_stats", "user_features")}
+    labelled = with_ranker_features(attribute(events, f.attribution_window_s, f.clock_skew_s),
+                                    gold["artist_stats"], gold["user_features"])
+    out = lake.table_path(cfg.lake, "gold", "feedback")
+    labelled.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(out)
+    feedback = lake.read(spark, out).persist()
+    ctr_table = ctr(feedback, "model_version", "variant", "position", "event_date")
+    ctr_table.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+        lake.table_path(cfg.lake, "gold", "ctr"))
+    totals = feedback.agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks")).first()
+    clicks_total = events.filter(F.col("event_type") == "click").count()
+    result = ab_analysis(feedback, cfg)
+    if result is not None:
+        spark.createDataFrame(_ab_rows(result, cfg.experiment.name)).write.format("delta").mode("overwrite") \
+            .option("overwriteSchema", "true").save(lake.table_path(cfg.lake, "gold", "ab_results"))
+    by_position = ctr(feedback, "variant", "position").orderBy("variant", "position").collect()
+    by_day = ctr(feedback, "model_version", "event_date").orderBy("model_version", "event_date").collect()
+    summary = {"impressions": totals["impressions"], "clicks attributed": int(totals["clicks"] or 0),
+               "clicks": clicks_total, "attribution window s": f.attribution_window_s}
+
+    with mlflow.start_run(run_name="feedback") as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params({"attribution_window_s": f.attribution_window_s, "experiment": cfg.experiment.name,
+                           "salt": cfg.experiment.salt, "variants": str(cfg.experiment.variants)})
+        metrics = {"impressions": summary["impressions"], "clicks": summary["clicks attributed"]}
+        if result is not None:
+            metrics.update({f"ctr.{v.variant}": v.ctr for v in result.variants})
+            metrics.update({"ab.difference": result.difference, "ab.p_value": result.p_value,
+                            "ab.srm_p_value": result.srm_p_value, "ab.mde": result.mde})
+        metrics.update({f"ctr.model_{r['model_version']}": r["clicks"] / r["impressions"]
+                        for r in ctr(feedback, "model_version").collect() if r["model_version"]})
+        mlflow.log_metrics(metrics)
+        report = _report(Path(tmp) / "report.html", result, by_position, by_day, summary)
+        for png in Path(tmp).glob("*.png"):
+            mlflow.log_artifact(str(png), artifact_path="report")
+        mlflow.log_artifact(str(report), artifact_path="report")
+    feedback.unpersist()
+    return FeedbackReport(summary["impressions"], summary["clicks attributed"],
+                          clicks_total - summary["clicks attributed"], result, run.info.run_id)

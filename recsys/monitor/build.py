@@ -1,0 +1,178 @@
+"""`jobs/monitor.py`: has the world moved since the model was trained?
+
+The reference is the champion's training snapshot (`monitor.reference: champion`: the Delta
+versions its MLflow run recorded, silver's through `gold/builds`) or the previous version of
+each table (`previous`). Checks, each a PSI and a Jensen-Shannon distance against
+`monitor.psi_threshold` / `monitor.js_threshold`:
+- data: age group, country, genre mix (users' top genres), event-type mix, artists per user;
+- feature: plays in 30 days and distinct artists per user (`gold/user_features`);
+- prediction: score of recommended artists and their popularity (listeners), this
+  `gold/recommendations` against its previous version;
+- model: the best NDCG of successive training runs and daily CTR (`gold/ctr`); an alert when the
+  latest falls more than `monitor.max_metric_drop` (relative) below the best before it / the mean.
+Writes an HTML report with charts and the metrics to MLflow; any alert makes the job exit 6.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import lake
+from recsys.config import Config
+from recsys.monitor.drift import Check, categorical_counts, compare, numeric_counts
+from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
+from recsys.tracking import setup_mlflow
+
+EXIT_DRIFT = 6
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    reference: dict[str, int]
+    current: dict[str, int]
+    checks: list[Check]
+    run_id: str
+
+    @property
+    def alerts(self) -> list[Check]:
+        return [c for c in self.checks if c.alert]
+
+
+def _version(spark: SparkSession, cfg: Config, layer: str, table: str) -> int | None:
+    path = lake.table_path(cfg.lake, layer, table)
+    return lake.current_version(spark, path) if lake.exists(spark, path) else None
+
+
+def reference_versions(spark: SparkSession, cfg: Config, current: dict[str, int]) -> dict[str, int]:
+    """Table -> Delta version of the reference snapshot."""
+    if cfg.monitor.reference == "previous":
+        return {t: max(v - 1, 0) for t, v in current.items()}
+    if cfg.monitor.reference != "champion":
+        raise ValueError(f"monitor.reference must be 'champion' or 'previous', got {cfg.monitor.reference!r}")
+    try:
+        run_id = MlflowClient().get_model_version_by_alias(cfg.model.name, "champion").run_id
+    except MlflowException as err:
+        raise ValueError(f"monitor.reference = champion, but model {cfg.model.name!r} has no champion yet") from err
+    params = mlflow.get_run(run_id).data.params
+    ref = {t: int(params[f"input_version.{t}"]) for t in current if f"input_version.{t}" in params}
+    builds = lake.read(spark, lake.table_path(cfg.lake, "gold", "builds"))
+    build = builds.filter(F.col("outputs")["gold/interactions"] == ref.get("gold/interactions", -1)).first()
+    if build is not None:
+        ref["silver/events"] = int(build["inputs"]["silver/events"])
+    return {t: ref.get(t, v) for t, v in current.items()}
+
+
+def _read(spark: SparkSession, cfg: Config, name: str, version: int) -> DataFrame:
+    layer, table = name.split("/")
+    return lake.read(spark, lake.table_path(cfg.lake, layer, table), version=version)
+
+
+def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], cur: dict[str, int]) -> list[Check]:
+    m = cfg.monitor
+
+    def both(name: str) -> tuple[DataFrame, DataFrame]:
+        return _read(spark, cfg, name, ref[name]), _read(spark, cfg, name, cur[name])
+
+    checks = []
+    users_ref, users_cur = both("gold/user_features")
+    for kind, column in (("data", "age_group"), ("data", "country")):
+        _, r, c = categorical_counts(users_ref, users_cur, column)
+        checks.append(compare(column, kind, r, c, m.psi_threshold, m.js_threshold))
+    _, r, c = categorical_counts(users_ref.select(F.explode("top_genres").alias("g")),
+                                 users_cur.select(F.explode("top_genres").alias("g")), "g")
+    checks.append(compare("genre_mix", "data", r, c, m.psi_threshold, m.js_threshold))
+    if "silver/events" in cur:
+        events_ref, events_cur = both("silver/events")
+        _, r, c = categorical_counts(events_ref, events_cur, "event_type")
+        checks.append(compare("event_type_mix", "data", r, c, m.psi_threshold, m.js_threshold))
+    inter_ref, inter_cur = both("gold/interactions")
+    _, r, c = numeric_counts(inter_ref.groupBy("user_key").count(), inter_cur.groupBy("user_key").count(),
+                             "count", m.bins)
+    checks.append(compare("artists_per_user", "data", r, c, m.psi_threshold, m.js_threshold))
+    for column in ("plays_30d", "distinct_artists"):
+        _, r, c = numeric_counts(users_ref, users_cur, column, m.bins)
+        checks.append(compare(column, "feature", r, c, m.psi_threshold, m.js_threshold))
+    if cur.get("gold/recommendations", 0) > 0:
+        recs_ref = _read(spark, cfg, "gold/recommendations", cur["gold/recommendations"] - 1)
+        recs_cur = _read(spark, cfg, "gold/recommendations", cur["gold/recommendations"])
+        _, r, c = numeric_counts(recs_ref, recs_cur, "score", m.bins)
+        checks.append(compare("recommended_score", "prediction", r, c, m.psi_threshold, m.js_threshold))
+        listeners = lake.read(spark, lake.table_path(cfg.lake, "gold", "artist_stats")).select("artist_id", "listeners")
+        _, r, c = numeric_counts(recs_ref.join(listeners, "artist_id"), recs_cur.join(listeners, "artist_id"),
+                                 "listeners", m.bins)
+        checks.append(compare("recommended_popularity", "prediction", r, c, m.psi_threshold, m.js_threshold))
+    return checks
+
+
+def _trend_check(name: str, values: list[float], drop: float, against: str) -> Check | None:
+    if len(values) < 2:
+        return None
+    history = values[:-1]
+    base = max(history) if against == "best" else sum(history) / len(history)
+    latest = values[-1]
+    fall = (base - latest) / base if base > 0 else 0.0
+    return Check(name, "model", 0.0, 0.0, fall > drop,
+                 f"latest {latest:.4f} vs {against} before {base:.4f}: {-fall:+.1%}")
+
+
+def _model_checks(spark: SparkSession, cfg: Config) -> tuple[list[Check], dict[str, list]]:
+    experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    runs = mlflow.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'train-als'",
+                              order_by=["attributes.start_time ASC"]) if experiment else None
+    ndcg = [float(v) for v in runs["metrics.best.ndcg"].dropna()] if runs is not None and len(runs) else []
+    ctr_path = lake.table_path(cfg.lake, "gold", "ctr")
+    daily = lake.read(spark, ctr_path).groupBy("event_date").agg(
+        (F.sum("clicks") / F.sum("impressions")).alias("ctr")).orderBy("event_date").collect() \
+        if lake.exists(spark, ctr_path) else []
+    trends = {"ndcg": ndcg, "ctr_days": [str(r[0]) for r in daily], "ctr": [float(r[1]) for r in daily]}
+    checks = [_trend_check("offline_ndcg", ndcg, cfg.monitor.max_metric_drop, "best"),
+              _trend_check("daily_ctr", trends["ctr"], cfg.monitor.max_metric_drop, "mean")]
+    return [c for c in checks if c is not None], trends
+
+
+def _log_report(checks: list[Check], trends: dict[str, list], ref: dict, cur: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        distances = [c for c in checks if c.kind != "model"]
+        psi_chart = bar_chart(Path(tmp) / "psi.png", "Population stability index", [c.name for c in distances],
+                              [c.psi for c in distances])
+        trend_chart = line_chart(Path(tmp) / "trends.png", {
+            "best NDCG per training run": {"NDCG": (list(range(1, len(trends["ndcg"]) + 1)), trends["ndcg"])},
+            "CTR per day": {"CTR": (trends["ctr_days"], trends["ctr"])}}, xlabel="")
+        alerts = [c for c in checks if c.alert]
+        report = write_report(Path(tmp) / "report.html", "Drift monitor", [
+            ("Verdict", [paragraph(f"{len(alerts)} alert(s): {', '.join(c.name for c in alerts)}" if alerts
+                                   else "No threshold crossed.", "bad" if alerts else "")]),
+            ("Snapshots", [table([{"table": t, "reference version": ref[t], "current version": cur[t]} for t in cur])]),
+            ("Checks", [table([asdict(c) for c in checks]), image(psi_chart)]),
+            ("Trends", [image(trend_chart)]),
+        ])
+        (Path(tmp) / "checks.json").write_text(json.dumps([asdict(c) for c in checks], indent=2))
+        for path in (psi_chart, trend_chart, report, Path(tmp) / "checks.json"):
+            mlflow.log_artifact(str(path), artifact_path="report")
+
+
+def run_monitor(spark: SparkSession, cfg: Config) -> MonitorReport:
+    setup_mlflow(cfg)
+    names = ("gold/user_features", "gold/interactions", "silver/events", "gold/recommendations")
+    current = {n: v for n in names if (v := _version(spark, cfg, *n.split("/"))) is not None}
+    ref = reference_versions(spark, cfg, current)
+    checks = _distribution_checks(spark, cfg, ref, current)
+    model_checks, trends = _model_checks(spark, cfg)
+    checks += model_checks
+    with mlflow.start_run(run_name="monitor") as run:
+        mlflow.log_params({"reference": cfg.monitor.reference, **{f"reference_version.{t}": v for t, v in ref.items()},
+                           **{f"current_version.{t}": v for t, v in current.items()}})
+        mlflow.log_metrics({**{f"psi.{c.name}": c.psi for c in checks if c.kind != "model"},
+                            **{f"js.{c.name}": c.js for c in checks if c.kind != "model"},
+                            "alerts": sum(c.alert for c in checks)})
+        _log_report(checks, trends, ref, current)
+    return MonitorReport(ref, current, checks, run.info.run_id)

@@ -1,0 +1,103 @@
+"""Click attribution on hand-written events and the A/B statistics against known values."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from recsys.feedback.abtest import analyze, minimum_detectable_effect, sample_ratio, two_proportions, wilson
+from recsys.feedback.attribution import attribute
+
+T0 = datetime(2026, 11, 1, 12, 0, 0)
+COLUMNS = ("event_id string, event_type string, event_time timestamp, event_date date, user_key string, "
+           "artist_id string, request_id string, model_version string, variant string, position int, score double")
+
+
+def _event(event_id, kind, seconds, user, artist, request, position=0):
+    t = T0 + timedelta(seconds=seconds)
+    return (event_id, kind, t, t.date(), user, artist, request, "1", "A", position, 0.5)
+
+
+def test_clicks_are_attributed_to_their_impression_within_the_window(spark):
+    events = [
+        _event("i1", "impression", 0, "u1", "a1", "r1", 0),
+        _event("i2", "impression", 0, "u1", "a2", "r1", 1),
+        _event("i3", "impression", 0, "u1", "a3", "r1", 2),
+        _event("i4", "impression", 0, "u2", "a1", "r2", 0),
+        _event("i5", "impression", 0, "u3", "a1", "r3", 0),
+        _event("i6", "impression", 0, "u4", "a1", "r4", 0),
+        _event("c1", "click", 30, "u1", "a1", "r1"),        # clicked
+        _event("c2", "click", 40, "u1", "a1", "r1"),        # a second click: still one clicked row
+        _event("c3", "click", 30, "u1", "a2", "r9"),        # another request: not this impression
+        _event("c4", "click", 1801, "u2", "a1", "r2"),      # after the 1800 s window
+        _event("c5", "click", -20, "u3", "a1", "r3"),       # 20 s early: client clock skew, accepted
+        _event("c6", "click", 10, "u9", "a1", "r4"),        # another user
+    ]
+    got = {r.event_id: r.clicked for r in attribute(spark.createDataFrame(events, COLUMNS), 1800, 60).collect()}
+    assert got == {"i1": 1, "i2": 0, "i3": 0, "i4": 0, "i5": 1, "i6": 0}
+
+
+def test_statistics_match_known_values():
+    low, high = wilson(10, 100)
+    assert (low, high) == (pytest.approx(0.0552, abs=1e-4), pytest.approx(0.1744, abs=1e-4))
+    diff, z, p, ci_low, ci_high = two_proportions(100, 1000, 130, 1000)
+    assert (diff, z, p) == (pytest.approx(0.03), pytest.approx(2.1028, abs=1e-3), pytest.approx(0.0355, abs=1e-3))
+    assert ci_low < 0.03 < ci_high
+    chi2, srm_p = sample_ratio({"A": 5000, "B": 5200}, {"A": 50, "B": 50})
+    assert (chi2, srm_p) == (pytest.approx(3.9216, abs=1e-3), pytest.approx(0.0477, abs=1e-3))
+    assert minimum_detectable_effect(0.1, 10000, 10000) == pytest.approx(0.011886, abs=1e-5)
+
+
+def test_a_planted_difference_is_detected_and_an_a_a_test_is_not_too_often():
+    rng = np.random.default_rng(11)
+    n = 20000
+    planted = analyze({"A": (5000, n, int(rng.binomial(n, 0.10))), "B": (5000, n, int(rng.binomial(n, 0.12)))},
+                      {"A": 50, "B": 50}, "A", "B")
+    assert planted.significant and planted.difference > 0 and not planted.srm and planted.mde < 0.02
+    false_positives = sum(
+        analyze({"A": (5000, n, int(rng.binomial(n, 0.1))), "B": (5000, n, int(rng.binomial(n, 0.1)))},
+                {"A": 50, "B": 50}, "A", "B").significant for _ in range(400))
+    assert false_positives / 400 < 0.08  # alpha = 0.05, with room for sampling noise
+
+
+def test_a_sample_ratio_mismatch_voids_the_result():
+    result = analyze({"A": (5000, 50000, 5000), "B": (5600, 56000, 6000)}, {"A": 50, "B": 50}, "A", "B")
+    assert result.srm and result.srm_p_value < 1e-6
+
+
+def _planted_feedback(spark, n=6000, seed=3):
+    """Impressions over three days whose clicks follow the artist's followers (strongly) and the
+    position (mildly); the ALS score is noise. The re-ranker must find exactly that."""
+    rng = np.random.default_rng(seed)
+    followers = rng.lognormal(8, 1.5, n)
+    position = rng.integers(0, 10, n)
+    z = (np.log1p(followers) - 8) / 1.5
+    clicked = rng.random(n) < 1 / (1 + np.exp(-(-1.5 + 1.6 * z - 0.12 * position)))
+    rows = [(f"r{i // 10}", f"a{i}", f"u{i % 300}", T0.date() + timedelta(days=int(i * 3 // n)), int(position[i]),
+             float(rng.random()), float(followers[i]), float(rng.integers(100, 5000)), None, 0.0, "25-34", "DE",
+             int(clicked[i])) for i in range(n)]
+    return spark.createDataFrame(rows, "request_id string, artist_id string, user_key string, event_date date, "
+                                       "position int, score double, artist_followers double, artist_listeners double, "
+                                       "trending_rank double, genre_overlap double, age_group string, country string, "
+                                       "clicked int")
+
+
+@pytest.mark.slow
+def test_reranker_learns_a_planted_click_preference(spark, mlflow_cfg):
+    from recsys.feedback.reranker import load_reranker, rerank, train_reranker
+
+    report = train_reranker(spark, mlflow_cfg, _planted_feedback(spark))
+    numeric = {k: v for k, v in report.weights.items() if k in ("score", "position", "log_followers", "log_listeners")}
+    assert max(numeric, key=lambda k: abs(numeric[k])) == "log_followers" and numeric["log_followers"] > 0
+    assert numeric["position"] < 0 and abs(numeric["score"]) < 0.1
+    assert report.auc > 0.75 and report.ndcg_reranked > report.ndcg_als_order and report.promoted
+
+    candidates = spark.createDataFrame(
+        [("u1", "champion", 1, "quiet", 0.9, 10.0), ("u1", "champion", 2, "famous", 0.8, 1e6)],
+        "user_key string, model_alias string, rank int, artist_id string, score double, artist_followers double",
+    ).selectExpr("*", "100.0 as artist_listeners", "cast(null as double) as trending_rank", "0.0 as genre_overlap",
+                 "'25-34' as age_group", "'DE' as country")
+    reordered = rerank(load_reranker(mlflow_cfg), candidates).orderBy("rank").collect()
+    assert [r.artist_id for r in reordered] == ["famous", "quiet"]
