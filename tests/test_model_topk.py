@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.model.topk import ItemMatrix, numpy_top_k, recommend_top_k
+from recsys.model.topk import ItemMatrix, numpy_top_k, recommend_top_k, top_k_block
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,22 @@ def test_numpy_floor_gives_the_same_lists(factors):
     want = _brute_force(users, items, item_ids, {}, 5)
     assert [[int(item_ids[np.argsort(item_ids)][r]) for r in row] for row in rows] == \
         [[a for a, _ in want[u]] for u in range(len(users))]
+
+
+@pytest.mark.parametrize("n_items", [500, 3000])  # below and above the chunked prefilter's size
+def test_selection_is_exact_with_exclusions_and_ties(n_items):
+    rng = np.random.default_rng(9)
+    users = rng.normal(size=(200, 6)).astype(np.float32)
+    items = rng.normal(size=(n_items, 6)).astype(np.float32)
+    if n_items == 500:
+        items[100:110] = items[5]  # ten identical artists: ties broken by artist id
+    matrix = ItemMatrix(np.arange(n_items), items)
+    seen = [rng.choice(n_items, size=rng.integers(0, n_items - 20), replace=False) for _ in range(200)]
+    fast, fast_dots = top_k_block(users, matrix, 20, seen, prefilter=True)
+    plain, plain_dots = top_k_block(users, matrix, 20, seen, prefilter=False)
+    assert (fast == plain).all() and np.array_equal(fast_dots, plain_dots)
+    for u in range(5):  # and both match sorting everything
+        scores = items @ users[u]
+        excluded = set(seen[u].tolist())
+        order = [i for i in sorted(range(n_items), key=lambda i: (-scores[i], i)) if i not in excluded][:20]
+        assert [r for r in fast[u] if r >= 0] == order

@@ -24,12 +24,14 @@ from pyspark.sql import types as T
 
 from recsys.model.als import ITEM, USER
 
-OUTPUT = T.StructType([
-    T.StructField(USER, T.IntegerType()), T.StructField(ITEM, T.IntegerType()),
-    T.StructField("rank", T.IntegerType()), T.StructField("dot", T.FloatType()),
-    T.StructField("score", T.FloatType()),
+NESTED = T.StructType([
+    T.StructField(USER, T.IntegerType()), T.StructField(ITEM, T.ArrayType(T.IntegerType())),
+    T.StructField("dot", T.ArrayType(T.FloatType())), T.StructField("score", T.ArrayType(T.FloatType())),
 ])
+NESTED_ARROW = pa.schema([(USER, pa.int32()), (ITEM, pa.list_(pa.int32())), ("dot", pa.list_(pa.float32())),
+                          ("score", pa.list_(pa.float32()))])
 BLOCK_USERS = 1024  # 1024 x 20,000 float32 scores = 80 MB per block
+CHUNK = 64  # columns per chunk in the prefilter
 
 
 class ItemMatrix:
@@ -63,8 +65,47 @@ def _matrix(features: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return values.reshape(n, -1) if n else np.zeros((0, 0), dtype=np.float32)
 
 
-def top_k_block(users: np.ndarray, items: ItemMatrix, k: int, seen_rows: list[np.ndarray] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _best_unsorted(scores: np.ndarray, k: int, prefilter: bool) -> np.ndarray:
+    """Column indices of the `k` largest scores of each row, in no particular order.
+
+    With `prefilter` (and a catalog over `CHUNK * k` artists), each row is cut into chunks of
+    `CHUNK` columns: the k best scores lie in the k chunks with the largest maxima (any other
+    chunk's max is beaten by k distinct elements), so `argpartition` runs on k * CHUNK
+    candidates instead of the whole catalog, after one vectorised max per chunk. Exact up to
+    exact ties at the k-th place, where another equally scored artist may be kept.
+    """
+    n = scores.shape[1]
+    if k == n:
+        return np.tile(np.arange(n), (len(scores), 1))
+    chunks = n // CHUNK
+    if not prefilter or chunks <= k:
+        return _top_of_pool(scores, np.broadcast_to(np.arange(n), scores.shape), k)
+    maxima = scores[:, :chunks * CHUNK].reshape(len(scores), chunks, CHUNK).max(axis=2)
+    top_chunks = np.argpartition(maxima, chunks - k, axis=1)[:, chunks - k:]
+    columns = (top_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(len(scores), -1)
+    if chunks * CHUNK < n:  # the ragged tail is always a candidate
+        columns = np.hstack([columns, np.broadcast_to(np.arange(chunks * CHUNK, n), (len(scores), n - chunks * CHUNK))])
+    return _top_of_pool(np.take_along_axis(scores, columns, axis=1), columns, k)
+
+
+def _top_of_pool(values: np.ndarray, columns: np.ndarray, k: int) -> np.ndarray:
+    """The columns of the `k` largest values per row; a tie across the k-th place goes to the
+    smaller column, as a full sort by (value desc, column) would decide (ties are rare: those
+    rows alone are sorted)."""
+    width = values.shape[1]
+    part = np.argpartition(values, width - k, axis=1)[:, width - k:]
+    chosen = np.take_along_axis(values, part, axis=1)
+    kth = chosen.min(axis=1, keepdims=True)
+    crossing = np.flatnonzero((values == kth).sum(axis=1) > (chosen == kth).sum(axis=1))
+    best = np.take_along_axis(columns, part, axis=1)
+    for row in crossing:
+        order = np.lexsort((columns[row], -values[row]))[:k]
+        best[row] = columns[row][order]
+    return best
+
+
+def top_k_block(users: np.ndarray, items: ItemMatrix, k: int, seen_rows: list[np.ndarray] | None = None,
+                prefilter: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `users`, the matrix rows of its best `k` unseen items and their dot products,
     best first; ties broken by the smaller artist id. Seen or missing slots come back as -1."""
     scores = users @ items.factors.T
@@ -75,8 +116,7 @@ def top_k_block(users: np.ndarray, items: ItemMatrix, k: int, seen_rows: list[np
     k = min(k, scores.shape[1])
     if k == 0:
         return np.zeros((len(users), 0), np.int64), np.zeros((len(users), 0), np.float32)
-    best = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (len(users), 1))
+    best = _best_unsorted(scores, k, prefilter)
     picked = np.take_along_axis(scores, best, axis=1)
     order = np.lexsort((items.ids[best], -picked), axis=1)  # score desc, then artist id asc
     best, picked = np.take_along_axis(best, order, axis=1), np.take_along_axis(picked, order, axis=1)
@@ -92,7 +132,8 @@ def _cosine(users: np.ndarray, items: ItemMatrix, rows: np.ndarray, dots: np.nda
 
 def score_batch(batch: pa.RecordBatch, items: ItemMatrix, k: int, threshold: float | None,
                 block: int = BLOCK_USERS) -> Iterator[pa.RecordBatch]:
-    """Long-format top-K rows for one Arrow batch of (id, features[, seen]) user rows."""
+    """Nested top-K rows (one per user, lists best first) for one Arrow batch of
+    (id, features[, seen]) user rows."""
     ids = batch.column("id").to_numpy(zero_copy_only=False)
     factors = _matrix(batch.column("features"))
     seen = batch.column("seen").to_pylist() if "seen" in batch.schema.names else None
@@ -101,27 +142,25 @@ def score_batch(batch: pa.RecordBatch, items: ItemMatrix, k: int, threshold: flo
         seen_rows = [items.rows_of(np.asarray(s or [], dtype=np.int64)) for s in seen[start:start + block]] \
             if seen is not None else None
         rows, dots = top_k_block(users, items, k, seen_rows)
-        n, width = rows.shape
         valid = rows >= 0
         cos = _cosine(users, items, np.where(valid, rows, 0), dots)
         if threshold is not None:
             valid &= cos >= threshold
-        keep = valid.ravel()
+        offsets = pa.array(np.concatenate(([0], np.cumsum(valid.sum(axis=1)))).astype(np.int32))
         yield pa.RecordBatch.from_arrays([
-            pa.array(np.repeat(ids[start:start + n], width)[keep].astype(np.int32)),
-            pa.array(items.ids[np.where(valid, rows, 0)].ravel()[keep]),
-            pa.array(np.tile(np.arange(1, width + 1, dtype=np.int32), n)[keep]),
-            pa.array(dots.ravel()[keep].astype(np.float32)),
-            pa.array(cos.ravel()[keep]),
-        ], schema=pa.schema([(f.name, pa.int32() if f.dataType == T.IntegerType() else pa.float32())
-                             for f in OUTPUT.fields]))
+            pa.array(ids[start:start + len(users)].astype(np.int32)),
+            pa.ListArray.from_arrays(offsets, pa.array(items.ids[rows[valid]])),
+            pa.ListArray.from_arrays(offsets, pa.array(dots[valid].astype(np.float32))),
+            pa.ListArray.from_arrays(offsets, pa.array(cos[valid])),
+        ], schema=NESTED_ARROW)
 
 
-def recommend_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen: DataFrame | None = None,
-                    threshold: float | None = None) -> DataFrame:
-    """(user_idx, artist_idx, rank, dot, score) for the best `k` artists of every user in
-    `user_factors` (id, features), excluding the (user_idx, artist_idx) pairs in `seen` and, with a
-    `threshold`, artists whose cosine score is below it (so a user may get fewer than k)."""
+def nested_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen: DataFrame | None = None,
+                 threshold: float | None = None) -> DataFrame:
+    """One row per user in `user_factors` (id, features): `user_idx` and, best first, the lists
+    `artist_idx`, `dot` and `score` of its best `k` artists, excluding the (user_idx, artist_idx)
+    pairs in `seen` and, with a `threshold`, artists whose cosine score is below it (so a list
+    may be shorter than k, or empty)."""
     items = ItemMatrix.from_frame(item_factors)
     broadcast = user_factors.sparkSession.sparkContext.broadcast(items)
     users = user_factors.select("id", "features")
@@ -134,7 +173,16 @@ def recommend_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, se
         for batch in batches:
             yield from score_batch(batch, matrix, k, threshold)
 
-    return users.mapInArrow(run, OUTPUT)
+    return users.mapInArrow(run, NESTED)
+
+
+def recommend_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen: DataFrame | None = None,
+                    threshold: float | None = None) -> DataFrame:
+    """`nested_top_k` as one row per (user, artist): (user_idx, artist_idx, rank, dot, score)."""
+    nested = nested_top_k(user_factors, item_factors, k, seen, threshold)
+    pairs = nested.select(USER, F.posexplode(F.arrays_zip(ITEM, "dot", "score")).alias("pos", "r"))
+    return pairs.select(USER, F.col(f"r.{ITEM}").alias(ITEM), (F.col("pos") + 1).cast("int").alias("rank"),
+                        F.col("r.dot").alias("dot"), F.col("r.score").alias("score"))
 
 
 def recommend(model: ALSModel, users: DataFrame, seen: DataFrame | None, k: int, threshold: float | None = None
@@ -146,6 +194,14 @@ def recommend(model: ALSModel, users: DataFrame, seen: DataFrame | None, k: int,
 
 def numpy_top_k(users: np.ndarray, items: ItemMatrix, k: int, block: int = BLOCK_USERS
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The single-process floor: the same blocked multiply and argpartition over all users."""
-    parts = [top_k_block(users[s:s + block], items, k) for s in range(0, len(users), block)]
-    return np.vstack([rows for rows, _ in parts]), np.vstack([dots for _, dots in parts])
+    """The single-process floor, as plain as it gets: per block of users, one matrix multiply,
+    `argpartition` of full rows, then the k best sorted. Matrix rows and dot products, best first."""
+    rows, dots = [], []
+    for start in range(0, len(users), block):
+        scores = users[start:start + block] @ items.factors.T
+        best = np.argpartition(scores, -k, axis=1)[:, -k:]
+        picked = np.take_along_axis(scores, best, axis=1)
+        order = np.argsort(-picked, axis=1, kind="stable")
+        rows.append(np.take_along_axis(best, order, axis=1))
+        dots.append(np.take_along_axis(picked, order, axis=1))
+    return np.vstack(rows), np.vstack(dots)

@@ -45,7 +45,8 @@ class PublishReport:
     previous: str | None
     users: dict[str, int]     # alias -> users written
     segments: int
-    seconds: float
+    seconds: float            # the whole publish
+    write_seconds: float = 0.0  # executors writing the prepared lists to Redis
     already_live: bool = False
 
 
@@ -112,8 +113,10 @@ def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None 
 
     try:
         lists = _lists(recs, p.shards).persist()
-        lists.foreachPartition(_writer(cfg.redis, p.prefix, version, p.batch_size))
         expected = {r["model_alias"]: r["count"] for r in lists.groupBy("model_alias").count().collect()}
+        writing = time.monotonic()
+        lists.foreachPartition(_writer(cfg.redis, p.prefix, version, p.batch_size))
+        write_seconds = time.monotonic() - writing
         seg_rows = segs.groupBy("segment").agg(F.array_sort(F.collect_list(F.struct(
             "rank", F.array("artist_id", F.coalesce("artist_name", F.lit("")), F.round("score", 4).cast("string"))
             .alias("item")))).alias("_items")).select(
@@ -143,7 +146,7 @@ def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None 
         pipe.execute()
         raise
     _switch(client, p, version)
-    return PublishReport(version, previous, written, len(seg_rows), time.monotonic() - started)
+    return PublishReport(version, previous, written, len(seg_rows), time.monotonic() - started, write_seconds)
 
 
 def _switch(client, p: PublishConfig, version: str) -> None:
