@@ -121,10 +121,11 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
             for t in ("interactions", "id_map_users", "id_map_artists", "user_features", "artist_stats")}
     seen = gold["interactions"].select(USER, ITEM)
     artists = gold["id_map_artists"].join(gold["artist_stats"].select("artist_id", "artist_name"), "artist_id", "left")
-    # accounts (features) and users with history (id map); a known segment sorts before "unknown|unknown"
+    # accounts (features) and users with history in this build (not the id map, which keeps
+    # forgotten users' ids forever); a known segment sorts before "unknown|unknown"
     segment = segment_of(F.col("age_group"), F.col("country")).alias(SEGMENT)
     everyone = gold["user_features"].select("user_key", segment) \
-        .unionByName(gold["id_map_users"].select("user_key", F.lit(UNKNOWN_SEGMENT).alias(SEGMENT))) \
+        .unionByName(gold["interactions"].select("user_key", F.lit(UNKNOWN_SEGMENT).alias(SEGMENT))) \
         .groupBy("user_key").agg(F.min(SEGMENT).alias(SEGMENT))
     everyone = everyone.join(gold["id_map_users"], on="user_key", how="left").persist()
     lists = segment_lists(gold["interactions"], everyone.filter(F.col(USER).isNotNull()), k).persist()
