@@ -26,30 +26,45 @@ def _log2(x: Column) -> Column:
     return F.log2(x.cast("double"))
 
 
-def per_user_metrics(recs: DataFrame, truth: DataFrame, k: int, *, user: str = "user", item: str = "item",
-                     rank: str = "rank") -> DataFrame:
-    """One row per user in `truth` with precision, recall, ndcg, map and hit_rate at `k`."""
+def _hits(recs: DataFrame, truth: DataFrame, k: int, user: str, item: str, rank: str) -> DataFrame:
+    """(user, `_rel` = the held-out set, `_hits` = 1/0 per recommended position up to `k`) for
+    every user in `truth`; users without recommendations get an empty `_hits`."""
     _require(recs, (user, item, rank), "recommendations")
     _require(truth, (user, item), "truth")
     ranked = recs.filter(F.col(rank) <= k).groupBy(user).agg(
         F.array_sort(F.collect_list(F.struct(F.col(rank).alias("r"), F.col(item).alias("i")))).alias("_recs"))
     relevant = truth.groupBy(user).agg(F.collect_set(item).alias("_rel"))
-    joined = relevant.join(ranked, on=user, how="left").select(
-        user, "_rel", F.coalesce(F.transform("_recs", lambda s: s["i"]), F.array()).alias("_items"))
-    hits = F.transform("_items", lambda x: F.array_contains("_rel", x).cast("int"))
-    with_hits = joined.withColumn("_hits", hits)
+    items = F.coalesce(F.transform("_recs", lambda s: s["i"]), F.array())
+    return relevant.join(ranked, on=user, how="left").select(
+        user, "_rel", F.transform(items, lambda x: F.array_contains("_rel", x).cast("int")).alias("_hits"))
+
+
+def _sum(values: Column) -> Column:
+    return F.aggregate(values, F.lit(0.0), lambda acc, x: acc + x)
+
+
+def _gains(hits: Column) -> Column:
+    """Discounted gain per position: hit_i / log2(i + 1), positions 1-based."""
+    return F.transform(hits, lambda x, i: x / _log2(i + 2))
+
+
+def _ideal_dcg(n: Column) -> Column:
+    """DCG of `n` hits in the first `n` places."""
+    return _sum(F.transform(F.sequence(F.lit(1), n), lambda i: 1 / _log2(i + 1)))
+
+
+def per_user_metrics(recs: DataFrame, truth: DataFrame, k: int, *, user: str = "user", item: str = "item",
+                     rank: str = "rank") -> DataFrame:
+    """One row per user in `truth` with precision, recall, ndcg, map and hit_rate at `k`."""
     h = F.col("_hits")
-    n_hits = F.aggregate(h, F.lit(0), lambda acc, x: acc + x)
+    n_hits = _sum(h)
     n_rel = F.size("_rel")
     ideal = F.least(n_rel, F.lit(k))
-    dcg = F.aggregate(F.transform(h, lambda x, i: x / _log2(i + 2)), F.lit(0.0), lambda acc, x: acc + x)
-    idcg = F.aggregate(F.transform(F.sequence(F.lit(1), ideal), lambda i: 1 / _log2(i + 1)),
-                       F.lit(0.0), lambda acc, x: acc + x)
-    return with_hits.select(
+    return _hits(recs, truth, k, user, item, rank).select(
         user,
         (n_hits / F.lit(k)).alias("precision"),
         (n_hits / n_rel).alias("recall"),
-        (dcg / idcg).alias("ndcg"),
+        (_sum(_gains(h)) / _ideal_dcg(ideal)).alias("ndcg"),
         (_average_precision(h) / ideal).alias("map"),
         (n_hits > 0).cast("double").alias("hit_rate"),
     )
@@ -61,7 +76,7 @@ def _average_precision(hits: Column) -> Column:
         hits,
         lambda x, i: x * F.aggregate(F.slice(hits, 1, i + 1), F.lit(0), lambda a, y: a + y) / (i + 1),
     )
-    return F.aggregate(terms, F.lit(0.0), lambda acc, x: acc + x)
+    return _sum(terms)
 
 
 def ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int, *, user: str = "user",
@@ -77,27 +92,16 @@ def metric_curves(recs: DataFrame, truth: DataFrame, max_k: int, *, user: str = 
                   rank: str = "rank") -> list[dict[str, float]]:
     """Precision, recall and NDCG at every K in 1..`max_k` from one list of `max_k` per user, in one
     Spark job: [{"k": 1, "precision": ..., "recall": ..., "ndcg": ...}, ...]."""
-    _require(recs, (user, item, rank), "recommendations")
-    ranked = recs.filter(F.col(rank) <= max_k).groupBy(user).agg(
-        F.array_sort(F.collect_list(F.struct(F.col(rank).alias("r"), F.col(item).alias("i")))).alias("_recs"))
-    relevant = truth.groupBy(user).agg(F.collect_set(item).alias("_rel"))
-    joined = relevant.join(ranked, on=user, how="left").select(
-        F.size("_rel").alias("_n"),
-        F.transform(F.coalesce(F.transform("_recs", lambda s: s["i"]), F.array()),
-                    lambda x: F.array_contains("_rel", x).cast("int")).alias("_h"))
-    h, n_rel = F.col("_h"), F.col("_n")
+    h, n_rel = F.col("_hits"), F.size("_rel")
 
     def head_sum(values: Column, k: Column) -> Column:
-        return F.aggregate(F.slice(values, 1, k), F.lit(0.0), lambda acc, x: acc + x)
+        return _sum(F.slice(values, 1, k))
 
-    gains = F.transform(h, lambda x, i: x / _log2(i + 2))
     ks = F.sequence(F.lit(1), F.lit(max_k))
-    curves = joined.select(F.posexplode(F.transform(ks, lambda k: F.struct(
+    curves = _hits(recs, truth, max_k, user, item, rank).select(F.posexplode(F.transform(ks, lambda k: F.struct(
         (head_sum(h, k) / k).alias("precision"),
         (head_sum(h, k) / n_rel).alias("recall"),
-        (head_sum(gains, k) / F.aggregate(F.transform(F.sequence(F.lit(1), F.least(n_rel, k)),
-                                                      lambda i: 1 / _log2(i + 1)), F.lit(0.0),
-                                          lambda acc, x: acc + x)).alias("ndcg"),
+        (head_sum(_gains(h), k) / _ideal_dcg(F.least(n_rel, k))).alias("ndcg"),
     ))).alias("pos", "m"))
     rows = curves.groupBy("pos").agg(*[F.avg(f"m.{m}").alias(m) for m in ("precision", "recall", "ndcg")]) \
         .orderBy("pos").collect()
