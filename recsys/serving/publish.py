@@ -50,15 +50,20 @@ class PublishReport:
     already_live: bool = False
 
 
-def _lists(recs: DataFrame, shards: int) -> DataFrame:
-    """One row per (alias, user): shard and the list JSON, items in rank order."""
+def _list_json(rows: DataFrame, keys: list[str], **fields) -> DataFrame:
+    """`keys` plus `payload`: `{**fields, "items": [[artist_id, name, score], ...]}` in rank order,
+    the list format `store.py` reads. `fields` map JSON names to per-group columns."""
     item = F.array(F.col("artist_id"), F.coalesce("artist_name", F.lit("")), F.round("score", 4).cast("string"))
-    grouped = recs.groupBy("model_alias", "user_key").agg(
-        F.first("model_version").alias("v"), F.first("source").alias("src"),
-        F.array_sort(F.collect_list(F.struct("rank", item.alias("item")))).alias("_items"))
-    payload = F.to_json(F.struct("v", "src", F.transform("_items", lambda s: s["item"]).alias("items")))
-    return grouped.select("model_alias", "user_key", (F.crc32(F.col("user_key")) % shards).alias("shard"),
-                          payload.alias("payload"))
+    items = F.array_sort(F.collect_list(F.struct("rank", item.alias("item")))).alias("_items")
+    grouped = rows.groupBy(*keys).agg(*[c.alias(name) for name, c in fields.items()], items)
+    payload = F.to_json(F.struct(*fields, F.transform("_items", lambda s: s["item"]).alias("items")))
+    return grouped.select(*keys, payload.alias("payload"))
+
+
+def _lists(recs: DataFrame, shards: int) -> DataFrame:
+    """One row per (alias, user): shard and the list JSON."""
+    lists = _list_json(recs, ["model_alias", "user_key"], v=F.first("model_version"), src=F.first("source"))
+    return lists.select("model_alias", "user_key", (F.crc32(F.col("user_key")) % shards).alias("shard"), "payload")
 
 
 def _writer(redis_cfg: RedisConfig, prefix: str, version: str, batch_size: int):
@@ -117,11 +122,7 @@ def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None 
         writing = time.monotonic()
         lists.foreachPartition(_writer(cfg.redis, p.prefix, version, p.batch_size))
         write_seconds = time.monotonic() - writing
-        seg_rows = segs.groupBy("segment").agg(F.array_sort(F.collect_list(F.struct(
-            "rank", F.array("artist_id", F.coalesce("artist_name", F.lit("")), F.round("score", 4).cast("string"))
-            .alias("item")))).alias("_items")).select(
-            "segment", F.to_json(F.struct(F.lit("segment").alias("src"), F.transform("_items", lambda s: s["item"])
-                                          .alias("items"))).alias("payload")).collect()  # one row per segment: small
+        seg_rows = _list_json(segs, ["segment"], src=F.first(F.lit("segment"))).collect()  # a row per segment
         if seg_rows:
             client.hset(segments_key(p.prefix, version),
                         mapping={r["segment"]: r["payload"] for r in seg_rows})
@@ -131,9 +132,10 @@ def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None 
                 pipe.hlen(shard_key(p.prefix, version, alias, shard))
         lengths = pipe.execute()
         written = {alias: sum(lengths[i * p.shards:(i + 1) * p.shards]) for i, alias in enumerate(models)}
-        if written != expected or client.hlen(segments_key(p.prefix, version)) != len(seg_rows):
+        segments_written = client.hlen(segments_key(p.prefix, version))
+        if written != expected or segments_written != len(seg_rows):
             raise PublishError(f"version {version}: wrote {written} users and "
-                               f"{client.hlen(segments_key(p.prefix, version))} segments, expected {expected} and "
+                               f"{segments_written} segments, expected {expected} and "
                                f"{len(seg_rows)}; {previous or 'nothing'} stays live")
         client.hset(meta_key(p.prefix, version), mapping={
             "models": json.dumps(models), "shards": p.shards, "users": json.dumps(written),
