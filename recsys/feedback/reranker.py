@@ -96,8 +96,13 @@ def click_ndcg(scored: DataFrame, order: str, descending: bool) -> float:
     return float(value or 0.0)
 
 
+def _with_p_click(model: PipelineModel, prepared_rows: DataFrame) -> DataFrame:
+    return model.transform(prepared_rows).withColumn("p_click", vector_to_array("probability")[1])
+
+
 def probability(model: PipelineModel, rows: DataFrame) -> DataFrame:
-    return model.transform(prepared(rows)).withColumn("p_click", vector_to_array("probability")[1])
+    """Rows with the ranker features, plus `p_click`: the model's click probability."""
+    return _with_p_click(model, prepared(rows))
 
 
 def split_by_day(feedback: DataFrame, holdout_days: int) -> tuple[DataFrame, DataFrame]:
@@ -115,7 +120,7 @@ def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None 
     train, test = (prepared(df).persist() for df in split_by_day(feedback, cfg.rerank.holdout_days))
     with mlflow.start_run(run_name="train-reranker"):
         model = pipeline(cfg).fit(train)
-        scored = model.transform(test).withColumn("p_click", vector_to_array("probability")[1]).persist()
+        scored = _with_p_click(model, test).persist()
         auc = BinaryClassificationEvaluator(labelCol="clicked", rawPredictionCol="rawPrediction").evaluate(scored)
         als_order = click_ndcg(scored, "position", descending=False)
         reranked = click_ndcg(scored, "p_click", descending=True)
