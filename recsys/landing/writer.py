@@ -22,7 +22,6 @@ class LandingWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, name="landing-writer", daemon=True)
         self._thread.start()
-        self.files_written = 0
 
     def add(self, events: Iterable[dict[str, Any]]) -> None:
         lines = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in events]
@@ -37,9 +36,7 @@ class LandingWriter:
             lines, self._lines = self._lines, []
             if not lines:
                 return None
-            path = write_file(self.landing, datetime.now(UTC), lines)  # under the lock: files keep their order
-            self.files_written += 1
-            return path
+            return write_file(self.landing, datetime.now(UTC), lines)  # under the lock: files keep their order
 
     def _tick(self) -> None:
         while not self._stop.wait(self.flush_s):
