@@ -173,8 +173,7 @@ def test_recommendations_answer_and_log_impressions(api):
     assert client.get("/v1/users/42/recommendations", params={"k": 0}).status_code == 422
     assert client.get("/v1/users/42/recommendations", params={"k": 51}).status_code == 422
 
-    client.app.state  # noqa: B018  (the landing writer flushes on shutdown, below)
-    client.__exit__(None, None, None)
+    client.__exit__(None, None, None)  # shutting the app down flushes the landing writer
     landed = _landed(cfg)
     mine = [e for e in landed if e["recommendation"]["request_id"] == body["request_id"]]
     assert [e["card"]["artist_id"] for e in mine] == [i["artist_id"] for i in body["items"]]
