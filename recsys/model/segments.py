@@ -18,7 +18,13 @@ UNKNOWN_SEGMENT = "unknown|unknown"
 
 
 def segment_of(age_group: Column, country: Column) -> Column:
+    """The segment of Spark rows; `segment_name` is the same rule for single values."""
     return F.concat_ws("|", F.coalesce(age_group, F.lit("unknown")), F.coalesce(country, F.lit("unknown")))
+
+
+def segment_name(age_group: str | None, country: str | None) -> str:
+    """The segment of one user (the API's cold start), as `segment_of` names it in Spark."""
+    return f"{age_group or 'unknown'}|{country or 'unknown'}"
 
 
 def user_segments(spark: SparkSession, cfg: Config) -> DataFrame:

@@ -31,6 +31,7 @@ from recsys.config import Config
 from recsys.gold.store import features_key
 from recsys.landing.contract import event_errors
 from recsys.landing.writer import LandingWriter
+from recsys.model.segments import segment_name
 from recsys.serving.experiment import assign, variants
 from recsys.serving.store import RecommendationStore
 from recsys.silver.privacy import pseudonym
@@ -59,7 +60,7 @@ class Accepted(BaseModel):
 
 def _segment(client: redis.Redis, prefix: str, user_key: str) -> str:
     age, country = client.hmget(features_key(prefix, user_key), ["age_group", "country"])
-    return f"{(age or b'unknown').decode() or 'unknown'}|{(country or b'unknown').decode() or 'unknown'}"
+    return segment_name(age and age.decode(), country and country.decode())
 
 
 def impressions(user_id: str, answer: Recommendations) -> list[dict[str, Any]]:
