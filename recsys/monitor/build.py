@@ -79,6 +79,9 @@ def _read(spark: SparkSession, cfg: Config, name: str, version: int) -> DataFram
 def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], cur: dict[str, int]) -> list[Check]:
     m = cfg.monitor
 
+    def check(name: str, kind: str, reference, current) -> Check:
+        return compare(name, kind, reference, current, m.psi_threshold, m.js_threshold)
+
     def both(name: str) -> tuple[DataFrame, DataFrame]:
         return _read(spark, cfg, name, ref[name]), _read(spark, cfg, name, cur[name])
 
@@ -86,30 +89,30 @@ def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], 
     users_ref, users_cur = both("gold/user_features")
     for kind, column in (("data", "age_group"), ("data", "country")):
         _, r, c = categorical_counts(users_ref, users_cur, column)
-        checks.append(compare(column, kind, r, c, m.psi_threshold, m.js_threshold))
+        checks.append(check(column, kind, r, c))
     _, r, c = categorical_counts(users_ref.select(F.explode("top_genres").alias("g")),
                                  users_cur.select(F.explode("top_genres").alias("g")), "g")
-    checks.append(compare("genre_mix", "data", r, c, m.psi_threshold, m.js_threshold))
+    checks.append(check("genre_mix", "data", r, c))
     if "silver/events" in cur:
         events_ref, events_cur = both("silver/events")
         _, r, c = categorical_counts(events_ref, events_cur, "event_type")
-        checks.append(compare("event_type_mix", "data", r, c, m.psi_threshold, m.js_threshold))
+        checks.append(check("event_type_mix", "data", r, c))
     inter_ref, inter_cur = both("gold/interactions")
     _, r, c = numeric_counts(inter_ref.groupBy("user_key").count(), inter_cur.groupBy("user_key").count(),
                              "count", m.bins)
-    checks.append(compare("artists_per_user", "data", r, c, m.psi_threshold, m.js_threshold))
+    checks.append(check("artists_per_user", "data", r, c))
     for column in ("plays_30d", "distinct_artists"):
         _, r, c = numeric_counts(users_ref, users_cur, column, m.bins)
-        checks.append(compare(column, "feature", r, c, m.psi_threshold, m.js_threshold))
+        checks.append(check(column, "feature", r, c))
     if cur.get("gold/recommendations", 0) > 0:
         recs_ref = _read(spark, cfg, "gold/recommendations", cur["gold/recommendations"] - 1)
         recs_cur = _read(spark, cfg, "gold/recommendations", cur["gold/recommendations"])
         _, r, c = numeric_counts(recs_ref, recs_cur, "score", m.bins)
-        checks.append(compare("recommended_score", "prediction", r, c, m.psi_threshold, m.js_threshold))
+        checks.append(check("recommended_score", "prediction", r, c))
         listeners = lake.read(spark, lake.table_path(cfg.lake, "gold", "artist_stats")).select("artist_id", "listeners")
         _, r, c = numeric_counts(recs_ref.join(listeners, "artist_id"), recs_cur.join(listeners, "artist_id"),
                                  "listeners", m.bins)
-        checks.append(compare("recommended_popularity", "prediction", r, c, m.psi_threshold, m.js_threshold))
+        checks.append(check("recommended_popularity", "prediction", r, c))
     return checks
 
 
