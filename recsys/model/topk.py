@@ -30,20 +30,26 @@ NESTED = T.StructType([
 ])
 NESTED_ARROW = pa.schema([(USER, pa.int32()), (ITEM, pa.list_(pa.int32())), ("dot", pa.list_(pa.float32())),
                           ("score", pa.list_(pa.float32()))])
-BLOCK_USERS = 1024  # 1024 x 20,000 float32 scores = 80 MB per block
+BLOCK_USERS = 256  # 256 x 20,000 float32 scores = 20 MB per block: close to the CPU caches
 CHUNK = 64  # columns per chunk in the prefilter
 
 
 class ItemMatrix:
-    """Artist factors as a dense float32 matrix plus the artist_idx of each row."""
+    """Artist factors as a dense float32 matrix plus the artist_idx of each row.
+
+    The matrix is padded with zero rows to a multiple of `CHUNK` (`size` is the real count):
+    the prefilter then splits every score row into equal chunks."""
 
     def __init__(self, ids: np.ndarray, factors: np.ndarray):
         order = np.argsort(ids, kind="stable")
         self.ids = ids[order].astype(np.int32)
-        self.factors = np.ascontiguousarray(factors[order], dtype=np.float32)
+        self.size = len(self.ids)
+        rank = factors.shape[1] if factors.ndim == 2 else 0
+        self.factors = np.zeros((-(-self.size // CHUNK) * CHUNK, rank), dtype=np.float32)
+        self.factors[:self.size] = factors[order]
         self.norms = np.linalg.norm(self.factors, axis=1)
         self.lookup = np.full(int(self.ids.max(initial=-1)) + 1, -1, dtype=np.int64)
-        self.lookup[self.ids] = np.arange(len(self.ids))
+        self.lookup[self.ids] = np.arange(self.size)
 
     @classmethod
     def from_frame(cls, item_factors: DataFrame) -> ItemMatrix:
@@ -65,43 +71,30 @@ def _matrix(features: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return values.reshape(n, -1) if n else np.zeros((0, 0), dtype=np.float32)
 
 
-def _best_unsorted(scores: np.ndarray, k: int, prefilter: bool) -> np.ndarray:
-    """Column indices of the `k` largest scores of each row, in no particular order.
+def _candidates(scores: np.ndarray, k: int, prefilter: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, score) of a few entries per row that include the row's `k` best.
 
-    With `prefilter` (and a catalog over `CHUNK * k` artists), each row is cut into chunks of
-    `CHUNK` columns: the k best scores lie in the k chunks with the largest maxima (any other
-    chunk's max is beaten by k distinct elements), so `argpartition` runs on k * CHUNK
-    candidates instead of the whole catalog, after one vectorised max per chunk. Exact up to
-    exact ties at the k-th place, where another equally scored artist may be kept.
+    Without `prefilter`, the entries at or above each row's k-th largest score. With it, each row
+    is split into chunks of `CHUNK` columns (chunk j = columns j, j + m, j + 2m, ... for m chunks,
+    so the chunk maxima are an elementwise max over contiguous slices). The k chunks with the
+    largest maxima hold the k best scores (any other chunk's max is beaten by k distinct
+    elements), and the smallest of those k maxima is a floor under the k-th best score: only
+    entries of those chunks at or above it are kept, typically little more than k per row.
+    Exact up to exact ties at the k-th place, where another equally scored artist may be kept.
     """
-    n = scores.shape[1]
-    if k == n:
-        return np.tile(np.arange(n), (len(scores), 1))
-    chunks = n // CHUNK
+    n_rows, width = scores.shape
+    chunks = width // CHUNK
     if not prefilter or chunks <= k:
-        return _top_of_pool(scores, np.broadcast_to(np.arange(n), scores.shape), k)
-    maxima = scores[:, :chunks * CHUNK].reshape(len(scores), chunks, CHUNK).max(axis=2)
-    top_chunks = np.argpartition(maxima, chunks - k, axis=1)[:, chunks - k:]
-    columns = (top_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(len(scores), -1)
-    if chunks * CHUNK < n:  # the ragged tail is always a candidate
-        columns = np.hstack([columns, np.broadcast_to(np.arange(chunks * CHUNK, n), (len(scores), n - chunks * CHUNK))])
-    return _top_of_pool(np.take_along_axis(scores, columns, axis=1), columns, k)
-
-
-def _top_of_pool(values: np.ndarray, columns: np.ndarray, k: int) -> np.ndarray:
-    """The columns of the `k` largest values per row; a tie across the k-th place goes to the
-    smaller column, as a full sort by (value desc, column) would decide (ties are rare: those
-    rows alone are sorted)."""
-    width = values.shape[1]
-    part = np.argpartition(values, width - k, axis=1)[:, width - k:]
-    chosen = np.take_along_axis(values, part, axis=1)
-    kth = chosen.min(axis=1, keepdims=True)
-    crossing = np.flatnonzero((values == kth).sum(axis=1) > (chosen == kth).sum(axis=1))
-    best = np.take_along_axis(columns, part, axis=1)
-    for row in crossing:
-        order = np.lexsort((columns[row], -values[row]))[:k]
-        best[row] = columns[row][order]
-    return best
+        floor = np.partition(scores, width - k, axis=1)[:, width - k]
+        rows, cols = np.nonzero(scores >= floor[:, None])
+        return rows, cols, scores[rows, cols]
+    maxima = scores.reshape(n_rows, CHUNK, chunks).max(axis=1)
+    top = np.argpartition(maxima, chunks - k, axis=1)[:, chunks - k:]
+    floor = np.take_along_axis(maxima, top, axis=1).min(axis=1)
+    cols = (top[:, None, :] + np.arange(CHUNK)[None, :, None] * chunks).reshape(n_rows, -1)
+    values = scores.ravel().take((np.arange(n_rows) * width)[:, None] + cols)
+    rows, picked = np.nonzero(values >= floor[:, None])
+    return rows, cols[rows, picked], values[rows, picked]
 
 
 def top_k_block(users: np.ndarray, items: ItemMatrix, k: int, seen_rows: list[np.ndarray] | None = None,
@@ -109,19 +102,26 @@ def top_k_block(users: np.ndarray, items: ItemMatrix, k: int, seen_rows: list[np
     """For each row of `users`, the matrix rows of its best `k` unseen items and their dot products,
     best first; ties broken by the smaller artist id. Seen or missing slots come back as -1."""
     scores = users @ items.factors.T
+    scores[:, items.size:] = -np.inf  # padding
     if seen_rows:
         lengths = np.fromiter((len(s) for s in seen_rows), dtype=np.int64, count=len(seen_rows))
         if lengths.sum():
             scores[np.repeat(np.arange(len(seen_rows)), lengths), np.concatenate(seen_rows)] = -np.inf
-    k = min(k, scores.shape[1])
+    k = min(k, items.size)
+    best = np.full((len(users), k), -1, dtype=np.int64)
+    dots = np.full((len(users), k), -np.inf, dtype=np.float32)
     if k == 0:
-        return np.zeros((len(users), 0), np.int64), np.zeros((len(users), 0), np.float32)
-    best = _best_unsorted(scores, k, prefilter)
-    picked = np.take_along_axis(scores, best, axis=1)
-    order = np.lexsort((items.ids[best], -picked), axis=1)  # score desc, then artist id asc
-    best, picked = np.take_along_axis(best, order, axis=1), np.take_along_axis(picked, order, axis=1)
-    best[np.isneginf(picked)] = -1
-    return best, picked
+        return best, dots
+    rows, cols, values = _candidates(scores, k, prefilter)
+    valid = values > -np.inf
+    rows, cols, values = rows[valid], cols[valid], values[valid]
+    order = np.lexsort((items.ids[cols], -values, rows))  # per row: score desc, then artist id asc
+    rows, cols, values = rows[order], cols[order], values[order]
+    place = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position within the row
+    kept = place < k
+    best[rows[kept], place[kept]] = cols[kept]
+    dots[rows[kept], place[kept]] = values[kept]
+    return best, dots
 
 
 def _cosine(users: np.ndarray, items: ItemMatrix, rows: np.ndarray, dots: np.ndarray) -> np.ndarray:
@@ -198,7 +198,7 @@ def numpy_top_k(users: np.ndarray, items: ItemMatrix, k: int, block: int = BLOCK
     `argpartition` of full rows, then the k best sorted. Matrix rows and dot products, best first."""
     rows, dots = [], []
     for start in range(0, len(users), block):
-        scores = users[start:start + block] @ items.factors.T
+        scores = users[start:start + block] @ items.factors[:items.size].T
         best = np.argpartition(scores, -k, axis=1)[:, -k:]
         picked = np.take_along_axis(scores, best, axis=1)
         order = np.argsort(-picked, axis=1, kind="stable")
