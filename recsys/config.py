@@ -170,7 +170,7 @@ class PublishConfig:
     shards: int = 64                # hashes per model alias and version (user_key -> list)
     keep_versions: int = 3          # live + previous versions kept for rollback
     expire_after_s: int = 3600      # older versions expire this long after leaving the window
-    batch_size: int = 500           # commands per pipeline round trip on each executor
+    batch_size: int = 500           # hash fields per round trip on each executor
 
 
 @dataclass(frozen=True)

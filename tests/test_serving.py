@@ -1,4 +1,4 @@
-"""Publishing to Redis (atomic switch, rollback, failure), A/B assignment, and the API contract."""
+"""Publishing to Redis (bulk loading, atomic switch, rollback, failure), A/B assignment, and the API contract."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from pyspark.sql import functions as F
 
@@ -20,7 +22,7 @@ from recsys.serving.experiment import assign, variants
 from recsys.serving.publish import publish, rollback
 from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key
 from recsys.silver.privacy import pseudonym
-from recsys.stores.redis import connect
+from recsys.stores.redis import HashLoader, bulk_strings, connect
 
 SECRET = "serving-test-secret"
 RECS = ("user_key string, model_alias string, model_version string, model_run_id string, rank int, "
@@ -168,8 +170,11 @@ def test_recommendations_answer_and_log_impressions(api):
     assert [i["rank"] for i in body["items"]] == [1, 2] and body["request_id"]
     assert client.get("/v1/users/%2042%20/recommendations").json()["variant"] == body["variant"]  # same user
 
+    assert all(i["name"] == "Artist " + i["artist_id"][2:] for i in body["items"])  # from the version's artists
+
     cold = client.get("/v1/users/nobody/recommendations").json()
     assert cold["source"] == "global" and [i["artist_id"] for i in cold["items"]] == ["ar31", "ar32", "ar33"]
+    assert [i["name"] for i in cold["items"]] == ["Artist 31", "Artist 32", "Artist 33"]
     assert client.get("/v1/users/42/recommendations", params={"k": 0}).status_code == 422
     assert client.get("/v1/users/42/recommendations", params={"k": 51}).status_code == 422
 
@@ -216,3 +221,27 @@ def test_packaged_schema_is_the_contract():
     from tests.conftest import CONTRACTS_DIR
 
     assert event_schema() == json.loads((CONTRACTS_DIR / "event.schema.json").read_text())
+
+
+def test_bulk_loader_writes_runs_exactly_and_surfaces_redis_errors(spark, cfg):
+    """`bulk_strings` + `HashLoader`: multi-byte text survives the wire encoding, interleaved
+    runs of one hash all land, and a Redis error fails the load instead of being counted."""
+    prefix = f"t-{uuid.uuid4().hex[:12]}:"
+    rows = [(f"h{i % 3}", f"user-{i}", f"Motörhead ✓ {i}" * (i % 4)) for i in range(1000)]
+    table = spark.createDataFrame(rows, "hash string, field string, value string").select(
+        "hash", bulk_strings(F.col("field"), F.col("value")).alias("entry")).toArrow()
+    client = connect(cfg.redis)
+    loader = HashLoader(client, prefix, batch_size=64)
+    for batch in table.to_batches(max_chunksize=300):
+        loader.load(batch.column("hash"), batch.column("entry"))
+    assert loader.close() == 1000 and loader.first_sent <= loader.last_reply
+    for h in ("h0", "h1", "h2"):
+        got = {k.decode(): v.decode() for k, v in client.hgetall(prefix + h).items()}
+        assert got == {f: v for hh, f, v in rows if hh == h}
+
+    client.set(prefix + "h9", "a string, not a hash")
+    broken = HashLoader(client, prefix, batch_size=64)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        broken.load(pa.array(["h9"]), table.column("entry").combine_chunks().slice(0, 1))
+        broken.close()
+    client.delete(*(prefix + h for h in ("h0", "h1", "h2", "h9")))

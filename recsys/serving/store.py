@@ -9,11 +9,14 @@ With P = `publish.prefix` and V a published version (the batch id of `gold/recom
 | `P:recs:V:meta` | hash | `models` (alias -> model version), `shards`, `users` (alias -> count), `published_at` |
 | `P:recs:V:<alias>:<shard>` | hash | user_key -> list JSON, shard = crc32(user_key) mod `shards` |
 | `P:recs:V:segments` | hash | segment (`age_group|country`, `*` = global) -> cold-start list JSON |
+| `P:recs:V:artists` | hash | artist_id -> name, for every artist in the version's lists |
 
-A list is `{"v": model version, "src": "als"|"segment"|"global", "items": [[artist_id, name, score], ...]}`,
-best first (scores as decimal strings, 4 places). Versions that leave the `publish.keep_versions` window get a TTL of
-`publish.expire_after_s`. A reader reads `live` once and then only keys of that version, so it
-never mixes two versions; kept versions outlive any in-flight read.
+A list is `{"v": model version, "src": "als"|"segment"|"global", "items": [[artist_id, score], ...]}`,
+best first (scores as decimal strings, 4 places). Names live once per version in `artists`, not
+in every list: lists are half the size, and a reader caches the names it has looked up.
+Versions that leave the `publish.keep_versions` window get a TTL of `publish.expire_after_s`.
+A reader reads `live` once and then only keys of that version, so it never mixes two versions;
+kept versions outlive any in-flight read.
 """
 
 from __future__ import annotations
@@ -39,12 +42,23 @@ def meta_key(prefix: str, version: str) -> str:
     return f"{prefix}:recs:{version}:meta"
 
 
+def version_prefix(prefix: str, version: str) -> str:
+    return f"{prefix}:recs:{version}:"
+
+
 def shard_key(prefix: str, version: str, alias: str, shard: int) -> str:
-    return f"{prefix}:recs:{version}:{alias}:{shard}"
+    return f"{version_prefix(prefix, version)}{alias}:{shard}"
 
 
 def segments_key(prefix: str, version: str) -> str:
     return f"{prefix}:recs:{version}:segments"
+
+
+ARTISTS = "artists"
+
+
+def artists_key(prefix: str, version: str) -> str:
+    return f"{version_prefix(prefix, version)}{ARTISTS}"
 
 
 def shard_of(user_key: str, shards: int) -> int:
@@ -56,8 +70,16 @@ def version_keys(prefix: str, version: str, meta: dict[bytes, bytes]) -> list[st
     """Every key of a published version, from its meta hash."""
     shards = int(meta.get(b"shards", b"0"))
     aliases = json.loads(meta.get(b"models", b"{}"))
-    return [meta_key(prefix, version), segments_key(prefix, version),
+    return [meta_key(prefix, version), segments_key(prefix, version), artists_key(prefix, version),
             *(shard_key(prefix, version, a, s) for a in aliases for s in range(shards))]
+
+
+@dataclass(frozen=True)
+class _Version:
+    name: str
+    shards: int
+    models: dict[str, str]  # alias -> model version
+    names: dict[str, str]   # artist_id -> name, filled as lists are read
 
 
 @dataclass(frozen=True)
@@ -71,39 +93,47 @@ class Answer:
 class RecommendationStore:
     def __init__(self, client: redis.Redis, prefix: str):
         self.client, self.prefix = client, prefix
-        self._meta: dict[str, tuple[int, dict[str, str]]] = {}
+        self._versions: dict[str, _Version] = {}  # the latest version read
 
     def live(self) -> str | None:
         value = self.client.get(live_key(self.prefix))
         return value.decode() if value else None
 
-    def _version_meta(self, version: str) -> tuple[int, dict[str, str]]:
-        if version not in self._meta:  # a version's meta never changes once live
-            meta = self.client.hgetall(meta_key(self.prefix, version))
-            self._meta = {version: (int(meta.get(b"shards", b"0")), json.loads(meta.get(b"models", b"{}")))}
-        return self._meta[version]
+    def _version(self, name: str) -> _Version:
+        version = self._versions.get(name)
+        if version is None:  # a version's meta never changes once live
+            meta = self.client.hgetall(meta_key(self.prefix, name))
+            version = _Version(name, int(meta.get(b"shards", b"0")), json.loads(meta.get(b"models", b"{}")), {})
+            self._versions = {name: version}
+        return version
+
+    def _items(self, version: _Version, payload: dict) -> list[tuple[str, str, float]]:
+        """The list's (artist_id, name, score) items, names from the version's artist hash."""
+        items = payload["items"]
+        names = version.names
+        missing = list({artist for artist, _ in items if artist not in names})
+        if missing:
+            found = self.client.hmget(artists_key(self.prefix, version.name), missing)
+            names.update((a, n.decode() if n is not None else "") for a, n in zip(missing, found, strict=True))
+        return [(artist, names[artist], float(score)) for artist, score in items]
 
     def get(self, user_key: str, alias: str, segment: str) -> Answer | None:
         """The user's list for `alias` from the live version, else the segment's, else the global one."""
-        version = self.live()
-        if version is None:
+        live = self.live()
+        if live is None:
             return None
-        shards, models = self._version_meta(version)
-        if alias not in models:
+        version = self._version(live)
+        if alias not in version.models:
             return None
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(shard_key(self.prefix, version, alias, shard_of(user_key, shards)), user_key)
-        pipe.hmget(segments_key(self.prefix, version), [segment, GLOBAL_SEGMENT])
+        pipe.hget(shard_key(self.prefix, live, alias, shard_of(user_key, version.shards)), user_key)
+        pipe.hmget(segments_key(self.prefix, live), [segment, GLOBAL_SEGMENT])
         own, (seg, glob) = pipe.execute()
         if own is not None:
             payload = json.loads(own)
-            return Answer(version, payload["v"], payload["src"], _items(payload))
+            return Answer(live, payload["v"], payload["src"], self._items(version, payload))
         cold = seg if seg is not None else glob
         if cold is None:
             return None
-        items = _items(json.loads(cold))
-        return Answer(version, models[alias], "segment" if seg is not None else "global", items)
-
-
-def _items(payload: dict) -> list[tuple[str, str, float]]:
-    return [(artist, name, float(score)) for artist, name, score in payload["items"]]
+        return Answer(live, version.models[alias], "segment" if seg is not None else "global",
+                      self._items(version, json.loads(cold)))
