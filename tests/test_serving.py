@@ -245,3 +245,15 @@ def test_bulk_loader_writes_runs_exactly_and_surfaces_redis_errors(spark, cfg):
         broken.load(pa.array(["h9"]), table.column("entry").combine_chunks().slice(0, 1))
         broken.close()
     client.delete(*(prefix + h for h in ("h0", "h1", "h2", "h9")))
+
+
+def test_reader_still_serves_a_version_published_with_names_in_the_lists(serving_cfg):
+    """Rolling back to a version published before names moved to `P:recs:V:artists` still works."""
+    client, prefix = connect(serving_cfg.redis), serving_cfg.publish.prefix
+    client.hset(meta_key(prefix, "old"), mapping={"models": json.dumps({"champion": "3"}), "shards": 1})
+    client.hset(shard_key(prefix, "old", "champion", 0), "k1",
+                json.dumps({"v": "3", "src": "als", "items": [["ar1", "Artist One", "0.9"], ["ar2", "Two", "0.5"]]}))
+    client.set(live_key(prefix), "old")
+    answer = RecommendationStore(client, prefix).get("k1", "champion", "x")
+    assert answer.items == [("ar1", "Artist One", 0.9), ("ar2", "Two", 0.5)] and answer.model_version == "3"
+    client.delete(meta_key(prefix, "old"), shard_key(prefix, "old", "champion", 0), live_key(prefix))

@@ -111,11 +111,14 @@ class RecommendationStore:
         """The list's (artist_id, name, score) items, names from the version's artist hash."""
         items = payload["items"]
         names = version.names
-        missing = list({artist for artist, _ in items if artist not in names})
+        for item in items:
+            if len(item) == 3:  # a version published before names moved out: [artist_id, name, score]
+                names.setdefault(item[0], item[1])
+        missing = list({item[0] for item in items if item[0] not in names})
         if missing:
             found = self.client.hmget(artists_key(self.prefix, version.name), missing)
             names.update((a, n.decode() if n is not None else "") for a, n in zip(missing, found, strict=True))
-        return [(artist, names[artist], float(score)) for artist, score in items]
+        return [(item[0], names[item[0]], float(item[-1])) for item in items]
 
     def get(self, user_key: str, alias: str, segment: str) -> Answer | None:
         """The user's list for `alias` from the live version, else the segment's, else the global one."""
