@@ -1,7 +1,7 @@
 """`make bench-topk`: exact top-K per user from the same ALS factors, four ways.
 
-1. recsys: blocked matrix multiply + chunked prefilter + argpartition on the executors
-   (`recsys.model.topk`), timed with its list-per-user output (the shape MLlib returns) and
+1. recsys: blocked matrix multiply, chunk maxima as a floor, sort of the few survivors, on the
+   executors (`recsys.model.topk`), timed with its list-per-user output (the shape MLlib returns) and
    exploded to a row per (user, artist);
 2. MLlib `ALSModel.recommendForAllUsers` on a model holding the same factors;
 3. cross join of all (user, artist) pairs, dot product, `row_number` window; run on a sample of

@@ -3,8 +3,9 @@
 MLlib's `recommendForAllUsers` cross-joins blocks of factors and ranks every (user, artist)
 pair through generic rows; here each executor task multiplies a block of its users' factors by
 the whole artist matrix (one BLAS call), masks the artists each user already has, and keeps the
-best K with `argpartition`. The artist matrix (catalog x rank floats: 20,000 x 64 is 5 MB) is
-broadcast; user factors and results never pass through the driver.
+best K exactly from a few candidates per user (`_candidates`). The artist matrix (catalog x
+rank floats: 20,000 x 64 is 5 MB) is broadcast; user factors and results never pass through
+the driver.
 
 Ranking is by the ALS preference, the dot product `u . v`, as the model was trained. Each row
 also carries `score`, the cosine between user and artist factors on [-1, 1]: unlike the dot
