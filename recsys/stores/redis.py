@@ -111,6 +111,7 @@ class HashLoader:
         """Sends what is pending and waits for every reply; returns the number of new fields."""
         self._round_trip()
         self._replies(self.in_flight)
+        self.in_flight = 0
         self.last_reply = time.time()
         self.pool.release(self.conn)
         return self.added
