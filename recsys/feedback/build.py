@@ -73,6 +73,16 @@ def _ab_rows(result: AbResult, experiment: str) -> list[dict]:
     return [{"experiment": experiment, **asdict(v), **test} for v in result.variants]
 
 
+def _ctr_series(rows: list, name, x) -> dict[str, tuple[list, list]]:
+    """CTR rows as line-chart series: series name(row) -> (x(row) values, CTRs), in row order."""
+    series: dict[str, tuple[list, list]] = {}
+    for r in rows:
+        xs, ys = series.setdefault(name(r), ([], []))
+        xs.append(x(r))
+        ys.append(r["ctr"])
+    return series
+
+
 def _report(path: Path, result: AbResult | None, by_position: list, by_day: list, totals: dict) -> Path:
     charts = []
     blocks = [table([totals])]
@@ -91,18 +101,10 @@ def _report(path: Path, result: AbResult | None, by_position: list, by_day: list
                    table([asdict(v) for v in result.variants]), image(charts[-1])]
     else:
         blocks.append(paragraph("Fewer than two variants have impressions: no A/B analysis."))
-    series = {}
-    for r in by_position:
-        xs, ys = series.setdefault(r["variant"] or "-", ([], []))
-        xs.append(r["position"])
-        ys.append(r["ctr"])
-    charts.append(line_chart(path.parent / "ctr_by_position.png", {"CTR by position": series}, xlabel="position"))
-    day_series = {}
-    for r in by_day:
-        xs, ys = day_series.setdefault(f"model {r['model_version']}", ([], []))
-        xs.append(str(r["event_date"]))
-        ys.append(r["ctr"])
-    charts.append(line_chart(path.parent / "ctr_by_day.png", {"CTR by day": day_series}, xlabel="day"))
+    by_variant = _ctr_series(by_position, lambda r: r["variant"] or "-", lambda r: r["position"])
+    charts.append(line_chart(path.parent / "ctr_by_position.png", {"CTR by position": by_variant}, xlabel="position"))
+    by_model = _ctr_series(by_day, lambda r: f"model {r['model_version']}", lambda r: str(r["event_date"]))
+    charts.append(line_chart(path.parent / "ctr_by_day.png", {"CTR by day": by_model}, xlabel="day"))
     return write_report(path, "Feedback and A/B analysis", [
         ("Experiment", blocks), ("CTR by position", [image(charts[-2])]), ("CTR by day and model version",
                                                                            [image(charts[-1])])])
@@ -117,17 +119,16 @@ def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
     labelled = with_ranker_features(attribute(events, f.attribution_window_s, f.clock_skew_s),
                                     gold["artist_stats"], gold["user_features"])
     out = lake.table_path(cfg.lake, "gold", "feedback")
-    labelled.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(out)
+    lake.overwrite(labelled, out)
     feedback = lake.read(spark, out).persist()
     ctr_table = ctr(feedback, "model_version", "variant", "position", "event_date")
-    ctr_table.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-        lake.table_path(cfg.lake, "gold", "ctr"))
+    lake.overwrite(ctr_table, lake.table_path(cfg.lake, "gold", "ctr"))
     totals = feedback.agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks")).first()
     clicks_total = events.filter(F.col("event_type") == "click").count()
     result = ab_analysis(feedback, cfg)
     if result is not None:
-        spark.createDataFrame(_ab_rows(result, cfg.experiment.name)).write.format("delta").mode("overwrite") \
-            .option("overwriteSchema", "true").save(lake.table_path(cfg.lake, "gold", "ab_results"))
+        lake.overwrite(spark.createDataFrame(_ab_rows(result, cfg.experiment.name)),
+                       lake.table_path(cfg.lake, "gold", "ab_results"))
     by_position = ctr(feedback, "variant", "position").orderBy("variant", "position").collect()
     by_day = ctr(feedback, "model_version", "event_date").orderBy("model_version", "event_date").collect()
     summary = {"impressions": totals["impressions"], "clicks attributed": int(totals["clicks"] or 0),

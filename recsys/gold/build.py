@@ -76,8 +76,7 @@ def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version
     outputs = {}
     for name, df in tables.items():
         path = lake.table_path(cfg.lake, "gold", name)
-        (df.withColumn("as_of", F.lit(as_of)).write.format("delta").mode("overwrite")
-         .option("overwriteSchema", "true").option("userMetadata", metadata).save(path))
+        lake.overwrite(df.withColumn("as_of", F.lit(as_of)), path, metadata)
         outputs[f"gold/{name}"] = lake.current_version(spark, path)
     row = (build_id, as_of, datetime.now(as_of.tzinfo), inputs, outputs)
     spark.createDataFrame([row], BUILDS).write.format("delta").mode("append").save(

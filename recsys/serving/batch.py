@@ -155,8 +155,7 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
 
     metadata = json.dumps({"batch_id": batch_id, "models": {r: m.version for r, m in loaded.items()}})
     for name, df in (("segment_recommendations", seg), ("recommendations", recs)):
-        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
-            .option("userMetadata", metadata).save(lake.table_path(cfg.lake, "gold", name))
+        lake.overwrite(df, lake.table_path(cfg.lake, "gold", name), metadata)
     path = lake.table_path(cfg.lake, "gold", "recommendations")
     written = lake.read(spark, path)
     by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
