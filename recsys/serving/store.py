@@ -38,12 +38,13 @@ def versions_key(prefix: str) -> str:
     return f"{prefix}:recs:versions"
 
 
-def meta_key(prefix: str, version: str) -> str:
-    return f"{prefix}:recs:{version}:meta"
-
-
 def version_prefix(prefix: str, version: str) -> str:
+    """What every key of a published version starts with."""
     return f"{prefix}:recs:{version}:"
+
+
+def meta_key(prefix: str, version: str) -> str:
+    return f"{version_prefix(prefix, version)}meta"
 
 
 def shard_key(prefix: str, version: str, alias: str, shard: int) -> str:
@@ -51,7 +52,7 @@ def shard_key(prefix: str, version: str, alias: str, shard: int) -> str:
 
 
 def segments_key(prefix: str, version: str) -> str:
-    return f"{prefix}:recs:{version}:segments"
+    return f"{version_prefix(prefix, version)}segments"
 
 
 ARTISTS = "artists"
