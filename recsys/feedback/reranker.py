@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.model.metrics import ideal_dcg
 from recsys.reporting import bar_chart, image, table, write_report
 from recsys.tracking import SPARK_MODEL_REQUIREMENTS, setup_mlflow
 
@@ -90,8 +91,7 @@ def click_ndcg(scored: DataFrame, order: str, descending: bool) -> float:
     ranked = scored.withColumn("_r", F.row_number().over(w))
     per_request = ranked.groupBy("request_id").agg(
         F.sum(F.col("clicked") / F.log2(F.col("_r") + 1)).alias("dcg"), F.sum("clicked").alias("n"))
-    ideal = F.aggregate(F.transform(F.sequence(F.lit(1), F.col("n").cast("int")), lambda i: 1 / F.log2(i + 1)),
-                        F.lit(0.0), lambda a, x: a + x)
+    ideal = ideal_dcg(F.col("n").cast("int"))
     value = per_request.filter(F.col("n") > 0).agg(F.avg(F.col("dcg") / ideal)).first()[0]
     return float(value or 0.0)
 

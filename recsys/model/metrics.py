@@ -48,7 +48,7 @@ def _gains(hits: Column) -> Column:
     return F.transform(hits, lambda x, i: x / _log2(i + 2))
 
 
-def _ideal_dcg(n: Column) -> Column:
+def ideal_dcg(n: Column) -> Column:
     """DCG of `n` hits in the first `n` places."""
     return _sum(F.transform(F.sequence(F.lit(1), n), lambda i: 1 / _log2(i + 1)))
 
@@ -64,7 +64,7 @@ def per_user_metrics(recs: DataFrame, truth: DataFrame, k: int, *, user: str = "
         user,
         (n_hits / F.lit(k)).alias("precision"),
         (n_hits / n_rel).alias("recall"),
-        (_sum(_gains(h)) / _ideal_dcg(ideal)).alias("ndcg"),
+        (_sum(_gains(h)) / ideal_dcg(ideal)).alias("ndcg"),
         (_average_precision(h) / ideal).alias("map"),
         (n_hits > 0).cast("double").alias("hit_rate"),
     )
@@ -101,7 +101,7 @@ def metric_curves(recs: DataFrame, truth: DataFrame, max_k: int, *, user: str = 
     curves = _hits(recs, truth, max_k, user, item, rank).select(F.posexplode(F.transform(ks, lambda k: F.struct(
         (head_sum(h, k) / k).alias("precision"),
         (head_sum(h, k) / n_rel).alias("recall"),
-        (head_sum(_gains(h), k) / _ideal_dcg(F.least(n_rel, k))).alias("ndcg"),
+        (head_sum(_gains(h), k) / ideal_dcg(F.least(n_rel, k))).alias("ndcg"),
     ))).alias("pos", "m"))
     rows = curves.groupBy("pos").agg(*[F.avg(f"m.{m}").alias(m) for m in ("precision", "recall", "ndcg")]) \
         .orderBy("pos").collect()
