@@ -25,7 +25,8 @@ def artifact_root(cfg: Config) -> str:
 
 
 def setup_mlflow(cfg: Config) -> str:
-    """Point MLflow at the configured store and experiment; return the experiment id."""
+    """Point MLflow at the configured store and make the configured experiment the active one
+    (every run that follows lands there); return the experiment id."""
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +34,9 @@ def setup_mlflow(cfg: Config) -> str:
     mlflow.set_registry_uri(cfg.mlflow.registry_uri or uri)
     experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is not None:
-        return experiment.experiment_id
-    location = None if cfg.mlflow.tracking_uri else Path(artifact_root(cfg)).as_uri()
-    return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
+        experiment_id = experiment.experiment_id
+    else:
+        location = None if cfg.mlflow.tracking_uri else Path(artifact_root(cfg)).as_uri()
+        experiment_id = mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
