@@ -59,3 +59,22 @@ def test_bm25_discounts_heavy_users_and_ubiquitous_artists(spark):
     assert got[(1, 0)] > got[(2, 0)]  # same count, but user 2 plays far more overall
     with pytest.raises(ValueError, match="scaling must be one of linear, log, bm25"):
         with_rating(data, AlsParams(scaling="sqrt"))
+
+
+def test_users_and_artists_with_only_zero_confidence_train_and_are_never_recommended_back(spark):
+    """Real listening logs have pairs with no positive signal (only skipped plays, unlikes): users
+    and artists with nothing else made Spark's normal equations singular at rank 32
+    (`SingularMatrixException`) before such pairs were kept out of the ratings."""
+    rng = random.Random(1)
+    rows = [(u, a, float(rng.randint(1, 3))) for u in range(60) for a in rng.sample(range(30), 8)]
+    rows += [(u, a, 0.0) for u in range(60, 70) for a in range(5)]  # users who only skipped
+    rows += [(u, a, 0.0) for u in range(0, 60, 3) for a in (40, 41)]  # artists only ever skipped
+    data = spark.createDataFrame(rows, "user_idx int, artist_idx int, confidence double")
+
+    model, _ = fit(data, AlsParams(rank=32, reg_param=0.1, alpha=1.0, max_iter=5))
+
+    assert {r.id for r in model.itemFactors.select("id").collect()}.isdisjoint({40, 41})
+    assert {r.id for r in model.userFactors.select("id").collect()}.isdisjoint(range(60, 70))
+    recs = recommend(model, data.select("user_idx").distinct(), data, 10)
+    assert recs.select("user_idx").distinct().count() == 60  # users with factors all get lists
+    assert recs.join(data, on=["user_idx", "artist_idx"], how="inner").count() == 0  # skipped ones included

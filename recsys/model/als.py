@@ -8,6 +8,12 @@ from gold's confidence c:
   with `norm_u = 1 - b + b * |u| / avg|u|` (a user's total against the average) and
   `idf_a = log(1 + (n_users - n_a + 0.5) / (n_a + 0.5))` (Lucene's always-positive idf, n_a the
   users who have artist a): heavy users and artists everyone has count less.
+Only pairs with a positive rating reach ALS. Gold keeps "seen and disliked" pairs (skips only,
+unlikes) with confidence 0: Spark would read them as confidence 1 with preference 0, and a user
+or artist with nothing else gets no regularisation (Spark scales it by the positive count), so
+its normal equations can be singular (`SingularMatrixException`, seen on public ratings data).
+They still count as seen: every caller passes all interactions as the exclusion set, so they
+are never recommended back.
 Recommendations come from `recsys.model.topk`.
 """
 
@@ -67,11 +73,11 @@ def _bm25(interactions: DataFrame, k1: float, b: float) -> DataFrame:
 
 
 def fit(train: DataFrame, params: AlsParams) -> tuple[ALSModel, float]:
-    """Fit on (user_idx, artist_idx, confidence); returns the model and fit seconds."""
+    """Fit on the positive ratings of (user_idx, artist_idx, confidence); the model and fit seconds."""
     als = ALS(rank=params.rank, regParam=params.reg_param, alpha=params.alpha, maxIter=params.max_iter,
               implicitPrefs=True, userCol=USER, itemCol=ITEM, ratingCol=RATING, seed=params.seed,
               coldStartStrategy="drop", checkpointInterval=5, nonnegative=False)
-    data = with_rating(train, params).select(USER, ITEM, RATING)
+    data = with_rating(train, params).select(USER, ITEM, RATING).filter(F.col(RATING) > 0)
     started = time.monotonic()
     model = als.fit(data)
     model.userFactors.count()
