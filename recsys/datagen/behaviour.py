@@ -3,8 +3,10 @@ recommendation blocks. Each day has its own random stream, so day N is the same 
 generated in one run or appended later.
 
 Sessions: Poisson(user activity x weekday factor) per day, starting mostly in the evening;
-1 + Poisson(8) plays each, 85% from the user's library (by true affinity), 15% exploration by
-global popularity. Completion follows affinity: library plays finish more and skip less.
+1 + Poisson(8) plays each, 85% from the user's library (by true affinity), 15% discovery:
+`SCENE_DISCOVERY` of it within the user's scenes (radio, related artists: long tail included),
+the rest from the charts (global popularity). Completion follows affinity: library plays finish
+more and skip less.
 
 Click model (documented for the feedback analyses to rediscover): a recommendation block shows
 10 artists; each is clicked with probability
@@ -37,6 +39,7 @@ DEVICES = (("android", "9.1.2"), ("ios", "9.1.0"), ("web", "2026.11"), ("desktop
 SOURCES = ("library", "search", "playlist", "radio", "recommendation")
 VARIANT_MODEL = {"A": "als-v1", "B": "als-v2"}
 BLOCK_SIZE = 10
+SCENE_DISCOVERY = 0.6  # of non-library plays: within the user's scenes; the rest from the charts
 # Hour-of-day weights for session starts: quiet nights, evening peak.
 _HOURS = (1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3, 3, 3, 3.5, 3.5, 3, 3, 3.5, 4, 5, 6, 6.5, 6, 4, 2)
 HOUR_CDF = [c / sum(_HOURS) for c in accumulate(_HOURS)]
@@ -94,6 +97,16 @@ class DayGenerator:
             for _ in range(int(self.sessions[u])):
                 yield from self._session(u, library, library_cdf)
 
+    def _discovered_artist(self, u: int) -> int:
+        """An artist off the user's library: from one of their scenes, or from the charts."""
+        rnd = self.rnd
+        if rnd.random() >= SCENE_DISCOVERY:
+            return self._popular_artist()
+        scenes, weights = self.pop.scenes[u], self.pop.scene_weight[u]
+        scene = int(scenes[min(bisect.bisect_right(list(accumulate(weights.tolist())), rnd.random()), len(scenes) - 1)])
+        members, cdf = self.catalog.scene_members[scene], self.catalog.scene_cdf[scene]
+        return int(members[min(bisect.bisect_right(cdf, rnd.random()), len(members) - 1)])
+
     def _uuid(self) -> str:
         h = f"{self.rnd.getrandbits(128) & ~(0xF << 76) | (0x4 << 76):032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -120,7 +133,7 @@ class DayGenerator:
             if from_library:
                 artist = library[min(bisect.bisect_right(library_cdf, rnd.random()), LIBRARY_SIZE - 1)]
             else:
-                artist = self._popular_artist()
+                artist = self._discovered_artist(u)
             event, played_ms = self._play(u, artist, t, context, from_library)
             yield event
             yield from self._reactions(u, event.payload["card"], t, context, from_library)
