@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "scipy>=1.11",
     # HTTP client for the demo's requests and the API latency benchmark's load generator.
     "httpx>=0.27",
+    # Hyperparameter search: TPE (a Bayesian sampler) with seeded, sequential trials, so a search
+    # cut short by its time budget is a prefix of the full one; each trial is an MLflow child run.
+    "optuna>=4.5,<6",
     # Offline reverse geocoding: ships the GeoNames gazetteer (cities > 1000 people), KD-tree lookup.
     "reverse-geocode==1.6.6",
 ]

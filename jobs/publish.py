@@ -3,7 +3,7 @@
 import sys
 from dataclasses import asdict
 
-from recsys.cli import job_parser, run_job
+from recsys.cli import EXIT_MODEL, job_parser, run_job
 from recsys.serving.publish import PublishError, publish, rollback
 
 
@@ -18,7 +18,7 @@ def main(cfg, args) -> int:
         report = publish(get_spark(cfg.spark, app_name="recsys-publish"), cfg)
     except PublishError as err:
         print(f"recsys: publish failed: {err}", file=sys.stderr)
-        return 5
+        return EXIT_MODEL
     print(asdict(report))
     return 0
 

@@ -3,7 +3,7 @@
 import sys
 from dataclasses import asdict
 
-from recsys.cli import job_parser, run_job
+from recsys.cli import EXIT_MODEL, job_parser, run_job
 from recsys.serving.batch import ModelNotFound, build_recommendations
 from recsys.spark import get_spark
 
@@ -14,7 +14,7 @@ def main(cfg, args) -> int:
         report = build_recommendations(spark, cfg, refs=args.model or None)
     except ModelNotFound as err:
         print(f"recsys: {err}", file=sys.stderr)
-        return 5
+        return EXIT_MODEL
     print(asdict(report))
     return 0
 

@@ -2,17 +2,19 @@
 
 import sys
 
-from recsys.cli import job_parser, run_job
-from recsys.model.train import train
+from recsys.cli import EXIT_MODEL, job_parser, run_job
+from recsys.model.train import TrainingFailed, summary_line, train
 from recsys.spark import get_spark
 
 
 def main(cfg, args) -> int:
     spark = get_spark(cfg.spark, app_name="recsys-train")
-    result = train(spark, cfg)
-    print(f"run {result.run_id}: version {result.version} ({result.params}) NDCG@{cfg.model.k} "
-          f"{result.metrics['ndcg']:.4f}; champion {result.champion_metrics and result.champion_metrics['ndcg']}; "
-          f"promoted to champion: {result.promoted}")
+    try:
+        result = train(spark, cfg)
+    except TrainingFailed as err:
+        print(f"recsys: training failed: {err}", file=sys.stderr)
+        return EXIT_MODEL
+    print(f"train: run {result.run_id}: {summary_line(result, cfg.model)}")
     return 0
 
 

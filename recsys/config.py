@@ -145,15 +145,23 @@ class ModelConfig:
     split: str = "latest"
     holdout_share: float = 0.2
     seed: int = 42
-    ranks: str = "32,64"
-    reg_params: str = "0.1,1.0"
-    alphas: str = "1.0"
-    scalings: str = "linear"
+    # The search space (recsys/model/search.py): choices as comma lists, ranges as "low,high"
+    # searched on a log scale; `trials` at most, and no trial starts after `search_budget_s`.
+    ranks: str = "16,32,64,128"
+    reg_param_range: str = "0.01,10"
+    alpha_range: str = "1,100"
+    scalings: str = "linear,log,bm25"
+    max_iters: str = "10,15,20"
+    trials: int = 12
+    search_budget_s: float = 300.0
     bm25_k1: float = 100.0
     bm25_b: float = 0.8
-    max_iter: int = 15
-    trials: int = 4
+    # Promotion (recsys/model/train.py): beat the best popularity baseline by `min_lift`
+    # (relative), the current champion by `promotion_margin` (absolute NDCG), and recommend
+    # at least `min_coverage` of the catalog with spread scores.
+    min_lift: float = 0.10
     promotion_margin: float = 0.0
+    min_coverage: float = 0.05
     recommend_threshold: float = 0.0
     curve_max_k: int = 50
 

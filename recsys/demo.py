@@ -7,15 +7,18 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
+from recsys.cli import EXIT_MODEL
 from recsys.config import Config
 from recsys.datagen.generator import generate, read_manifest
 from recsys.gold.build import build_gold
 from recsys.gold.store import sync_feature_store
-from recsys.model.train import train
+from recsys.model.train import CHAMPION, TrainingFailed, summary_line, train
 from recsys.serving.api import create_app, running
 from recsys.serving.batch import build_recommendations
 from recsys.serving.publish import publish
@@ -23,6 +26,14 @@ from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
 from recsys.spark import get_spark
 from recsys.tracking import tracking_uri
+
+
+def has_champion(cfg: Config) -> bool:
+    try:
+        MlflowClient().get_model_version_by_alias(cfg.model.name, CHAMPION)
+    except MlflowException:
+        return False
+    return True
 
 
 def _step(name: str, started: float) -> None:
@@ -74,10 +85,16 @@ def run_demo(cfg: Config, started: float) -> int:
     _step(f"gold as of {build.as_of:%Y-%m-%d %H:%M} from silver/events v{build.inputs['silver/events']}", started)
     synced = sync_feature_store(spark, cfg, stage_suffix=build.build_id[:12])
     _step(f"feature store: {synced.changed} users written to PostgreSQL and Redis, {synced.removed} removed", started)
-    trained = train(spark, cfg)
-    _step(f"train: model {cfg.model.name} v{trained.version} NDCG@{cfg.model.k} {trained.metrics['ndcg']:.4f} "
-          f"(segment popularity {trained.baselines['segment_popularity']['ndcg']:.4f}), champion: "
-          f"{'this one' if trained.promoted else 'kept'}", started)
+    try:
+        trained = train(spark, cfg)
+    except TrainingFailed as err:
+        print(f"demo: training failed: {err}", flush=True)
+        return EXIT_MODEL
+    _step(f"train: {cfg.model.name} {summary_line(trained, cfg.model)}", started)
+    if not trained.promoted and not has_champion(cfg):
+        print("demo: no model has earned `champion` yet, so there is nothing to serve; see the training "
+              "report in MLflow", flush=True)
+        return EXIT_MODEL
     batch = build_recommendations(spark, cfg)
     _step(f"recommend: {batch.rows} rows for {batch.users} users, models {batch.models}, by source {batch.by_source}",
           started)

@@ -33,6 +33,12 @@ def exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def file_exists(spark: SparkSession, path: str) -> bool:
+    """Whether a plain file (not a table) exists, on any Hadoop file system."""
+    fs, hpath = _hadoop_path(spark, path)
+    return bool(fs.exists(hpath))
+
+
 def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
     """Read a Delta table, optionally as of an earlier version (time travel)."""
     reader = spark.read.format("delta")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -64,3 +66,17 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
+
+
+@contextmanager
+def jvm_log_level(spark: SparkSession, level: str) -> Iterator[None]:
+    """Set the JVM's log level for a block, then restore it. For failures the caller handles
+    and reports in one line (a search trial that cannot be trained): without it, every failed
+    task prints its Java stack trace from the executor and the task manager."""
+    root = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getRootLogger()
+    before = str(root.getLevel().toString())
+    spark.sparkContext.setLogLevel(level)
+    try:
+        yield
+    finally:
+        spark.sparkContext.setLogLevel(before)

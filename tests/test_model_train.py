@@ -13,10 +13,13 @@ from mlflow import MlflowClient
 
 from recsys import lake
 from recsys.config import ModelConfig
-from recsys.model.train import CHALLENGER, CHAMPION, promote, train
+from recsys.model.train import CHALLENGER, CHAMPION, Promotion, TrainingFailed, decide, promote, train
+
+FIXED = {"reg_param_range": "0.1", "alpha_range": "1", "scalings": "linear", "trials": 1}
 
 
-def _gold(spark, cfg):
+def _gold(spark, cfg, corrupt: bool = False):
+    """Four taste groups of 20 users over 12 artists each; `corrupt` adds a row without an artist id."""
     rng = random.Random(5)
     rows = []
     for user in range(80):
@@ -24,6 +27,8 @@ def _gold(spark, cfg):
         for n, artist in enumerate(rng.sample(range(group * 12, group * 12 + 12), 9)):
             rows.append((user, artist, float(rng.randint(1, 4)), datetime(2026, 10, 1) + timedelta(days=n),
                          datetime(2026, 11, 1)))
+    if corrupt:
+        rows.append((0, None, 2.0, datetime(2026, 9, 1), datetime(2026, 11, 1)))  # old: in the training part
     spark.createDataFrame(rows, "user_idx int, artist_idx int, confidence double, last_ts timestamp, "
                                 "as_of timestamp").write.format("delta").save(
         lake.table_path(cfg.lake, "gold", "interactions"))
@@ -38,13 +43,13 @@ def _gold(spark, cfg):
 @pytest.mark.slow
 def test_training_logs_registers_and_promotes_only_a_better_model(spark, mlflow_cfg, tmp_path):
     name = f"als-{tmp_path.name}"
-    good = ModelConfig(name=name, ranks="8", reg_params="0.1", alphas="1.0", max_iter=8, trials=1)
+    good = ModelConfig(name=name, ranks="8", max_iters="8", **FIXED)
     cfg = dataclasses.replace(mlflow_cfg, model=good,
                               services=dataclasses.replace(mlflow_cfg.services, state_dir=str(tmp_path)))
     _gold(spark, cfg)
 
     first = train(spark, cfg)
-    assert first.promoted and first.champion_metrics is None
+    assert first.promoted and first.champion_metrics is None and first.decision.startswith("champion: this one")
     run = mlflow.get_run(first.run_id)
     assert run.data.params["input_version.gold/interactions"] == "0" and "as_of" in run.data.params
     assert run.data.params["input_version.gold/user_features"] == "0"
@@ -62,10 +67,11 @@ def test_training_logs_registers_and_promotes_only_a_better_model(spark, mlflow_
     artifacts = {a.path for a in MlflowClient().list_artifacts(first.run_id, "id_maps")}
     assert artifacts == {"id_maps/id_map_users.parquet", "id_maps/id_map_artists.parquet"}
 
-    worse = dataclasses.replace(cfg, model=dataclasses.replace(good, ranks="1", max_iter=1, reg_params="50"))
+    worse = dataclasses.replace(cfg, model=dataclasses.replace(good, ranks="1", max_iters="1", reg_param_range="50"))
     second = train(spark, worse)
     client = MlflowClient()
     assert not second.promoted and second.champion_metrics["ndcg"] > second.metrics["ndcg"]
+    assert second.decision.startswith(f"champion stays v{first.version}: ")
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == first.version
     assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == second.version
 
@@ -74,7 +80,65 @@ def test_training_logs_registers_and_promotes_only_a_better_model(spark, mlflow_
     assert not again.promoted or again.metrics["ndcg"] > again.champion_metrics["ndcg"]
 
 
-def test_promotion_needs_the_margin(mlflow_cfg, tmp_path):
+def _cfg(mlflow_cfg, tmp_path, **model):
+    return dataclasses.replace(mlflow_cfg, model=ModelConfig(name=f"als-{tmp_path.name}", **model),
+                               services=dataclasses.replace(mlflow_cfg.services, state_dir=str(tmp_path)))
+
+
+@pytest.mark.slow
+def test_a_model_that_loses_to_popularity_stays_challenger_even_with_no_champion(spark, mlflow_cfg, tmp_path):
+    cfg = _cfg(mlflow_cfg, tmp_path, ranks="1", max_iters="1", **{**FIXED, "reg_param_range": "50"})
+    _gold(spark, cfg)
+
+    result = train(spark, cfg)
+
+    assert not result.promoted
+    assert result.metrics["ndcg"] <= 1.1 * max(b["ndcg"] for b in result.baselines.values())
+    assert result.decision.startswith("champion stays none yet: NDCG@10 ")
+    assert "needs more than 1.10x" in result.decision
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(cfg.model.name, CHALLENGER).version) == result.version
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias(cfg.model.name, CHAMPION)
+    assert mlflow.get_run(result.run_id).data.tags["promotion_reason"] == result.decision
+
+
+def test_when_every_trial_fails_training_fails_naming_the_cause_and_each_trial_is_a_failed_run(
+        spark, mlflow_cfg, tmp_path, capfd):
+    cfg = _cfg(mlflow_cfg, tmp_path, ranks="4,8", max_iters="2", reg_param_range="0.1", trials=2)
+    _gold(spark, cfg, corrupt=True)  # ALS rejects a NULL id in every configuration
+
+    with pytest.raises(TrainingFailed, match=r"^all 2 trials failed; 2 of them: .*artist_idx Ids MUST NOT be Null"):
+        train(spark, cfg)
+
+    experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    runs = mlflow.search_runs([experiment.experiment_id])
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(children) == 2 and set(children["status"]) == {"FAILED"}
+    assert children["tags.failure"].str.contains("Ids MUST NOT be Null").all()
+    assert set(runs[runs["tags.mlflow.parentRunId"].isna()]["status"]) == {"FAILED"}
+    assert "at org.apache.spark" not in capfd.readouterr().err  # no JVM stack trace on the console
+
+
+def _decide(score, champion=None, coverage=0.5, std=0.1, **model):
+    return decide(score, {"global_popularity": 0.20, "segment_popularity": 0.18}, champion, coverage, std,
+                  ModelConfig(**model))
+
+
+def test_promotion_needs_a_lift_over_the_best_baseline_a_margin_over_the_champion_and_healthy_lists():
+    assert _decide(0.30) == Promotion(True, "champion: this one, NDCG@10 0.3000 = 1.50x global popularity (0.2000)")
+    assert _decide(0.21) == Promotion(False, "champion stays none yet: NDCG@10 0.2100 is 1.05x global popularity "
+                                             "(0.2000), needs more than 1.10x")
+    assert _decide(0.21, min_lift=0.0).promoted
+    assert not _decide(0.30, champion=("3", 0.295), promotion_margin=0.01).promoted
+    assert "does not beat champion v3 (0.2950) by more than 0.01" in _decide(0.30, ("3", 0.295),
+                                                                               promotion_margin=0.01).reason
+    assert _decide(0.31, champion=("3", 0.295), promotion_margin=0.01).reason.endswith("beats champion v3 (0.2950)")
+    assert "collapsed" in _decide(0.30, std=0.0).reason and not _decide(0.30, std=0.0).promoted
+    assert "recommends 1.0% of the catalog, needs 5%" in _decide(0.30, coverage=0.01).reason
+
+
+def test_promotion_moves_champion_only_when_decided(mlflow_cfg, tmp_path):
     from recsys.tracking import setup_mlflow
 
     setup_mlflow(mlflow_cfg)
@@ -82,8 +146,9 @@ def test_promotion_needs_the_margin(mlflow_cfg, tmp_path):
     name = f"promo-{tmp_path.name}"
     client.create_registered_model(name)
     versions = [client.create_model_version(name, source=str(tmp_path)).version for _ in range(3)]
-    assert promote(client, name, versions[0], 0.30, None, 0.01)
-    assert not promote(client, name, versions[1], 0.305, 0.30, 0.01)
+    assert promote(client, name, versions[0], Promotion(True, "better"))
+    assert not promote(client, name, versions[1], Promotion(False, "worse"))
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == str(versions[0])
-    assert promote(client, name, versions[2], 0.32, 0.30, 0.01)
+    assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == str(versions[1])
+    assert promote(client, name, versions[2], Promotion(True, "better"))
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == str(versions[2])

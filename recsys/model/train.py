@@ -1,26 +1,36 @@
-"""Train implicit ALS on `gold/interactions`, tracked in MLflow, registered with aliases.
+"""Train implicit ALS on `gold/interactions`, tracked in MLflow, registered, promoted only on merit.
 
-One parent run per training: the search space, the split, the as-of time and the Delta
-versions of every input; global and segment (age group x country) popularity baselines; one
-child run per trial (`model.trials` configurations of the grid `model.ranks x reg_params x
-alphas x scalings`, in order); a PNG of precision/recall/NDCG at K = 1..`model.curve_max_k` for
-the best trial against both baselines and an HTML report (artifacts under `report/`). The
-winner is retrained on all interactions, logged with its id maps and registered as
-`model.name`. The new version gets alias `challenger`, and `champion` too when there is no
-champion yet or when it beats the champion's NDCG@K on the same validation data by more than
-`model.promotion_margin`. Lists everywhere honour `model.recommend_threshold` (cosine, [-1, 1]).
+One parent run per training, holding the search space, the split, the as-of time and the Delta
+versions of every input:
+1. Validation: per user the latest (or a random) `model.holdout_share` of artists
+   (`recsys.model.split`); global and segment (age group x country) popularity on that split
+   are the baselines.
+2. Search (`recsys.model.search`): each trial an MLflow child run scored on validation; a trial
+   that cannot be trained is a FAILED child run with its reason, and the search goes on. If
+   every trial fails, `TrainingFailed` names the cause (the job exits 5).
+3. The winner on validation is retrained on all interactions. Where the generator's answer key
+   exists (`recsys.model.truth`), it and both baselines are also scored on the artists users
+   really go on to play; report and K-curves (PNG) are artifacts under `report/`.
+4. Registered as `model.name` with alias `challenger`. `champion` moves to it only when
+   (a) its NDCG@K beats the best baseline by more than `model.min_lift` (relative),
+   (b) it beats the current champion, scored on the same split, by more than
+   `model.promotion_margin`, and (c) its lists look like a recommender's: cosine scores spread,
+   and at least `model.min_coverage` of the catalog recommended. `TrainResult.decision` says
+   why in one line. Lists everywhere honour `model.recommend_threshold` (cosine, [-1, 1]).
 """
 
 from __future__ import annotations
 
-import itertools
 import tempfile
+import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -28,13 +38,28 @@ from recsys import lake
 from recsys.config import Config, ModelConfig
 from recsys.model.als import ITEM, USER, AlsParams, fit, popularity
 from recsys.model.metrics import metric_curves, ranking_metrics
+from recsys.model.search import SearchSpace, TrialFailed, TrialOutcome, failure_reason, run_search
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, user_segments
 from recsys.model.split import latest_holdout, random_holdout
 from recsys.model.topk import recommend
+from recsys.model.truth import future_discoveries
 from recsys.reporting import image, line_chart, table, write_report
+from recsys.spark import jvm_log_level
 from recsys.tracking import SPARK_MODEL_REQUIREMENTS, setup_mlflow
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+BASELINES = ("global_popularity", "segment_popularity")
+MIN_SCORE_STD = 0.01  # cosine scores spread less than this: every list is the same direction
+
+
+class TrainingFailed(RuntimeError):
+    """No model could be trained: every trial failed (the message names the cause)."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promoted: bool
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -46,17 +71,11 @@ class TrainResult:
     champion_metrics: dict[str, float] | None
     promoted: bool
     baselines: dict[str, dict[str, float]]
-
-
-def search_space(m: ModelConfig) -> list[AlsParams]:
-    def values(text: str, kind):
-        return [kind(v) for v in text.split(",") if v.strip()]
-
-    grid = itertools.product(values(m.ranks, int), values(m.reg_params, float), values(m.alphas, float),
-                             values(m.scalings, str))
-    return [AlsParams(rank=r, reg_param=g, alpha=a, scaling=s.strip(), max_iter=m.max_iter, seed=m.seed,
-                      bm25_k1=m.bm25_k1, bm25_b=m.bm25_b)
-            for r, g, a, s in grid][: m.trials]
+    decision: str = ""
+    truth: dict[str, dict[str, float]] | None = None  # model and baselines on future plays
+    trials: int = 0
+    failed_trials: int = 0
+    search_seconds: float = 0.0
 
 
 def split(interactions: DataFrame, m: ModelConfig) -> tuple[DataFrame, DataFrame]:
@@ -71,23 +90,60 @@ def _metrics(recs: DataFrame, test: DataFrame, k: int, n_items: int) -> dict[str
     return ranking_metrics(recs, test, k, n_items, user=USER, item=ITEM)
 
 
-def promote(client: MlflowClient, name: str, version: str, score: float, champion_score: float | None,
-            margin: float) -> bool:
-    """Set `challenger` on `version`; move `champion` to it when it wins by more than `margin`."""
+def decide(score: float, baselines: dict[str, float], champion: tuple[str, float] | None, coverage: float,
+           score_std: float, m: ModelConfig) -> Promotion:
+    """Whether a model with validation NDCG `score` becomes champion, and why, in one line.
+
+    `baselines` maps a baseline's name to its NDCG on the same split; `champion` is the current
+    champion's (version, NDCG) on that split, or None."""
+    name, best = max(baselines.items(), key=lambda kv: kv[1])
+    label = name.replace("_", " ")
+    lift = f"{score / best:.2f}x {label} ({best:.4f})" if best > 0 else f"{label} scores 0"
+    wanted = best * (1 + m.min_lift)
+    problems = []
+    if score <= wanted:
+        problems.append(f"NDCG@{m.k} {score:.4f} is {lift}, needs more than {1 + m.min_lift:.2f}x")
+    if champion is not None and score <= champion[1] + m.promotion_margin:
+        problems.append(f"does not beat champion v{champion[0]} ({champion[1]:.4f}) by more than "
+                        f"{m.promotion_margin}")
+    if score_std < MIN_SCORE_STD:
+        problems.append(f"scores do not spread (std {score_std:.4f}): lists collapsed to one direction")
+    if coverage < m.min_coverage:
+        problems.append(f"recommends {coverage:.1%} of the catalog, needs {m.min_coverage:.0%}")
+    if problems:
+        kept = f"v{champion[0]}" if champion else "none yet"
+        return Promotion(False, f"champion stays {kept}: " + "; ".join(problems))
+    over = f", beats champion v{champion[0]} ({champion[1]:.4f})" if champion else ""
+    return Promotion(True, f"champion: this one, NDCG@{m.k} {score:.4f} = {lift}{over}")
+
+
+def promote(client: MlflowClient, name: str, version: str, decision: Promotion) -> bool:
+    """Set `challenger` on `version`, and `champion` too when the decision says so."""
     client.set_registered_model_alias(name, CHALLENGER, version)
-    if champion_score is None or score > champion_score + margin:
+    if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
-        return True
-    return False
+    return decision.promoted
 
 
-def _champion_score(name: str, users: DataFrame, train: DataFrame, test: DataFrame, k: int, n_items: int,
-                    threshold: float) -> dict[str, float] | None:
+def _champion(name: str, users: DataFrame, train: DataFrame, test: DataFrame, k: int, n_items: int,
+              threshold: float) -> tuple[str, dict[str, float]] | None:
+    """The current champion's version and metrics on this split, or None when there is none."""
     try:
-        model = mlflow.spark.load_model(f"models:/{name}@{CHAMPION}", dfs_tmpdir=tempfile.mkdtemp())
+        version = MlflowClient().get_model_version_by_alias(name, CHAMPION).version
+        model = mlflow.spark.load_model(f"models:/{name}/{version}", dfs_tmpdir=tempfile.mkdtemp())
     except MlflowException:
         return None
-    return _metrics(recommend(model.stages[-1], users, train, k, threshold), test, k, n_items)
+    return str(version), _metrics(recommend(model.stages[-1], users, train, k, threshold), test, k, n_items)
+
+
+def _final_fit(spark: SparkSession, data: DataFrame, params: AlsParams) -> tuple[ALSModel, float]:
+    """The winner retrained on all interactions; a failure there is `TrainingFailed`, in one line."""
+    try:
+        with jvm_log_level(spark, "FATAL"):
+            return fit(data, params)
+    except Exception as err:  # reported in one line by the job (exit 5); the cause stays chained
+        raise TrainingFailed(f"the winning configuration failed on all interactions: {failure_reason(err)}") \
+            from err
 
 
 def _log_report(title: str, summary: dict[str, object], rows: list[dict], trials: list[dict],
@@ -107,81 +163,160 @@ def _log_report(title: str, summary: dict[str, object], rows: list[dict], trials
         mlflow.log_artifact(str(report), artifact_path="report")
 
 
-def train(spark: SparkSession, cfg: Config) -> TrainResult:
-    m = cfg.model
-    setup_mlflow(cfg)
+def _trial_rows(outcomes: list[TrialOutcome]) -> list[dict]:
+    return [{"trial": t.number, **asdict(t.params), **(t.metrics or {}), "seconds": round(t.seconds, 1),
+             "failure": t.failure or ""} for t in outcomes]
+
+
+def _truth_scores(spark: SparkSession, cfg: Config, model: ALSModel, interactions: DataFrame,
+                  n_items: int) -> dict[str, dict[str, float]] | None:
+    """The final model and both baselines (on all interactions) against the future plays."""
+    relevant = future_discoveries(spark, cfg, interactions)
+    if relevant is None:
+        return None
+    relevant = relevant.persist()
+    users = relevant.select(USER).distinct().join(user_segments(spark, cfg), on=USER, how="left") \
+        .fillna({SEGMENT: UNKNOWN_SEGMENT})
+    k = cfg.model.k
+    lists = {"als": recommend(model, users, interactions, k, cfg.model.recommend_threshold),
+             "global_popularity": popularity(interactions, users, k),
+             "segment_popularity": popularity(interactions, users, k, segment=SEGMENT)}
+    scores = {name: _metrics(recs, relevant, k, n_items) for name, recs in lists.items()}
+    relevant.unpersist()
+    return scores
+
+
+def _inputs(spark: SparkSession, cfg: Config) -> tuple[DataFrame, dict[str, int]]:
+    """gold/interactions (persisted) and the Delta version of every gold table training reads."""
     path = lake.table_path(cfg.lake, "gold", "interactions")
     interactions = lake.read(spark, path).select(USER, ITEM, "confidence", "last_ts", "as_of").persist()
-    as_of = interactions.agg(F.max("as_of")).first()[0]
     inputs = {"gold/interactions": lake.current_version(spark, path)}
     for table_name in ("id_map_users", "id_map_artists", "user_features"):
         table_path = lake.table_path(cfg.lake, "gold", table_name)
         if lake.exists(spark, table_path):
             inputs[f"gold/{table_name}"] = lake.current_version(spark, table_path)
+    return interactions, inputs
+
+
+def _log_id_maps_and_model(spark: SparkSession, cfg: Config, final: ALSModel) -> str:
+    """Log the id maps and the model, register it; the new version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for table_name in ("id_map_users", "id_map_artists"):
+            out = Path(tmp) / f"{table_name}.parquet"
+            lake.read(spark, lake.table_path(cfg.lake, "gold", table_name)).toPandas().to_parquet(out)  # small
+            mlflow.log_artifact(str(out), artifact_path="id_maps")
+        info = mlflow.spark.log_model(final, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS,
+                                      registered_model_name=cfg.model.name, dfs_tmpdir=tmp)
+    return str(info.registered_model_version)
+
+
+def train(spark: SparkSession, cfg: Config) -> TrainResult:
+    m = cfg.model
+    space = SearchSpace.from_config(m)  # a bad search space fails here, before any work
+    setup_mlflow(cfg)
+    interactions, inputs = _inputs(spark, cfg)
+    as_of = interactions.agg(F.max("as_of")).first()[0]
     train_df, test_df = (df.persist() for df in split(interactions, m))
     users = test_df.select(USER).distinct().join(user_segments(spark, cfg), on=USER, how="left") \
         .fillna({SEGMENT: UNKNOWN_SEGMENT}).persist()
     n_items = interactions.select(ITEM).distinct().count()
-    depth = max(m.k, m.curve_max_k)
-    threshold = m.recommend_threshold
+    depth, threshold = max(m.k, m.curve_max_k), m.recommend_threshold
     spark.sparkContext.setCheckpointDir(f"{cfg.services.state_dir}/checkpoints/als")
 
     with mlflow.start_run(run_name="train-als") as parent:
-        mlflow.log_params({"k": m.k, "split": m.split, "holdout_share": m.holdout_share, "trials": m.trials,
+        mlflow.log_params({"k": m.k, "split": m.split, "holdout_share": m.holdout_share, "max_trials": m.trials,
+                           "search_budget_s": m.search_budget_s, "space": str(space), "min_lift": m.min_lift,
                            "recommend_threshold": threshold, "as_of": str(as_of),
                            **{f"input_version.{k}": v for k, v in inputs.items()}})
-        lists = {"global_popularity": popularity(train_df, users, depth),
-                 "segment_popularity": popularity(train_df, users, depth, segment=SEGMENT)}
-        scores = {}
-        for name, recs in lists.items():
-            scores[name] = _metrics(recs.persist(), test_df, m.k, n_items)
-            mlflow.log_metrics({f"{name}.{k}": v for k, v in scores[name].items()})
-        trials, best = [], None
-        for params in search_space(m):
-            with mlflow.start_run(run_name=f"rank{params.rank}-reg{params.reg_param}-{params.scaling}", nested=True):
-                model, seconds = fit(train_df, params)
-                recs = recommend(model, users, train_df, depth, threshold).persist()
-                trial = _metrics(recs, test_df, m.k, n_items)
+        lists = {name: popularity(train_df, users, depth, segment=SEGMENT if "segment" in name else None).persist()
+                 for name in BASELINES}
+        scores = {name: _metrics(recs, test_df, m.k, n_items) for name, recs in lists.items()}
+        for name, values in scores.items():
+            mlflow.log_metrics({f"{name}.{k}": v for k, v in values.items()})
+        best: dict[str, object] = {}
+
+        def evaluate(number: int, params: AlsParams) -> dict[str, float]:
+            with mlflow.start_run(run_name=f"trial-{number}", nested=True):  # FAILED when an error leaves it
                 mlflow.log_params(asdict(params))
+                try:
+                    with jvm_log_level(spark, "FATAL"):
+                        model, seconds = fit(train_df, params)
+                        recs = recommend(model, users, train_df, depth, threshold).persist()
+                        trial = _metrics(recs, test_df, m.k, n_items)
+                except Exception as err:  # one configuration's failure is data, not the end of the search
+                    mlflow.set_tag("failure", failure_reason(err))
+                    raise TrialFailed(failure_reason(err)) from err
                 mlflow.log_metrics({**trial, "fit_seconds": seconds})
-                trials.append({**asdict(params), **trial, "fit_seconds": seconds})
-                if best is None or trial["ndcg"] > best[2]["ndcg"]:
-                    if best is not None:
-                        best[3].unpersist()
-                    best = (params, model, trial, recs)
-                else:
-                    recs.unpersist()
-        best_params, _, best_scores, best_recs = best
-        champion = _champion_score(m.name, users, train_df, test_df, m.k, n_items, threshold)
+            if not best or trial["ndcg"] > best["metrics"]["ndcg"]:
+                if best:
+                    best["recs"].unpersist()
+                best.update(params=params, metrics=trial, recs=recs)
+            else:
+                recs.unpersist()
+            return trial
+
+        started = time.monotonic()
+        outcomes = run_search(space, evaluate, max_trials=m.trials, budget_s=m.search_budget_s)
+        search_seconds = time.monotonic() - started
+        failed = [t for t in outcomes if t.failure]
+        mlflow.log_metrics({"search_seconds": search_seconds, "trials_completed": len(outcomes) - len(failed),
+                            "trials_failed": len(failed)})
+        if not best:
+            cause, n = Counter(t.failure for t in failed).most_common(1)[0] if failed else ("no trial ran", 0)
+            mlflow.set_tag("failure", cause)
+            raise TrainingFailed(f"all {len(outcomes)} trials failed; {n} of them: {cause}")
+        best_params, best_scores, best_recs = best["params"], best["metrics"], best["recs"]
+
+        champion = _champion(m.name, users, train_df, test_df, m.k, n_items, threshold)
+        spread = best_recs.agg(F.stddev_pop("score")).first()[0] or 0.0
+        decision = decide(best_scores["ndcg"], {n: s["ndcg"] for n, s in scores.items()},
+                          champion and (champion[0], champion[1]["ndcg"]), best_scores["coverage"], spread, m)
         mlflow.log_params({f"best.{k}": v for k, v in asdict(best_params).items()})
-        mlflow.log_metrics({f"best.{k}": v for k, v in best_scores.items()})
+        mlflow.log_metrics({**{f"best.{k}": v for k, v in best_scores.items()}, "best.score_std": spread})
         if champion is not None:
-            mlflow.log_metrics({f"champion.{k}": v for k, v in champion.items()})
+            mlflow.log_metrics({f"champion.{k}": v for k, v in champion[1].items()})
+
+        final, final_seconds = _final_fit(spark, interactions, best_params)
+        mlflow.log_metric("final_fit_seconds", final_seconds)
+        truth = _truth_scores(spark, cfg, final, interactions, n_items)
+        for name, values in (truth or {}).items():
+            mlflow.log_metrics({f"truth.{name}.{k}": v for k, v in values.items()})
+
         curves = {"ALS": metric_curves(best_recs, test_df, depth, user=USER, item=ITEM),
                   **{name.replace("_", " "): metric_curves(recs, test_df, depth, user=USER, item=ITEM)
                      for name, recs in lists.items()}}
         rows = [{"model": "ALS (best trial)", **best_scores},
                 *({"model": name.replace("_", " "), **v} for name, v in scores.items()),
-                *([{"model": "current champion", **champion}] if champion else [])]
+                *([{"model": f"current champion v{champion[0]}", **champion[1]}] if champion else []),
+                *({"model": f"future plays: {name.replace('_', ' ')}", **v} for name, v in (truth or {}).items())]
         summary = {"as of": as_of, "split": f"{m.split} {m.holdout_share:.0%}", "K": m.k,
                    "recommend threshold (cosine)": threshold, "validation users": users.count(),
+                   "trials": f"{len(outcomes)} ({len(failed)} failed) in {search_seconds:.0f}s",
+                   "promotion": decision.reason,
                    **{f"best {k}": v for k, v in asdict(best_params).items()},
                    **{f"input version {k}": v for k, v in inputs.items()}}
-        _log_report(f"Training run {parent.info.run_id}", summary, rows, trials, curves)
+        _log_report(f"Training run {parent.info.run_id}", summary, rows, _trial_rows(outcomes), curves)
 
-        final, final_seconds = fit(interactions, best_params)
-        mlflow.log_metric("final_fit_seconds", final_seconds)
-        with tempfile.TemporaryDirectory() as tmp:
-            for table_name in ("id_map_users", "id_map_artists"):
-                out = Path(tmp) / f"{table_name}.parquet"
-                lake.read(spark, lake.table_path(cfg.lake, "gold", table_name)).toPandas().to_parquet(out)  # small
-                mlflow.log_artifact(str(out), artifact_path="id_maps")
-            info = mlflow.spark.log_model(final, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS,
-                                          registered_model_name=m.name, dfs_tmpdir=tmp)
-        version = str(info.registered_model_version)
-        promoted = promote(MlflowClient(), m.name, version, best_scores["ndcg"],
-                           None if champion is None else champion["ndcg"], m.promotion_margin)
-        mlflow.set_tags({"promoted": str(promoted), "registered_version": version})
+        version = _log_id_maps_and_model(spark, cfg, final)
+        promoted = promote(MlflowClient(), m.name, version, decision)
+        mlflow.set_tags({"promoted": str(promoted), "promotion_reason": decision.reason,
+                         "registered_version": version})
     for df in (train_df, test_df, interactions, users, best_recs, *lists.values()):
         df.unpersist()
-    return TrainResult(parent.info.run_id, version, best_params, best_scores, champion, promoted, scores)
+    return TrainResult(parent.info.run_id, version, best_params, best_scores, champion and champion[1], promoted,
+                       scores, decision.reason, truth, len(outcomes), len(failed), search_seconds)
+
+
+def summary_line(result: TrainResult, m: ModelConfig) -> str:
+    """One line for the console: ALS against both baselines, on validation and on future plays."""
+    def trio(scores: dict[str, float], model: float) -> str:
+        return (f"NDCG@{m.k} {model:.4f} (global popularity {scores['global_popularity']:.4f}, "
+                f"segment popularity {scores['segment_popularity']:.4f})")
+
+    line = (f"v{result.version} {trio({n: s['ndcg'] for n, s in result.baselines.items()}, result.metrics['ndcg'])}"
+            f" on the {m.split} {m.holdout_share:.0%}")
+    if result.truth:
+        line += "; future plays " + trio({n: s["ndcg"] for n, s in result.truth.items()}, result.truth["als"]["ndcg"])
+    failed = f", {result.failed_trials} failed" if result.failed_trials else ""
+    return (f"{line}; {result.trials} trials{failed} in {result.search_seconds:.0f}s; coverage "
+            f"{result.metrics['coverage']:.0%}; {result.decision}")

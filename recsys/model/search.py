@@ -1,0 +1,159 @@
+"""Hyperparameter search for implicit ALS: Optuna's TPE sampler within a trial count and a time budget.
+
+The space is rank and iterations (choices), regParam and alpha (ranges, log scale) and the
+confidence scaling (`recsys.model.als.SCALINGS`). The caller supplies `evaluate(number, params)`,
+which trains and scores one configuration on the validation split (in `train.py`, as an MLflow
+child run) and raises `TrialFailed` when the configuration cannot be trained; a failed trial is
+kept with its reason and the search goes on.
+
+Why Optuna: TPE learns from finished trials which regions score well, where the former fixed
+grid spent its 4 trials on alpha 1 only, the value at which ALS on log confidences collapses to
+popularity. It is seeded and sequential, so the same seed and scores give the same trials, and a
+search cut short by `search_budget_s` (no trial but the first starts after it) is a prefix of the full one.
+The first trial is `START`, a configuration that works on implicit listening data (generated
+and Last.fm alike), clipped into the configured space, so even a budget of one trial is sensible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+
+from recsys.config import ConfigError, ModelConfig
+from recsys.model.als import SCALINGS, AlsParams
+
+log = logging.getLogger(__name__)
+
+START = {"rank": 64, "reg_param": 1.0, "alpha": 10.0, "scaling": "linear", "max_iter": 15}
+
+
+class TrialFailed(Exception):
+    """A configuration that could not be trained (numerical failure, out of memory, ...)."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    ranks: tuple[int, ...]
+    reg_param: tuple[float, float]
+    alpha: tuple[float, float]
+    scalings: tuple[str, ...]
+    max_iters: tuple[int, ...]
+    seed: int = 42
+    bm25_k1: float = 100.0
+    bm25_b: float = 0.8
+
+    @classmethod
+    def from_config(cls, m: ModelConfig) -> SearchSpace:
+        """The space of `model.*`; a malformed or empty entry is a `ConfigError` naming its key."""
+        scalings = tuple(_items(m.scalings, str, "model.scalings"))
+        unknown = set(scalings) - set(SCALINGS)
+        if unknown:
+            raise ConfigError(f"model.scalings: unknown {sorted(unknown)}; known: {', '.join(SCALINGS)}")
+        return cls(ranks=tuple(_items(m.ranks, int, "model.ranks")),
+                   reg_param=_range(m.reg_param_range, "model.reg_param_range"),
+                   alpha=_range(m.alpha_range, "model.alpha_range"),
+                   scalings=scalings, max_iters=tuple(_items(m.max_iters, int, "model.max_iters")),
+                   seed=m.seed, bm25_k1=m.bm25_k1, bm25_b=m.bm25_b)
+
+    def params(self, rank: int, reg_param: float, alpha: float, scaling: str, max_iter: int) -> AlsParams:
+        return AlsParams(rank=rank, reg_param=reg_param, alpha=alpha, scaling=scaling, max_iter=max_iter,
+                         seed=self.seed, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b)
+
+    def suggest(self, trial: optuna.Trial) -> AlsParams:
+        return self.params(
+            rank=trial.suggest_categorical("rank", list(self.ranks)),
+            reg_param=trial.suggest_float("reg_param", *self.reg_param, log=True),
+            alpha=trial.suggest_float("alpha", *self.alpha, log=True),
+            scaling=trial.suggest_categorical("scaling", list(self.scalings)),
+            max_iter=trial.suggest_categorical("max_iter", list(self.max_iters)),
+        )
+
+    def start(self) -> dict[str, object]:
+        """`START` moved into this space: the nearest choice, the range's bound."""
+        def nearest(values: tuple, target):
+            return min(values, key=lambda v: (abs(v - target), v))
+
+        return {"rank": nearest(self.ranks, START["rank"]),
+                "reg_param": min(max(START["reg_param"], self.reg_param[0]), self.reg_param[1]),
+                "alpha": min(max(START["alpha"], self.alpha[0]), self.alpha[1]),
+                "scaling": START["scaling"] if START["scaling"] in self.scalings else self.scalings[0],
+                "max_iter": nearest(self.max_iters, START["max_iter"])}
+
+
+def _items(text: str, kind: type, key: str) -> list:
+    try:
+        values = [kind(v.strip()) for v in str(text).split(",") if v.strip()]
+    except ValueError as err:
+        raise ConfigError(f"{key}: {text!r} is not a comma list of {kind.__name__} ({err})") from err
+    if not values:
+        raise ConfigError(f"{key}: empty; give at least one value")
+    return sorted(set(values), key=values.index)
+
+
+def _range(text: str, key: str) -> tuple[float, float]:
+    values = _items(text, float, key)
+    low, high = (values[0], values[0]) if len(values) == 1 else values[:2] if len(values) == 2 else (None, None)
+    if low is None or not 0 < low <= high:
+        raise ConfigError(f"{key}: {text!r} must be 'low,high' with 0 < low <= high")
+    return low, high
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    number: int
+    params: AlsParams
+    metrics: dict[str, float] | None  # None when the trial failed
+    seconds: float
+    failure: str | None = None
+
+
+def run_search(space: SearchSpace, evaluate: Callable[[int, AlsParams], dict[str, float]], *, max_trials: int,
+               budget_s: float, objective: str = "ndcg") -> list[TrialOutcome]:
+    """Run up to `max_trials` trials, none but the first starting after `budget_s`; every trial,
+    failed ones too."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours, below
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=space.seed))
+    study.enqueue_trial(space.start())
+    outcomes: list[TrialOutcome] = []
+
+    def run(trial: optuna.Trial) -> float:
+        params = space.suggest(trial)
+        started = time.monotonic()
+        try:
+            metrics = evaluate(trial.number, params)
+        except TrialFailed as err:
+            outcomes.append(TrialOutcome(trial.number, params, None, time.monotonic() - started, str(err)))
+            log.info("trial %d failed: %s", trial.number, err)
+            raise
+        outcomes.append(TrialOutcome(trial.number, params, metrics, time.monotonic() - started))
+        log.info("trial %d: %s NDCG %.4f (%.0fs)", trial.number, _label(params), metrics[objective],
+                 time.monotonic() - started)
+        return metrics[objective]
+
+    started = time.monotonic()
+    study.optimize(run, n_trials=1, catch=(TrialFailed,))  # the start always runs
+    left = budget_s - (time.monotonic() - started)
+    if max_trials > 1 and left > 0:
+        study.optimize(run, n_trials=max_trials - 1, timeout=left, catch=(TrialFailed,))
+    return outcomes
+
+
+def _label(p: AlsParams) -> str:
+    return f"rank {p.rank} reg {p.reg_param:.3g} alpha {p.alpha:.3g} {p.scaling} {p.max_iter} it"
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line for a failed fit: the root Java exception for Spark failures, else the Python one."""
+    java = getattr(err, "java_exception", None)
+    if java is not None:
+        while java.getCause() is not None:
+            java = java.getCause()
+        name, message = java.getClass().getSimpleName(), str(java.getMessage() or "")
+    else:
+        name, message = type(err).__name__, str(err)
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return f"{name}: {first}"[:300] if first else name

@@ -1,0 +1,47 @@
+"""The generator's answer key: what users really play next, as a second evaluation beside validation.
+
+`jobs/generate.py` writes `<landing>/_meta/truth/future_plays.csv.gz`: plays per (user_id,
+artist_id) in the `datagen.future_days` after the generated period, which never reach the
+landing zone. A model trained on everything gold holds should rank the artists a user goes on to
+discover: the relevant set is a user's future artists minus every artist they already have in
+gold (those are never recommended back). Only for generated data; other landing zones have no
+truth and training reports validation alone.
+
+Raw user ids meet the pseudonym here, in memory, exactly as silver makes it; nothing keyed by
+them is written or logged.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import lake
+from recsys.config import Config
+from recsys.model.als import ITEM, USER
+from recsys.silver.privacy import pseudonymizer
+
+FUTURE_PLAYS = "_meta/truth/future_plays.csv.gz"
+SCHEMA = "user_id string, artist_id string, plays int"
+
+
+def future_plays_path(cfg: Config) -> str:
+    return f"{cfg.landing.path.rstrip('/')}/{FUTURE_PLAYS}"
+
+
+def future_discoveries(spark: SparkSession, cfg: Config, interactions: DataFrame) -> DataFrame | None:
+    """(user_idx, artist_idx) a user plays in the future window and has no interaction with yet,
+    for users in `interactions`; None when there is no truth file or no pseudonym secret."""
+    path = future_plays_path(cfg)
+    if not cfg.privacy.pseudonym_secret or not lake.file_exists(spark, path):
+        return None
+    pseudonymize = pseudonymizer(spark, cfg.privacy.pseudonym_secret)
+    plays = spark.read.csv(path, header=True, schema=SCHEMA).filter(F.col("plays") > 0)
+    users = lake.read(spark, lake.table_path(cfg.lake, "gold", "id_map_users")).select("user_key", USER)
+    artists = lake.read(spark, lake.table_path(cfg.lake, "gold", "id_map_artists")).select("artist_id", ITEM)
+    keyed = plays.select(pseudonymize(F.trim("user_id")).alias("user_key"), F.trim("artist_id").alias("artist_id"))
+    pairs = keyed.join(users, on="user_key", how="inner").join(artists, on="artist_id", how="inner")
+    known = interactions.select(USER).distinct()
+    return (pairs.select(USER, ITEM).distinct()
+            .join(known, on=USER, how="inner")
+            .join(interactions.select(USER, ITEM), on=[USER, ITEM], how="left_anti"))
