@@ -76,7 +76,7 @@ eval-lastfm: services-up ## Last.fm 2K benchmark: pipeline through gold, ALS vs 
 	$(WITH_SECRET) $(PY) jobs/eval_lastfm.py --source $(LASTFM_DIR) $(ARGS)
 
 train: services-up ## train ALS on gold/interactions (search, MLflow run, register, promote)
-	$(PY) jobs/train.py $(ARGS)
+	$(WITH_SECRET) $(PY) jobs/train.py $(ARGS)
 
 recommend: services-up ## batch top-K for every model alias the A/B experiment serves -> gold/recommendations
 	$(PY) jobs/recommend.py $(ARGS)

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from recsys import lake
 from recsys.config import load_config
-from recsys.model.train import CHALLENGER, CHAMPION, train
+from recsys.model.train import CHALLENGER, CHAMPION, summary_line, train
 from recsys.serving.api import create_app, running
 from recsys.serving.batch import build_recommendations
 from recsys.serving.publish import publish
@@ -30,9 +30,8 @@ except NameError:
 
 # COMMAND ----------
 
-result = train(spark, cfg)
-print(f"version {result.version}: NDCG@{cfg.model.k} {result.metrics['ndcg']:.4f}, baselines "
-      f"{ {name: round(m['ndcg'], 4) for name, m in result.baselines.items()} }, promoted: {result.promoted}")
+result = train(spark, cfg)  # the search's trials are child runs of one MLflow run
+print(summary_line(result, cfg.model))  # against both popularity baselines, and why it is (not) champion
 client = MlflowClient()  # every new version is `challenger` (the B arm); `champion` only when it wins
 print({alias: client.get_model_version_by_alias(cfg.model.name, alias).version for alias in (CHAMPION, CHALLENGER)})
 

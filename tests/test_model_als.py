@@ -78,3 +78,43 @@ def test_users_and_artists_with_only_zero_confidence_train_and_are_never_recomme
     recs = recommend(model, data.select("user_idx").distinct(), data, 10)
     assert recs.select("user_idx").distinct().count() == 60  # users with factors all get lists
     assert recs.join(data, on=["user_idx", "artist_idx"], how="inner").count() == 0  # skipped ones included
+
+
+@pytest.mark.slow
+def test_als_beats_popularity_clearly_on_the_generated_world(spark):
+    """The generator's world must carry what real listening carries (users who play an artist
+    predict the other artists they play), or no model can beat popularity on the demo: libraries
+    drawn only by genre and popularity once left the best ALS level with global popularity."""
+    from datetime import date, datetime, timedelta
+
+    from recsys.datagen.behaviour import DayGenerator
+    from recsys.datagen.world import build_catalog, build_population
+    from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions
+    from recsys.model.search import START
+    from recsys.model.split import latest_holdout
+    from recsys.silver.clean import with_completion
+
+    catalog = build_catalog(7, 800)
+    population = build_population(7, 2000, catalog)
+    rows = []
+    for day in range(7):
+        for event in DayGenerator(7, catalog, population, day, date(2026, 10, 1) + timedelta(days=day)).events():
+            p, card = event.payload, event.payload["card"]
+            rows.append((p["event_type"], p["user_id"], card["artist_id"], datetime.fromtimestamp(event.ts_ms / 1000),
+                         card.get("played_ms"), card.get("duration_ms")))
+    events = spark.createDataFrame(rows, "event_type string, user_key string, artist_id string, "
+                                         "event_time timestamp, played_ms long, duration_ms long") \
+        .withColumn("count", F.lit(1)).transform(with_completion)
+    pairs = interactions(events, DEFAULT_WEIGHTS).select(
+        F.col("user_key").cast("int").alias("user_idx"), F.col("artist_id").cast("int").alias("artist_idx"),
+        "confidence", "last_ts")
+    train, test = (df.persist() for df in latest_holdout(pairs, 0.2))
+    users = test.select("user_idx").distinct()
+
+    model, _ = fit(train, AlsParams(**START))
+
+    def ndcg(recs):
+        return ranking_metrics(recs, test, 10, 800, user="user_idx", item="artist_idx")["ndcg"]
+
+    als, pop = ndcg(recommend(model, users, train, 10)), ndcg(popularity(train, users, 10))
+    assert als >= 1.5 * pop, (als, pop)

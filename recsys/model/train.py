@@ -13,14 +13,16 @@ versions of every input:
    really go on to play; report and K-curves (PNG) are artifacts under `report/`.
 4. Registered as `model.name` with alias `challenger`. `champion` moves to it only when
    (a) its NDCG@K beats the best baseline by more than `model.min_lift` (relative),
-   (b) it beats the current champion, scored on the same split, by more than
-   `model.promotion_margin`, and (c) its lists look like a recommender's: cosine scores spread,
+   (b) it beats the current champion's configuration, refit and scored on the same split, by
+   more than `model.promotion_margin`, and (c) its lists look like a recommender's: cosine scores spread,
    and at least `model.min_coverage` of the catalog recommended. `TrainResult.decision` says
    why in one line. Lists everywhere honour `model.recommend_threshold` (cosine, [-1, 1]).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import tempfile
 import time
 from collections import Counter
@@ -37,7 +39,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.config import Config, ModelConfig
 from recsys.model.als import ITEM, USER, AlsParams, fit, popularity
-from recsys.model.metrics import metric_curves, ranking_metrics
+from recsys.model.metrics import METRICS, metric_curves, ranking_metrics
 from recsys.model.search import SearchSpace, TrialFailed, TrialOutcome, failure_reason, run_search
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, user_segments
 from recsys.model.split import latest_holdout, random_holdout
@@ -46,6 +48,8 @@ from recsys.model.truth import future_discoveries
 from recsys.reporting import image, line_chart, table, write_report
 from recsys.spark import jvm_log_level
 from recsys.tracking import SPARK_MODEL_REQUIREMENTS, setup_mlflow
+
+log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 BASELINES = ("global_popularity", "segment_popularity")
@@ -127,13 +131,27 @@ def promote(client: MlflowClient, name: str, version: str, decision: Promotion) 
 
 def _champion(name: str, users: DataFrame, train: DataFrame, test: DataFrame, k: int, n_items: int,
               threshold: float) -> tuple[str, dict[str, float]] | None:
-    """The current champion's version and metrics on this split, or None when there is none."""
+    """The current champion's version and its metrics on this split, or None when there is none.
+
+    The champion's configuration (its run's `best.*` params) is refit on this training part:
+    its registered model was fit on every interaction of its day, which includes pairs this
+    split now holds out, so scoring that model here would reward it for having seen the answers."""
+    client = MlflowClient()
     try:
-        version = MlflowClient().get_model_version_by_alias(name, CHAMPION).version
-        model = mlflow.spark.load_model(f"models:/{name}/{version}", dfs_tmpdir=tempfile.mkdtemp())
+        version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-    return str(version), _metrics(recommend(model.stages[-1], users, train, k, threshold), test, k, n_items)
+    logged = client.get_run(version.run_id).data.params
+    fields = {f.name: f.type for f in dataclasses.fields(AlsParams)}
+    params = AlsParams(**{key: {"int": int, "float": float}.get(kind, str)(logged[f"best.{key}"])
+                          for key, kind in fields.items() if f"best.{key}" in logged})
+    try:
+        with jvm_log_level(train.sparkSession, "FATAL"):
+            model, _ = fit(train, params)
+    except Exception as err:  # a recipe that no longer trains cannot defend its title
+        log.warning("champion v%s's configuration failed on this data: %s", version.version, failure_reason(err))
+        return str(version.version), {**dict.fromkeys(METRICS, 0.0), "coverage": 0.0}
+    return str(version.version), _metrics(recommend(model, users, train, k, threshold), test, k, n_items)
 
 
 def _final_fit(spark: SparkSession, data: DataFrame, params: AlsParams) -> tuple[ALSModel, float]:
@@ -164,8 +182,9 @@ def _log_report(title: str, summary: dict[str, object], rows: list[dict], trials
 
 
 def _trial_rows(outcomes: list[TrialOutcome]) -> list[dict]:
-    return [{"trial": t.number, **asdict(t.params), **(t.metrics or {}), "seconds": round(t.seconds, 1),
-             "failure": t.failure or ""} for t in outcomes]
+    """One row per trial with the same columns whether it failed or not."""
+    return [{"trial": t.number, **asdict(t.params), **{k: (t.metrics or {}).get(k, "") for k in (*METRICS, "coverage")},
+             "seconds": round(t.seconds, 1), "failure": t.failure or ""} for t in outcomes]
 
 
 def _truth_scores(spark: SparkSession, cfg: Config, model: ALSModel, interactions: DataFrame,
@@ -268,11 +287,13 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         best_params, best_scores, best_recs = best["params"], best["metrics"], best["recs"]
 
         champion = _champion(m.name, users, train_df, test_df, m.k, n_items, threshold)
-        spread = best_recs.agg(F.stddev_pop("score")).first()[0] or 0.0
+        spread, low, high = best_recs.agg(F.stddev_pop("score"), F.min("score"), F.max("score")).first()
+        spread = spread or 0.0
         decision = decide(best_scores["ndcg"], {n: s["ndcg"] for n, s in scores.items()},
                           champion and (champion[0], champion[1]["ndcg"]), best_scores["coverage"], spread, m)
         mlflow.log_params({f"best.{k}": v for k, v in asdict(best_params).items()})
-        mlflow.log_metrics({**{f"best.{k}": v for k, v in best_scores.items()}, "best.score_std": spread})
+        best_scores = {**best_scores, "score_std": spread, "score_min": low or 0.0, "score_max": high or 0.0}
+        mlflow.log_metrics({f"best.{k}": v for k, v in best_scores.items()})
         if champion is not None:
             mlflow.log_metrics({f"champion.{k}": v for k, v in champion[1].items()})
 
@@ -319,4 +340,5 @@ def summary_line(result: TrainResult, m: ModelConfig) -> str:
         line += "; future plays " + trio({n: s["ndcg"] for n, s in result.truth.items()}, result.truth["als"]["ndcg"])
     failed = f", {result.failed_trials} failed" if result.failed_trials else ""
     return (f"{line}; {result.trials} trials{failed} in {result.search_seconds:.0f}s; coverage "
-            f"{result.metrics['coverage']:.0%}; {result.decision}")
+            f"{result.metrics['coverage']:.0%}, scores {result.metrics['score_min']:.2f}..."
+            f"{result.metrics['score_max']:.2f}; {result.decision}")
