@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -16,13 +19,14 @@ from fastapi.testclient import TestClient
 from pyspark.sql import functions as F
 
 from recsys.config import ConfigError, ExperimentConfig
+from recsys.experiment import assign, variants
 from recsys.landing.contract import event_errors
 from recsys.serving.api import create_app
-from recsys.serving.experiment import assign, variants
 from recsys.serving.publish import publish, rollback
 from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key
 from recsys.silver.privacy import pseudonym
-from recsys.stores.redis import HashLoader, bulk_strings, connect
+from recsys.stores.redis import HashLoader, connect
+from recsys.stores.resp import bulk_strings
 
 SECRET = "serving-test-secret"
 RECS = ("user_key string, model_alias string, model_version string, model_run_id string, rank int, "
@@ -63,7 +67,14 @@ def test_assignment_is_sticky_and_follows_the_split():
     cfg = ExperimentConfig(salt="s1", buckets=100, variants={"A": "champion:20", "B": "challenger:80"})
     counts = Counter(assign(cfg, f"user-{i}").name for i in range(20000))
     assert abs(counts["A"] / 20000 - 0.2) < 0.015
-    assert all(assign(cfg, f"user-{i}") == assign(cfg, f"user-{i}") for i in range(100))
+    # sticky across processes (API workers, batch jobs): another interpreter with another hash
+    # seed assigns every user the same variant
+    probe = ("from recsys.config import ExperimentConfig; from recsys.experiment import assign; "
+             "cfg = ExperimentConfig(salt='s1', buckets=100, variants={'A': 'champion:20', 'B': 'challenger:80'}); "
+             "print(''.join(assign(cfg, f'user-{i}').name for i in range(500)))")
+    elsewhere = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.strip()
+    assert elsewhere == "".join(assign(cfg, f"user-{i}").name for i in range(500))
     other = dataclasses.replace(cfg, salt="s2")
     moved = sum(assign(cfg, f"user-{i}").name != assign(other, f"user-{i}").name for i in range(2000))
     assert moved > 300  # a new salt reshuffles
