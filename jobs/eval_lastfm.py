@@ -5,8 +5,9 @@ import time
 
 from recsys import lake
 from recsys.cli import job_parser, run_job
-from recsys.model.benchmark import benchmark_config, evaluate, format_table, format_trials, pipeline_through_gold
+from recsys.model.benchmark import evaluate, format_table, format_trials
 from recsys.model.search import SearchSpace
+from recsys.orchestration.lastfm import benchmark_config, pipeline_through_gold
 from recsys.spark import get_spark
 from recsys.stores.postgres import ensure_database
 

@@ -4,7 +4,7 @@ import sys
 from dataclasses import asdict
 
 from recsys.cli import EXIT_MODEL, job_parser, run_job
-from recsys.serving.batch import ModelNotFound, build_recommendations
+from recsys.model.batch import ModelNotFound, build_recommendations
 from recsys.spark import get_spark
 
 

@@ -12,9 +12,9 @@ from mlflow import MlflowClient
 
 from recsys import lake
 from recsys.config import load_config
+from recsys.model.batch import build_recommendations
 from recsys.model.train import CHALLENGER, CHAMPION, summary_line, train
 from recsys.serving.api import create_app, running
-from recsys.serving.batch import build_recommendations
 from recsys.serving.publish import publish
 from recsys.spark import get_spark
 

@@ -17,8 +17,8 @@ from recsys.bronze.events import ingest_events
 from recsys.config import load_config
 from recsys.feedback.build import build_feedback
 from recsys.feedback.reranker import train_reranker
+from recsys.model.batch import build_recommendations
 from recsys.monitor.build import run_monitor
-from recsys.serving.batch import build_recommendations
 from recsys.silver.build import build_silver
 from recsys.spark import get_spark
 

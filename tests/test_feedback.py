@@ -86,7 +86,8 @@ def _planted_feedback(spark, n=6000, seed=3):
 
 @pytest.mark.slow
 def test_reranker_learns_a_planted_click_preference(spark, mlflow_cfg):
-    from recsys.feedback.reranker import load_reranker, rerank, train_reranker
+    from recsys.feedback.reranker import train_reranker
+    from recsys.model.rerank import load_reranker, rerank
 
     report = train_reranker(spark, mlflow_cfg, _planted_feedback(spark))
     numeric = {k: v for k, v in report.weights.items() if k in ("score", "position", "log_followers", "log_listeners")}

@@ -15,7 +15,8 @@ from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.gold.build import build_gold
-from recsys.gold.store import PG_TABLE, features_key, sync_feature_store
+from recsys.gold.store import PG_TABLE, sync_feature_store
+from recsys.keys import features_key
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import TABLE, upsert_accounts
 from recsys.stores import postgres, redis

@@ -21,10 +21,11 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.experiment import variants as experiment_variants
 from recsys.feedback.abtest import AbResult, analyze
 from recsys.feedback.attribution import attribute, ctr
+from recsys.model.rerank import with_ranker_features
 from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
-from recsys.serving.experiment import variants as experiment_variants
 from recsys.tracking import setup_mlflow
 
 
@@ -35,20 +36,6 @@ class FeedbackReport:
     unattributed_clicks: int
     ab: AbResult | None
     run_id: str
-
-
-def with_ranker_features(feedback: DataFrame, artist_stats: DataFrame, user_features: DataFrame) -> DataFrame:
-    """Attach the artist's and the user's features to impression-level rows (artist_id, user_key)."""
-    artists = artist_stats.select("artist_id", F.col("listeners").cast("double").alias("artist_listeners"),
-                                  F.col("trending_rank").cast("double").alias("trending_rank"),
-                                  F.col("followers").cast("double").alias("artist_followers"),
-                                  F.col("genres").alias("_genres"))
-    users = user_features.select("user_key", "age_group", "country", F.col("top_genres").alias("_top"))
-    joined = feedback.join(artists, on="artist_id", how="left").join(users, on="user_key", how="left")
-    overlap = F.size(F.array_intersect(F.coalesce("_genres", F.array()), F.coalesce("_top", F.array()))) / \
-        F.greatest(F.size(F.coalesce("_top", F.array())), F.lit(1))
-    return joined.withColumn("genre_overlap", overlap.cast("double")).drop("_genres", "_top") \
-        .fillna({"age_group": "unknown", "country": "unknown"})
 
 
 def _counts(feedback: DataFrame) -> dict[str, tuple[int, int, int]]:

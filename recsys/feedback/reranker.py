@@ -6,7 +6,8 @@ overlap with the user's top genres) standardised, so the learned weights compare
 country one-hot. Trained on all but the latest `rerank.holdout_days` days, evaluated on those:
 AUC, and NDCG of the clicks within each request ordered by the model against the order ALS
 showed them in. Logged and registered as `rerank.name`; alias `champion` when it orders clicks
-better than ALS did. With `rerank.enabled`, `recommend` re-orders each user's ALS list with it.
+better than ALS did. With `rerank.enabled`, `recommend` re-orders each user's ALS list with it
+(`recsys.model.rerank`: its features and scoring, shared by training here and by batch scoring).
 """
 
 from __future__ import annotations
@@ -22,19 +23,15 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
-from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
 from recsys.model.metrics import ideal_dcg
+from recsys.model.rerank import CATEGORICAL, NUMERIC, prepared, with_p_click
 from recsys.reporting import bar_chart, image, table, write_report
 from recsys.tracking import SPARK_MODEL_REQUIREMENTS, setup_mlflow
-
-NUMERIC = ("score", "position", "log_listeners", "trending_rank", "log_followers", "genre_overlap")
-CATEGORICAL = ("age_group", "country")
-UNRANKED = 1000.0  # artists off the trending chart
 
 
 @dataclass(frozen=True)
@@ -47,19 +44,6 @@ class RerankerReport:
     promoted: bool
     train_rows: int
     test_rows: int
-
-
-def prepared(df: DataFrame) -> DataFrame:
-    """The model's input columns from rows carrying `with_ranker_features`' columns."""
-    return df.select(
-        "*",
-        F.log1p(F.coalesce(F.col("artist_listeners"), F.lit(0.0))).alias("log_listeners"),
-        F.log1p(F.coalesce(F.col("artist_followers"), F.lit(0.0))).alias("log_followers"),
-    ).withColumn("score", F.coalesce(F.col("score").cast("double"), F.lit(0.0))) \
-        .withColumn("position", F.col("position").cast("double")) \
-        .withColumn("trending_rank", F.coalesce(F.col("trending_rank").cast("double"), F.lit(UNRANKED))) \
-        .withColumn("genre_overlap", F.coalesce(F.col("genre_overlap"), F.lit(0.0))) \
-        .fillna({"age_group": "unknown", "country": "unknown"})
 
 
 def pipeline(cfg: Config) -> Pipeline:
@@ -96,15 +80,6 @@ def click_ndcg(scored: DataFrame, order: str, descending: bool) -> float:
     return float(value or 0.0)
 
 
-def _with_p_click(model: PipelineModel, prepared_rows: DataFrame) -> DataFrame:
-    return model.transform(prepared_rows).withColumn("p_click", vector_to_array("probability")[1])
-
-
-def probability(model: PipelineModel, rows: DataFrame) -> DataFrame:
-    """Rows with the ranker features, plus `p_click`: the model's click probability."""
-    return _with_p_click(model, prepared(rows))
-
-
 def split_by_day(feedback: DataFrame, holdout_days: int) -> tuple[DataFrame, DataFrame]:
     days = sorted(r[0] for r in feedback.select("event_date").distinct().collect())
     if len(days) <= holdout_days:
@@ -120,7 +95,7 @@ def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None 
     train, test = (prepared(df).persist() for df in split_by_day(feedback, cfg.rerank.holdout_days))
     with mlflow.start_run(run_name="train-reranker"):
         model = pipeline(cfg).fit(train)
-        scored = _with_p_click(model, test).persist()
+        scored = with_p_click(model, test).persist()
         auc = BinaryClassificationEvaluator(labelCol="clicked", rawPredictionCol="rawPrediction").evaluate(scored)
         als_order = click_ndcg(scored, "position", descending=False)
         reranked = click_ndcg(scored, "p_click", descending=True)
@@ -156,14 +131,3 @@ def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None 
     return RerankerReport(auc, als_order, reranked, learned, version, promoted, *counts)
 
 
-def load_reranker(cfg: Config) -> PipelineModel:
-    """The registered re-ranker behind `rerank.alias`."""
-    return mlflow.spark.load_model(f"models:/{cfg.rerank.name}@{cfg.rerank.alias}", dfs_tmpdir=tempfile.mkdtemp())
-
-
-def rerank(model: PipelineModel, recs: DataFrame) -> DataFrame:
-    """Re-order each (user, model alias) list by click probability; rows need the ranker features,
-    `rank` (the ALS order, becoming `position`) and `score`."""
-    scored = probability(model, recs.withColumn("position", F.col("rank") - 1))
-    w = Window.partitionBy("user_key", "model_alias").orderBy(F.desc("p_click"), F.asc("rank"))
-    return scored.withColumn("rank", F.row_number().over(w)).select(*recs.columns)

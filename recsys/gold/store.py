@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.config import Config, RedisConfig
+from recsys.keys import features_key
 from recsys.stores.postgres import connect, write_jdbc
 
 PG_TABLE = "user_features"
@@ -41,10 +42,6 @@ CREATE TABLE IF NOT EXISTS {PG_TABLE} (
 """
 SCALARS = ("age_group", "city", "region", "country", "plays_30d", "distinct_artists")
 JSON_COLUMNS = ("top_genres", "favourite_artists", "recent_tracks")
-
-
-def features_key(prefix: str, user_key: str) -> str:
-    return f"{prefix}:features:{user_key}"
 
 
 def with_feature_hash(features: DataFrame) -> DataFrame:

@@ -31,10 +31,11 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.experiment import aliases as experiment_aliases
 from recsys.model.als import ITEM, USER
+from recsys.model.rerank import load_reranker, rerank, with_ranker_features
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
 from recsys.model.topk import recommend_top_k
-from recsys.serving.experiment import aliases as experiment_aliases
 from recsys.tracking import setup_mlflow
 
 GLOBAL = "*"
@@ -104,9 +105,6 @@ def cold_start(users: DataFrame, lists: DataFrame, k: int) -> DataFrame:
 
 def _reranked(cfg: Config, recs: DataFrame, artist_stats: DataFrame, user_features: DataFrame) -> DataFrame:
     """ALS lists re-ordered by the registered re-ranker (`rerank.enabled`); cold-start lists stay."""
-    from recsys.feedback.build import with_ranker_features
-    from recsys.feedback.reranker import load_reranker, rerank
-
     als = recs.filter(F.col("source") == "als")
     reordered = rerank(load_reranker(cfg), with_ranker_features(als, artist_stats, user_features))
     return reordered.select(*recs.columns).unionByName(recs.filter(F.col("source") != "als"))

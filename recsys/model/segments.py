@@ -11,20 +11,16 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.keys import UNKNOWN, segment_name
 from recsys.model.als import USER
 
 SEGMENT = "segment"
-UNKNOWN_SEGMENT = "unknown|unknown"
+UNKNOWN_SEGMENT = segment_name(None, None)
 
 
 def segment_of(age_group: Column, country: Column) -> Column:
-    """The segment of Spark rows; `segment_name` is the same rule for single values."""
-    return F.concat_ws("|", F.coalesce(age_group, F.lit("unknown")), F.coalesce(country, F.lit("unknown")))
-
-
-def segment_name(age_group: str | None, country: str | None) -> str:
-    """The segment of one user (the API's cold start), as `segment_of` names it in Spark."""
-    return f"{age_group or 'unknown'}|{country or 'unknown'}"
+    """The segment of Spark rows; `recsys.keys.segment_name` is the same rule for single values."""
+    return F.concat_ws("|", F.coalesce(age_group, F.lit(UNKNOWN)), F.coalesce(country, F.lit(UNKNOWN)))
 
 
 def user_segments(spark: SparkSession, cfg: Config) -> DataFrame:

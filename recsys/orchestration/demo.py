@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import httpx
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from pyspark.sql import SparkSession
 
 from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
@@ -18,13 +19,12 @@ from recsys.config import Config
 from recsys.datagen.generator import generate, read_manifest
 from recsys.gold.build import build_gold
 from recsys.gold.store import sync_feature_store
+from recsys.model.batch import build_recommendations
 from recsys.model.train import CHAMPION, TrainingFailed, summary_line, train
 from recsys.serving.api import create_app, running
-from recsys.serving.batch import build_recommendations
 from recsys.serving.publish import publish
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
-from recsys.spark import get_spark
 from recsys.tracking import tracking_uri
 
 
@@ -59,7 +59,7 @@ def _call_api(cfg: Config, user_ids: list[str]) -> None:
         print(f"         POST /v1/events (a click) -> {api.post('/v1/events', json=click).status_code}")
 
 
-def run_demo(cfg: Config, started: float) -> int:
+def run_demo(spark: SparkSession, cfg: Config, started: float) -> int:
     if read_manifest(cfg.landing.path) is None:
         _step(f"generate {cfg.datagen.users} users x {cfg.datagen.days} days into {cfg.landing.path}", started)
         manifest = generate(cfg.landing.path, cfg.datagen,
@@ -69,7 +69,6 @@ def run_demo(cfg: Config, started: float) -> int:
     else:
         _step(f"landing zone already generated in {cfg.landing.path} (delete it or use --append-days)", started)
 
-    spark = get_spark(cfg.spark, app_name="recsys-demo")
     _step(f"spark {spark.version} ready", started)
     run_id = uuid.uuid4().hex
     bronze = ingest_events(spark, cfg, run_id=run_id)

@@ -28,13 +28,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from recsys.config import Config
-from recsys.gold.store import features_key
+from recsys.experiment import assign, variants
+from recsys.keys import features_key, pseudonym, segment_name
 from recsys.landing.contract import event_errors
 from recsys.landing.writer import LandingWriter
-from recsys.model.segments import segment_name
-from recsys.serving.experiment import assign, variants
 from recsys.serving.store import RecommendationStore
-from recsys.silver.privacy import pseudonym
 from recsys.stores.redis import connect
 
 

@@ -38,7 +38,8 @@ from recsys.serving.store import (
     version_prefix,
     versions_key,
 )
-from recsys.stores.redis import HashLoader, bulk_strings, connect
+from recsys.stores.redis import HashLoader, connect
+from recsys.stores.resp import bulk_strings
 
 
 class PublishError(RuntimeError):

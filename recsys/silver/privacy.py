@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 from datetime import date
 
 import pandas as pd
@@ -22,6 +20,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
+
+from recsys.keys import pseudonym as pseudonym  # the same key on the driver, for tests and look-ups
+from recsys.keys import pseudonym_from_key
 
 AGE_GROUPS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
 PLACE = T.StructType([T.StructField(n, T.StringType()) for n in ("city", "region", "country")])
@@ -34,16 +35,9 @@ def pseudonymizer(spark: SparkSession, secret: str):
     @pandas_udf(T.StringType())
     def pseudonymize(user_ids: pd.Series) -> pd.Series:
         k = key.value
-        return user_ids.map(
-            lambda uid: None if uid is None else hmac.new(k, uid.encode("utf-8"), hashlib.sha256).hexdigest()
-        )
+        return user_ids.map(lambda uid: None if uid is None else pseudonym_from_key(k, uid))
 
     return pseudonymize
-
-
-def pseudonym(secret: str, user_id: str) -> str:
-    """The same key on the driver, for tests and for looking a user up."""
-    return hmac.new(secret.encode("utf-8"), user_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def age_group(date_of_birth: Column, today: date) -> Column:

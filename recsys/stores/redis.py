@@ -10,8 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
-from pyspark.sql import Column
-from pyspark.sql import functions as F
 
 from recsys.config import RedisConfig
 from recsys.endpoints import Endpoint, ServiceUnavailable
@@ -37,20 +35,6 @@ def connect(cfg: RedisConfig) -> redis.Redis:
 
 # ---------------------------------------------------------------- bulk loading from Spark
 #
-# Redis's own guide to mass insertion recommends sending commands already encoded in RESP, its
-# wire format, rather than building them one call at a time in a client library. Spark encodes
-# the bulk of every command (`bulk_strings`, in the JVM, vectorized); an executor then only adds a
-# short header per run of rows and streams Arrow's buffers to the socket unchanged (`HashLoader`).
-
-
-def bulk_strings(*columns: Column) -> Column:
-    """The columns' values as consecutive RESP bulk strings (`$<bytes>\\r\\n<value>\\r\\n` each), binary."""
-    parts: list[Column] = []
-    for c in columns:
-        parts += [F.lit("$"), F.octet_length(c).cast("string"), F.lit("\r\n"), c, F.lit("\r\n")]
-    return F.concat(*parts).cast("binary")
-
-
 class HashLoader:
     """Loads (hash key, encoded field-value pairs) runs as multi-field HSETs on one connection.
 
