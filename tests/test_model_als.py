@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from recsys.model.als import AlsParams, fit, popularity, with_rating
 from recsys.model.metrics import ranking_metrics
-from recsys.model.split import random_holdout
+from recsys.model.split import latest_holdout, random_holdout
 from recsys.model.topk import recommend
 
 
@@ -35,6 +35,28 @@ def test_holdout_is_deterministic_and_keeps_every_pair_once(spark):
     assert train.count() + test.count() == data.count()
     per_user = test.groupBy("user_idx").count().select(F.min("count"), F.max("count")).first()
     assert tuple(per_user) == (2, 2)  # floor(0.2 * 12)
+
+
+def test_latest_holdout_keeps_back_each_users_latest_fifth_and_drops_users_with_few_artists(spark):
+    """The default validation split: per user the floor(20%) (at least one) most recently played
+    artists, ties by the smaller artist id; users with fewer than 5 artists are left out of both."""
+    from datetime import datetime
+
+    from chispa import assert_df_equality
+
+    day = [datetime(2026, 10, d) for d in range(1, 11)]
+    rows = [(0, a, 1.0, day[a]) for a in range(10)]  # 10 artists: the 2 latest held out
+    rows += [(1, 20 + a, 1.0, day[0]) for a in range(6)]  # 6, all at one time: 1 held, by artist id
+    rows += [(2, 30 + a, 1.0, day[a]) for a in range(4)]  # 4: too few to split
+    data = spark.createDataFrame(rows, "user_idx int, artist_idx int, confidence double, last_ts timestamp")
+
+    train, test = latest_holdout(data, share=0.2)
+
+    held = spark.createDataFrame([(0, 9, 1.0, day[9]), (0, 8, 1.0, day[8]), (1, 20, 1.0, day[0])],
+                                 "user_idx int, artist_idx int, confidence double, last_ts timestamp")
+    assert_df_equality(test, held, ignore_row_order=True, ignore_nullable=True)
+    kept = data.filter("user_idx < 2").exceptAll(held)
+    assert_df_equality(train, kept, ignore_row_order=True, ignore_nullable=True)
 
 
 @pytest.mark.parametrize("scaling", ["linear", "log", "bm25"])
