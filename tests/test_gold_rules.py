@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -101,3 +101,21 @@ def test_id_maps_keep_old_ids_and_number_new_keys(spark, tmp_path):
     ids = {r.user_key: r.user_idx for r in spark.read.format("delta").load(path).collect()}
     assert ids == {"k1": 0, "k2": 1, "k0": 2, "k3": 3}
     assert dict(spark.read.format("delta").load(path).dtypes)["user_idx"] == "int"
+
+
+def test_a_build_as_of_a_past_time_knows_only_users_who_had_signed_up_by_then(spark):
+    from datetime import UTC
+
+    from chispa import assert_df_equality
+
+    from recsys.gold.features import signed_up_before
+
+    users = spark.createDataFrame([("old", date(2026, 9, 1)), ("that-day", date(2026, 10, 8)),
+                                   ("later", date(2026, 10, 9)), ("undated", None)],
+                                  "user_key string, signup_date date")
+
+    got = users.transform(signed_up_before(datetime(2026, 10, 8, 12, 0, tzinfo=UTC)))
+
+    expected = spark.createDataFrame([("old", date(2026, 9, 1)), ("that-day", date(2026, 10, 8)), ("undated", None)],
+                                     "user_key string, signup_date date")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)

@@ -18,7 +18,7 @@ from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.config import Config
-from recsys.gold.features import user_features
+from recsys.gold.features import signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
 from recsys.gold.stats import artist_stats, track_stats
 from recsys.silver.catalog import to_artists, to_tracks
@@ -48,7 +48,7 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
     version = lake.current_version(spark, events_path) if silver_version is None else silver_version
     inputs = {"silver/events": version, "silver/users": lake.current_version(spark, users_path)}
     events = lake.read(spark, events_path, version=version).filter(F.col("event_time") < F.lit(as_of)).persist()
-    users = lake.read(spark, users_path, version=inputs["silver/users"])
+    users = lake.read(spark, users_path, version=inputs["silver/users"]).transform(signed_up_before(as_of))
     window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
               "baseline_days": g.trending_baseline_days}
     a_stats = artist_stats(events, to_artists(events), as_of, **window).persist()
