@@ -115,7 +115,7 @@ class ServicesConfig:
 class DatagenConfig:
     users: int = 5000
     artists: int = 2000
-    days: int = 30
+    days: int = 7
     start_date: str = "2026-10-01"
     seed: int = 7
     dirt_rate: float = 0.04
@@ -169,7 +169,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class RecommendConfig:
     top_k: int = 50                 # stored per user; the API serves up to this many
-    block_users: int = 1024         # users per matrix-multiply block on an executor
+    block_users: int = 256          # users per matrix-multiply block (256 x 20,000 scores = 20 MB)
 
 
 @dataclass(frozen=True)
@@ -260,11 +260,10 @@ class Config:
         return value
 
 
-SECTIONS: dict[str, type] = {
-    f.name: f.type if isinstance(f.type, type) else globals()[f.type]
-    for f in dataclasses.fields(Config)
-    if f.name != "env"
-}
+# Annotations are strings here (`from __future__ import annotations`): `get_type_hints` resolves
+# them to the real types, once.
+SECTIONS: dict[str, type] = {name: tp for name, tp in typing.get_type_hints(Config).items() if name != "env"}
+FIELD_TYPES: dict[str, dict[str, Any]] = {name: typing.get_type_hints(tp) for name, tp in SECTIONS.items()}
 
 
 def env_var(key: str) -> str:
@@ -351,11 +350,11 @@ def _build_sections(raw: dict[tuple[str, str], tuple[Any, str]], root: Path) -> 
                 f"({env_var(dotted)}), not from {source}"
             )
         if subkey:  # one entry of a mapping, e.g. --set spark.conf.spark.sql.ansi.enabled=true
-            if _origin(spec.type) is not dict:
+            if _origin(FIELD_TYPES[section][name]) is not dict:
                 raise ConfigError(f"{dotted}: {section}.{name} is not a mapping (from {source})")
             values[section].setdefault(name, {})[subkey] = str(value)
             continue
-        converted = _convert(value, spec.type, dotted, source)
+        converted = _convert(value, FIELD_TYPES[section][name], dotted, source)
         if spec.metadata.get("path"):
             converted = _resolve_path(converted, root)
         values[section][name] = converted
@@ -363,12 +362,7 @@ def _build_sections(raw: dict[tuple[str, str], tuple[Any, str]], root: Path) -> 
 
 
 def _origin(tp: Any) -> Any:
-    tp = _eval_type(tp)
     return typing.get_origin(tp) or tp
-
-
-def _eval_type(tp: Any) -> Any:
-    return eval(tp, globals()) if isinstance(tp, str) else tp  # noqa: S307 - our own annotations
 
 
 _TRUE = {"true", "1", "yes", "on"}

@@ -39,9 +39,10 @@ def _collect(df):
     return got
 
 
-def test_top_k_equals_brute_force_excluding_seen(factors):
+@pytest.mark.parametrize("block", [256, 7])  # recommend.block_users: any block size, same lists
+def test_top_k_equals_brute_force_excluding_seen(factors, block):
     users, items, item_ids, seen, user_df, item_df, seen_df = factors
-    got = _collect(recommend_top_k(user_df, item_df, 10, seen_df))
+    got = _collect(recommend_top_k(user_df, item_df, 10, seen_df, block=block))
     expected = _brute_force(users, items, item_ids, seen, 10)
     assert set(got) == set(range(300))
     for u, want in expected.items():

@@ -131,7 +131,8 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
     loaded = {ref: load_model(cfg, ref) for ref in dict.fromkeys(refs)}
     parts = []
     for ref, m in loaded.items():
-        als = recommend_top_k(m.model.userFactors, m.model.itemFactors, k, seen, cfg.model.recommend_threshold) \
+        als = recommend_top_k(m.model.userFactors, m.model.itemFactors, k, seen, cfg.model.recommend_threshold,
+                              cfg.recommend.block_users) \
             .join(everyone, on=USER, how="inner").select("user_key", SEGMENT, ITEM, "rank", "score",
                                                          F.lit("als").alias("source"))
         served = als.select("user_key").distinct()

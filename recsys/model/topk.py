@@ -157,11 +157,13 @@ def score_batch(batch: pa.RecordBatch, items: ItemMatrix, k: int, threshold: flo
 
 
 def nested_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen: DataFrame | None = None,
-                 threshold: float | None = None) -> DataFrame:
+                 threshold: float | None = None, block: int = BLOCK_USERS) -> DataFrame:
     """One row per user in `user_factors` (id, features): `user_idx` and, best first, the lists
     `artist_idx`, `dot` and `score` of its best `k` artists, excluding the (user_idx, artist_idx)
     pairs in `seen` and, with a `threshold`, artists whose cosine score is below it (so a list
     may be shorter than k, or empty)."""
+    if block < 1:
+        raise ValueError(f"recommend.block_users must be at least 1, got {block}")
     items = ItemMatrix.from_frame(item_factors)
     broadcast = user_factors.sparkSession.sparkContext.broadcast(items)
     users = user_factors.select("id", "features")
@@ -172,15 +174,15 @@ def nested_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         matrix = broadcast.value
         for batch in batches:
-            yield from score_batch(batch, matrix, k, threshold)
+            yield from score_batch(batch, matrix, k, threshold, block)
 
     return users.mapInArrow(run, NESTED)
 
 
 def recommend_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen: DataFrame | None = None,
-                    threshold: float | None = None) -> DataFrame:
+                    threshold: float | None = None, block: int = BLOCK_USERS) -> DataFrame:
     """`nested_top_k` as one row per (user, artist): (user_idx, artist_idx, rank, dot, score)."""
-    nested = nested_top_k(user_factors, item_factors, k, seen, threshold)
+    nested = nested_top_k(user_factors, item_factors, k, seen, threshold, block)
     pairs = nested.select(USER, F.posexplode(F.arrays_zip(ITEM, "dot", "score")).alias("pos", "r"))
     return pairs.select(USER, F.col(f"r.{ITEM}").alias(ITEM), (F.col("pos") + 1).cast("int").alias("rank"),
                         F.col("r.dot").alias("dot"), F.col("r.score").alias("score"))
