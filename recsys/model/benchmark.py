@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from recsys.model.als import ITEM, USER, AlsParams, fit, popularity
 from recsys.model.metrics import ranking_metrics
-from recsys.model.search import SearchSpace, TrialFailed, TrialOutcome, failure_reason, run_search
+from recsys.model.search import SearchSpace, TrialOutcome, configuration_failures, run_search
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
 from recsys.model.split import random_holdout
 from recsys.model.topk import recommend
@@ -48,12 +48,10 @@ def evaluate(spark: SparkSession, interactions: DataFrame, space: SearchSpace, *
     validation_users = validation.select(USER).distinct()
 
     def score(number: int, params: AlsParams) -> dict[str, float]:
-        try:
+        with configuration_failures(spark):
             model, _ = fit(fit_part, params)
             recs = recommend(model, validation_users, fit_part, k)
             return ranking_metrics(recs, validation, k, n_items, user=USER, item=ITEM)
-        except Exception as err:  # a configuration that cannot be trained is a failed trial
-            raise TrialFailed(failure_reason(err)) from err
 
     trials = run_search(space, score, max_trials=max_trials, budget_s=budget_s)
     done = [t for t in trials if t.metrics]

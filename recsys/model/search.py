@@ -22,13 +22,16 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
+from pyspark.sql import SparkSession
 
 from recsys.config import ConfigError, ModelConfig
 from recsys.model.als import SCALINGS, AlsParams
+from recsys.spark import jvm_log_level
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,17 @@ START = {"rank": 64, "reg_param": 1.0, "alpha": 10.0, "scaling": "linear", "max_
 
 class TrialFailed(Exception):
     """A configuration that could not be trained (numerical failure, out of memory, ...)."""
+
+
+@contextmanager
+def configuration_failures(spark: SparkSession) -> Iterator[None]:
+    """Around training one configuration: the JVM prints no stack trace, and any error leaves as
+    `TrialFailed` carrying its one-line reason (`failure_reason`)."""
+    try:
+        with jvm_log_level(spark, "FATAL"):
+            yield
+    except Exception as err:  # one configuration's failure is data, not the end of the run
+        raise TrialFailed(failure_reason(err)) from err
 
 
 @dataclass(frozen=True)
@@ -142,9 +156,9 @@ def run_search(space: SearchSpace, evaluate: Callable[[int, AlsParams], dict[str
             outcomes.append(TrialOutcome(trial.number, params, None, time.monotonic() - started, str(err)))
             log.info("trial %d failed: %s", trial.number, err)
             raise
-        outcomes.append(TrialOutcome(trial.number, params, metrics, time.monotonic() - started))
-        log.info("trial %d: %s NDCG %.4f (%.0fs)", trial.number, _label(params), metrics[objective],
-                 time.monotonic() - started)
+        seconds = time.monotonic() - started
+        outcomes.append(TrialOutcome(trial.number, params, metrics, seconds))
+        log.info("trial %d: %s NDCG %.4f (%.0fs)", trial.number, _label(params), metrics[objective], seconds)
         return metrics[objective]
 
     started = time.monotonic()

@@ -40,19 +40,18 @@ from recsys import lake
 from recsys.config import Config, ModelConfig
 from recsys.model.als import ITEM, USER, AlsParams, fit, popularity
 from recsys.model.metrics import METRICS, metric_curves, ranking_metrics
-from recsys.model.search import SearchSpace, TrialFailed, TrialOutcome, failure_reason, run_search
+from recsys.model.search import SearchSpace, TrialFailed, TrialOutcome, configuration_failures, run_search
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, user_segments
 from recsys.model.split import latest_holdout, random_holdout
 from recsys.model.topk import recommend
 from recsys.model.truth import future_discoveries
 from recsys.reporting import image, line_chart, table, write_report
-from recsys.spark import jvm_log_level
 from recsys.tracking import SPARK_MODEL_REQUIREMENTS, setup_mlflow
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-BASELINES = ("global_popularity", "segment_popularity")
+BASELINES = {"global_popularity": None, "segment_popularity": SEGMENT}  # name -> the segment column
 MIN_SCORE_STD = 0.01  # cosine scores spread less than this: every list is the same direction
 
 
@@ -146,10 +145,10 @@ def _champion(name: str, users: DataFrame, train: DataFrame, test: DataFrame, k:
     params = AlsParams(**{key: {"int": int, "float": float}.get(kind, str)(logged[f"best.{key}"])
                           for key, kind in fields.items() if f"best.{key}" in logged})
     try:
-        with jvm_log_level(train.sparkSession, "FATAL"):
+        with configuration_failures(train.sparkSession):
             model, _ = fit(train, params)
-    except Exception as err:  # a recipe that no longer trains cannot defend its title
-        log.warning("champion v%s's configuration failed on this data: %s", version.version, failure_reason(err))
+    except TrialFailed as err:  # a recipe that no longer trains cannot defend its title
+        log.warning("champion v%s's configuration failed on this data: %s", version.version, err)
         return str(version.version), {**dict.fromkeys(METRICS, 0.0), "coverage": 0.0}
     return str(version.version), _metrics(recommend(model, users, train, k, threshold), test, k, n_items)
 
@@ -157,11 +156,10 @@ def _champion(name: str, users: DataFrame, train: DataFrame, test: DataFrame, k:
 def _final_fit(spark: SparkSession, data: DataFrame, params: AlsParams) -> tuple[ALSModel, float]:
     """The winner retrained on all interactions; a failure there is `TrainingFailed`, in one line."""
     try:
-        with jvm_log_level(spark, "FATAL"):
+        with configuration_failures(spark):
             return fit(data, params)
-    except Exception as err:  # reported in one line by the job (exit 5); the cause stays chained
-        raise TrainingFailed(f"the winning configuration failed on all interactions: {failure_reason(err)}") \
-            from err
+    except TrialFailed as err:  # reported in one line by the job (exit 5); the cause stays chained
+        raise TrainingFailed(f"the winning configuration failed on all interactions: {err}") from err
 
 
 def _log_report(title: str, summary: dict[str, object], rows: list[dict], trials: list[dict],
@@ -187,6 +185,11 @@ def _trial_rows(outcomes: list[TrialOutcome]) -> list[dict]:
              "seconds": round(t.seconds, 1), "failure": t.failure or ""} for t in outcomes]
 
 
+def _with_segments(spark: SparkSession, cfg: Config, users: DataFrame) -> DataFrame:
+    """`user_idx` rows with each user's popularity segment (`unknown|unknown` without features)."""
+    return users.join(user_segments(spark, cfg), on=USER, how="left").fillna({SEGMENT: UNKNOWN_SEGMENT})
+
+
 def _truth_scores(spark: SparkSession, cfg: Config, model: ALSModel, interactions: DataFrame,
                   n_items: int) -> dict[str, dict[str, float]] | None:
     """The final model and both baselines (on all interactions) against the future plays."""
@@ -194,12 +197,10 @@ def _truth_scores(spark: SparkSession, cfg: Config, model: ALSModel, interaction
     if relevant is None:
         return None
     relevant = relevant.persist()
-    users = relevant.select(USER).distinct().join(user_segments(spark, cfg), on=USER, how="left") \
-        .fillna({SEGMENT: UNKNOWN_SEGMENT})
+    users = _with_segments(spark, cfg, relevant.select(USER).distinct())
     k = cfg.model.k
     lists = {"als": recommend(model, users, interactions, k, cfg.model.recommend_threshold),
-             "global_popularity": popularity(interactions, users, k),
-             "segment_popularity": popularity(interactions, users, k, segment=SEGMENT)}
+             **{name: popularity(interactions, users, k, segment=segment) for name, segment in BASELINES.items()}}
     scores = {name: _metrics(recs, relevant, k, n_items) for name, recs in lists.items()}
     relevant.unpersist()
     return scores
@@ -236,8 +237,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     interactions, inputs = _inputs(spark, cfg)
     as_of = interactions.agg(F.max("as_of")).first()[0]
     train_df, test_df = (df.persist() for df in split(interactions, m))
-    users = test_df.select(USER).distinct().join(user_segments(spark, cfg), on=USER, how="left") \
-        .fillna({SEGMENT: UNKNOWN_SEGMENT}).persist()
+    users = _with_segments(spark, cfg, test_df.select(USER).distinct()).persist()
     n_items = interactions.select(ITEM).distinct().count()
     depth, threshold = max(m.k, m.curve_max_k), m.recommend_threshold
     spark.sparkContext.setCheckpointDir(f"{cfg.services.state_dir}/checkpoints/als")
@@ -247,8 +247,8 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
                            "search_budget_s": m.search_budget_s, "space": str(space), "min_lift": m.min_lift,
                            "recommend_threshold": threshold, "as_of": str(as_of),
                            **{f"input_version.{k}": v for k, v in inputs.items()}})
-        lists = {name: popularity(train_df, users, depth, segment=SEGMENT if "segment" in name else None).persist()
-                 for name in BASELINES}
+        lists = {name: popularity(train_df, users, depth, segment=segment).persist()
+                 for name, segment in BASELINES.items()}
         scores = {name: _metrics(recs, test_df, m.k, n_items) for name, recs in lists.items()}
         for name, values in scores.items():
             mlflow.log_metrics({f"{name}.{k}": v for k, v in values.items()})
@@ -258,13 +258,13 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
             with mlflow.start_run(run_name=f"trial-{number}", nested=True):  # FAILED when an error leaves it
                 mlflow.log_params(asdict(params))
                 try:
-                    with jvm_log_level(spark, "FATAL"):
+                    with configuration_failures(spark):
                         model, seconds = fit(train_df, params)
                         recs = recommend(model, users, train_df, depth, threshold).persist()
                         trial = _metrics(recs, test_df, m.k, n_items)
-                except Exception as err:  # one configuration's failure is data, not the end of the search
-                    mlflow.set_tag("failure", failure_reason(err))
-                    raise TrialFailed(failure_reason(err)) from err
+                except TrialFailed as err:
+                    mlflow.set_tag("failure", str(err))
+                    raise
                 mlflow.log_metrics({**trial, "fit_seconds": seconds})
             if not best or trial["ndcg"] > best["metrics"]["ndcg"]:
                 if best:
