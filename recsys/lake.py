@@ -79,7 +79,8 @@ def upsert(df: DataFrame, path: str, keys: Sequence[str]) -> None:
 
 def overwrite(df: DataFrame, path: str, metadata: str | None = None) -> None:
     """Replace a table's contents in one Delta commit (readers see the old or the new, never a mix),
-    with `metadata` as the commit's user metadata when given."""
+    with `metadata` as the commit's user metadata when given.
+    """
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if metadata is not None:
         writer = writer.option("userMetadata", metadata)

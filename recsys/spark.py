@@ -72,7 +72,8 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
 def jvm_log_level(spark: SparkSession, level: str) -> Iterator[None]:
     """Set the JVM's log level for a block, then restore it. For failures the caller handles
     and reports in one line (a search trial that cannot be trained): without it, every failed
-    task prints its Java stack trace from the executor and the task manager."""
+    task prints its Java stack trace from the executor and the task manager.
+    """
     root = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getRootLogger()
     before = str(root.getLevel().toString())
     spark.sparkContext.setLogLevel(level)

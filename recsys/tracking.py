@@ -26,7 +26,8 @@ def artifact_root(cfg: Config) -> str:
 
 def setup_mlflow(cfg: Config) -> str:
     """Point MLflow at the configured store and make the configured experiment the active one
-    (every run that follows lands there); return the experiment id."""
+    (every run that follows lands there); return the experiment id.
+    """
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,18 @@ def test_set_can_add_one_spark_conf_entry(conf_file):
     assert cfg.spark.conf == {"spark.sql.ansi.enabled": "true"}
 
 
+def test_lists_weights_and_names_are_typed_at_load_from_yaml_or_comma_strings(conf_file):
+    conf_file.write_text("model:\n  ranks: [8, 32]\n  scalings: [log]\ngold:\n  weights: {like: 2.5}\n")
+    cfg = load_config(config_file=conf_file, environ={"RECSYS__MODEL__MAX_ITERS": "5, 10"},
+                      overrides=["gold.weights.follow=3"])
+    assert (cfg.model.ranks, cfg.model.scalings, cfg.model.max_iters) == ((8, 32), ("log",), (5, 10))
+    assert cfg.gold.weights == {"like": 2.5, "follow": 3.0}
+    with pytest.raises(ConfigError, match=r"gold.weights.like: expected float, got 'lots' \(from --set"):
+        load_config(config_file=conf_file, environ={}, overrides=["gold.weights.like=lots"])
+    with pytest.raises(ConfigError, match="gold.confidence: 'sqrt' is not one of log, linear"):
+        load_config(config_file=conf_file, environ={}, overrides=["gold.confidence=sqrt"])
+
+
 def test_env_chooses_the_file(tmp_path, conf_file, monkeypatch):
     monkeypatch.setenv("RECSYS_CONF_DIR", str(conf_file.parent))
     assert load_config(environ={"RECSYS_ENV": "dev"}).spark.shuffle_partitions == 3

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from recsys.config import ConfigError, ModelConfig
+from recsys.config import ConfigError, load_config
 from recsys.model.als import AlsParams, fit
 from recsys.model.search import START, SearchSpace, TrialFailed, failure_reason, run_search
 
-SPACE = SearchSpace.from_config(ModelConfig(ranks="8,16,64", reg_param_range="0.01,10", alpha_range="1,100",
-                                            scalings="linear,bm25", max_iters="5,10"))
+SPACE = SearchSpace.from_config(load_config("test", ["model.ranks=8,16,64", "model.reg_param_range=0.01,10",
+                                                     "model.alpha_range=1,100", "model.scalings=linear,bm25",
+                                                     "model.max_iters=5,10"]).model)
 
 
 def _score(number: int, p: AlsParams) -> dict[str, float]:
@@ -19,15 +20,16 @@ def _score(number: int, p: AlsParams) -> dict[str, float]:
     return {"ndcg": 1.0 / (1 + abs(p.rank - 16) + abs(p.alpha - 20) / 10)}
 
 
-def test_config_lists_and_ranges_become_the_space_and_bad_ones_name_their_key():
+def test_config_lists_and_ranges_become_the_space_and_bad_ones_fail_at_load_naming_their_key():
     assert SPACE.ranks == (8, 16, 64) and SPACE.reg_param == (0.01, 10.0) and SPACE.scalings == ("linear", "bm25")
-    assert SearchSpace.from_config(ModelConfig(reg_param_range="0.5")).reg_param == (0.5, 0.5)
-    for field, value, message in (("ranks", "32,x", "model.ranks"), ("ranks", " , ", "model.ranks: empty"),
-                                  ("alpha_range", "10,1", "model.alpha_range"),
+    assert SearchSpace.from_config(load_config("test", ["model.reg_param_range=0.5"]).model).reg_param == (0.5, 0.5)
+    for field, value, message in (("ranks", "32,x", "model.ranks: expected int, got 'x'"),
+                                  ("ranks", " , ", "model.ranks: empty"),
+                                  ("alpha_range", "10,1", "model.alpha_range: \\[10.0, 1.0\\] must be"),
                                   ("reg_param_range", "0,1", "model.reg_param_range"),
-                                  ("scalings", "linear,tfidf", "model.scalings: unknown")):
+                                  ("scalings", "linear,tfidf", "model.scalings: 'tfidf' is not one of linear, log, bm25")):
         with pytest.raises(ConfigError, match=message):
-            SearchSpace.from_config(ModelConfig(**{field: value}))
+            load_config("test", [f"model.{field}={value}"])
 
 
 def test_the_first_trial_is_the_known_good_start_moved_into_the_space():

@@ -15,7 +15,7 @@ from recsys import lake
 from recsys.config import ModelConfig
 from recsys.model.train import CHALLENGER, CHAMPION, Promotion, TrainingFailed, decide, promote, train
 
-FIXED = {"reg_param_range": "0.1", "alpha_range": "1", "scalings": "linear", "trials": 1}
+FIXED = {"reg_param_range": (0.1,), "alpha_range": (1.0,), "scalings": ("linear",), "trials": 1}
 
 
 def _gold(spark, cfg, corrupt: bool = False):
@@ -43,7 +43,7 @@ def _gold(spark, cfg, corrupt: bool = False):
 @pytest.mark.slow
 def test_training_logs_registers_and_promotes_only_a_better_model(spark, mlflow_cfg, tmp_path):
     name = f"als-{tmp_path.name}"
-    good = ModelConfig(name=name, ranks="8", max_iters="8", **FIXED)
+    good = ModelConfig(name=name, ranks=(8,), max_iters=(8,), **FIXED)
     cfg = dataclasses.replace(mlflow_cfg, model=good,
                               services=dataclasses.replace(mlflow_cfg.services, state_dir=str(tmp_path)))
     _gold(spark, cfg)
@@ -67,7 +67,7 @@ def test_training_logs_registers_and_promotes_only_a_better_model(spark, mlflow_
     artifacts = {a.path for a in MlflowClient().list_artifacts(first.run_id, "id_maps")}
     assert artifacts == {"id_maps/id_map_users.parquet", "id_maps/id_map_artists.parquet"}
 
-    worse = dataclasses.replace(cfg, model=dataclasses.replace(good, ranks="1", max_iters="1", reg_param_range="50"))
+    worse = dataclasses.replace(cfg, model=dataclasses.replace(good, ranks=(1,), max_iters=(1,), reg_param_range=(50.0,)))
     second = train(spark, worse)
     client = MlflowClient()
     assert not second.promoted and second.champion_metrics["ndcg"] > second.metrics["ndcg"]
@@ -87,7 +87,7 @@ def _cfg(mlflow_cfg, tmp_path, **model):
 
 @pytest.mark.slow
 def test_a_model_that_loses_to_popularity_stays_challenger_even_with_no_champion(spark, mlflow_cfg, tmp_path):
-    cfg = _cfg(mlflow_cfg, tmp_path, ranks="1", max_iters="1", **{**FIXED, "reg_param_range": "50"})
+    cfg = _cfg(mlflow_cfg, tmp_path, ranks=(1,), max_iters=(1,), **{**FIXED, "reg_param_range": (50.0,)})
     _gold(spark, cfg)
 
     result = train(spark, cfg)
@@ -105,7 +105,7 @@ def test_a_model_that_loses_to_popularity_stays_challenger_even_with_no_champion
 
 def test_when_every_trial_fails_training_fails_naming_the_cause_and_each_trial_is_a_failed_run(
         spark, mlflow_cfg, tmp_path, capfd):
-    cfg = _cfg(mlflow_cfg, tmp_path, ranks="4,8", max_iters="2", reg_param_range="0.1", trials=2)
+    cfg = _cfg(mlflow_cfg, tmp_path, ranks=(4, 8), max_iters=(2,), reg_param_range=(0.1,), trials=2)
     _gold(spark, cfg, corrupt=True)  # ALS rejects a NULL id in every configuration
 
     with pytest.raises(TrainingFailed, match=r"^all 2 trials failed; 2 of them: .*artist_idx Ids MUST NOT be Null"):

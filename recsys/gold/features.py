@@ -17,7 +17,8 @@ from pyspark.sql import functions as F
 def signed_up_before(as_of: datetime):
     """Accounts that existed at `as_of`: a build "as of" last week must not know users who signed up
     since. Signup dates are days, so a user counts from the start of their signup day; a missing
-    date keeps the user (the account predates the field)."""
+    date keeps the user (the account predates the field).
+    """
     def transform(users: DataFrame) -> DataFrame:
         signed_up = F.col("signup_date").cast("timestamp")
         return users.filter(signed_up.isNull() | (signed_up < F.lit(as_of)))

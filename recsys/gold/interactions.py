@@ -26,7 +26,8 @@ DEFAULT_WEIGHTS = {
 MAX_ID = 2**31 - 1
 
 
-def weights_from(overrides: Mapping[str, str]) -> dict[str, float]:
+def weights_from(overrides: Mapping[str, float]) -> dict[str, float]:
+    """The default weight of each event kind with `gold.weights` applied; unknown kinds fail."""
     unknown = set(overrides) - set(DEFAULT_WEIGHTS)
     if unknown:
         raise ValueError(f"gold.weights: unknown kinds {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")

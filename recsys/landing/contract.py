@@ -1,5 +1,6 @@
 """The event contract as code: `event.schema.json` (a verbatim copy of the contract's) plus the
-rules JSON Schema cannot say, for producers that validate before landing (the API)."""
+rules JSON Schema cannot say, for producers that validate before landing (the API).
+"""
 
 from __future__ import annotations
 

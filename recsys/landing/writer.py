@@ -1,6 +1,7 @@
 """A buffered, thread-safe producer of landing-zone files for services (the API's impressions
 and posted events): lines collect in memory and go out as one file, moved in whole, when
-`max_lines` are waiting or `flush_s` seconds have passed, and on `close()`."""
+`max_lines` are waiting or `flush_s` seconds have passed, and on `close()`.
+"""
 
 from __future__ import annotations
 

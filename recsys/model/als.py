@@ -20,11 +20,14 @@ Recommendations come from `recsys.model.topk`.
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import dataclass
 
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+
+from recsys.config import Scaling
 
 USER, ITEM, RATING = "user_idx", "artist_idx", "rating"
 
@@ -42,7 +45,7 @@ class AlsParams:
     seed: int = 42
 
 
-SCALINGS = ("linear", "log", "bm25")
+SCALINGS: tuple[str, ...] = typing.get_args(Scaling)
 
 
 def with_rating(interactions: DataFrame, params: AlsParams) -> DataFrame:

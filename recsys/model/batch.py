@@ -78,7 +78,8 @@ def load_model(cfg: Config, ref: str) -> LoadedModel:
 
 def segment_lists(interactions: DataFrame, segments: DataFrame, k: int) -> DataFrame:
     """(segment, artist_idx, rank, score) with the `k` artists most users of each segment have,
-    plus segment `*` for everyone; score = share of the segment's users who have the artist."""
+    plus segment `*` for everyone; score = share of the segment's users who have the artist.
+    """
     pairs = interactions.select(USER, ITEM).join(segments.select(USER, SEGMENT), on=USER, how="inner")
     everyone = pairs.withColumn(SEGMENT, F.lit(GLOBAL))
     both = pairs.unionByName(everyone)
@@ -91,7 +92,8 @@ def segment_lists(interactions: DataFrame, segments: DataFrame, k: int) -> DataF
 
 def cold_start(users: DataFrame, lists: DataFrame, k: int) -> DataFrame:
     """Each user's segment list, topped up to `k` from the global one: (user_key, segment, artist_idx,
-    rank, score, source)."""
+    rank, score, source).
+    """
     own = users.join(lists, on=SEGMENT, how="inner").withColumn("source", F.lit("segment")) \
         .withColumn("_order", F.col("rank"))
     fill = users.crossJoin(lists.filter(F.col(SEGMENT) == GLOBAL).drop(SEGMENT)) \

@@ -29,7 +29,8 @@ VALIDATION_SEED = 43  # the search's validation split inside the training part
 def evaluate(spark: SparkSession, interactions: DataFrame, space: SearchSpace, *, max_trials: int,
              budget_s: float, k: int = K, segments: DataFrame | None = None) -> tuple[list[dict], list[TrialOutcome]]:
     """Metrics at `k` on the test pairs for both popularity baselines and the searched ALS, and
-    the search's trials (scored on validation)."""
+    the search's trials (scored on validation).
+    """
     train, test = random_holdout(interactions.select(USER, ITEM, "confidence", "user_key"))
     train, test = train.persist(), test.persist()
     fit_part, validation = (df.persist() for df in random_holdout(train, seed=VALIDATION_SEED))

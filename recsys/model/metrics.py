@@ -28,7 +28,8 @@ def _log2(x: Column) -> Column:
 
 def _hits(recs: DataFrame, truth: DataFrame, k: int, user: str, item: str, rank: str) -> DataFrame:
     """(user, `_rel` = the held-out set, `_hits` = 1/0 per recommended position up to `k`) for
-    every user in `truth`; users without recommendations get an empty `_hits`."""
+    every user in `truth`; users without recommendations get an empty `_hits`.
+    """
     _require(recs, (user, item, rank), "recommendations")
     _require(truth, (user, item), "truth")
     ranked = recs.filter(F.col(rank) <= k).groupBy(user).agg(
@@ -91,7 +92,8 @@ def ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int, *, 
 def metric_curves(recs: DataFrame, truth: DataFrame, max_k: int, *, user: str = "user", item: str = "item",
                   rank: str = "rank") -> list[dict[str, float]]:
     """Precision, recall and NDCG at every K in 1..`max_k` from one list of `max_k` per user, in one
-    Spark job: [{"k": 1, "precision": ..., "recall": ..., "ndcg": ...}, ...]."""
+    Spark job: [{"k": 1, "precision": ..., "recall": ..., "ndcg": ...}, ...].
+    """
     h, n_rel = F.col("_hits"), F.size("_rel")
 
     def head_sum(values: Column, k: Column) -> Column:

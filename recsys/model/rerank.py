@@ -63,7 +63,8 @@ def load_reranker(cfg: Config) -> PipelineModel:
 
 def rerank(model: PipelineModel, recs: DataFrame) -> DataFrame:
     """Re-order each (user, model alias) list by click probability; rows need the ranker features,
-    `rank` (the ALS order, becoming `position`) and `score`."""
+    `rank` (the ALS order, becoming `position`) and `score`.
+    """
     scored = probability(model, recs.withColumn("position", F.col("rank") - 1))
     w = Window.partitionBy("user_key", "model_alias").orderBy(F.desc("p_click"), F.asc("rank"))
     return scored.withColumn("rank", F.row_number().over(w)).select(*recs.columns)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import optuna
 from pyspark.sql import SparkSession
 
-from recsys.config import ConfigError, ModelConfig
-from recsys.model.als import SCALINGS, AlsParams
+from recsys.config import ModelConfig
+from recsys.model.als import AlsParams
 from recsys.spark import jvm_log_level
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ class TrialFailed(Exception):
 @contextmanager
 def configuration_failures(spark: SparkSession) -> Iterator[None]:
     """Around training one configuration: the JVM prints no stack trace, and any error leaves as
-    `TrialFailed` carrying its one-line reason (`failure_reason`)."""
+    `TrialFailed` carrying its one-line reason (`failure_reason`).
+    """
     try:
         with jvm_log_level(spark, "FATAL"):
             yield
@@ -69,16 +70,10 @@ class SearchSpace:
 
     @classmethod
     def from_config(cls, m: ModelConfig) -> SearchSpace:
-        """The space of `model.*`; a malformed or empty entry is a `ConfigError` naming its key."""
-        scalings = tuple(_items(m.scalings, str, "model.scalings"))
-        unknown = set(scalings) - set(SCALINGS)
-        if unknown:
-            raise ConfigError(f"model.scalings: unknown {sorted(unknown)}; known: {', '.join(SCALINGS)}")
-        return cls(ranks=tuple(_items(m.ranks, int, "model.ranks")),
-                   reg_param=_range(m.reg_param_range, "model.reg_param_range"),
-                   alpha=_range(m.alpha_range, "model.alpha_range"),
-                   scalings=scalings, max_iters=tuple(_items(m.max_iters, int, "model.max_iters")),
-                   seed=m.seed, bm25_k1=m.bm25_k1, bm25_b=m.bm25_b)
+        """The space of `model.*` (lists and ranges already checked when the configuration loaded)."""
+        return cls(ranks=tuple(m.ranks), reg_param=(m.reg_param_range[0], m.reg_param_range[-1]),
+                   alpha=(m.alpha_range[0], m.alpha_range[-1]), scalings=tuple(m.scalings),
+                   max_iters=tuple(m.max_iters), seed=m.seed, bm25_k1=m.bm25_k1, bm25_b=m.bm25_b)
 
     def params(self, rank: int, reg_param: float, alpha: float, scaling: str, max_iter: int) -> AlsParams:
         return AlsParams(rank=rank, reg_param=reg_param, alpha=alpha, scaling=scaling, max_iter=max_iter,
@@ -108,24 +103,6 @@ class SearchSpace:
                 "max_iter": nearest(self.max_iters, START["max_iter"])}
 
 
-def _items(text: str, kind: type, key: str) -> list:
-    try:
-        values = [kind(v.strip()) for v in str(text).split(",") if v.strip()]
-    except ValueError as err:
-        raise ConfigError(f"{key}: {text!r} is not a comma list of {kind.__name__} ({err})") from err
-    if not values:
-        raise ConfigError(f"{key}: empty; give at least one value")
-    return sorted(set(values), key=values.index)
-
-
-def _range(text: str, key: str) -> tuple[float, float]:
-    values = _items(text, float, key)
-    low, high = (values[0], values[0]) if len(values) == 1 else values[:2] if len(values) == 2 else (None, None)
-    if low is None or not 0 < low <= high:
-        raise ConfigError(f"{key}: {text!r} must be 'low,high' with 0 < low <= high")
-    return low, high
-
-
 @dataclass(frozen=True)
 class TrialOutcome:
     number: int
@@ -138,7 +115,8 @@ class TrialOutcome:
 def run_search(space: SearchSpace, evaluate: Callable[[int, AlsParams], dict[str, float]], *, max_trials: int,
                budget_s: float, objective: str = "ndcg") -> list[TrialOutcome]:
     """Run up to `max_trials` trials, none but the first starting after `budget_s`; every trial,
-    failed ones too."""
+    failed ones too.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours, below
     with warnings.catch_warnings():  # multivariate TPE is marked experimental; it is Optuna's advice
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # for dependent parameters

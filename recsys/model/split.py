@@ -10,7 +10,8 @@ from recsys.model.als import ITEM, USER
 
 def _holdout(interactions: DataFrame, order: Column, share: float, min_items: int) -> tuple[DataFrame, DataFrame]:
     """Per user with at least `min_items` artists, the first `floor(share * n)` (at least one) by
-    `order` are held out; users with fewer artists are dropped."""
+    `order` are held out; users with fewer artists are dropped.
+    """
     counted = interactions.withColumn("_n", F.count("*").over(Window.partitionBy(USER)))
     ranked = (
         counted.filter(F.col("_n") >= min_items)
@@ -24,7 +25,8 @@ def _holdout(interactions: DataFrame, order: Column, share: float, min_items: in
 def random_holdout(interactions: DataFrame, share: float = 0.2, seed: int = 42, min_items: int = 5
                    ) -> tuple[DataFrame, DataFrame]:
     """A random `share` of each user's artists, "random" being a hash of (user, artist, seed):
-    the same for any partitioning or cluster, where `rand(seed)` would change with the layout."""
+    the same for any partitioning or cluster, where `rand(seed)` would change with the layout.
+    """
     return _holdout(interactions, F.xxhash64(USER, ITEM, F.lit(seed)), share, min_items)
 
 

@@ -39,7 +39,8 @@ class ItemMatrix:
     """Artist factors as a dense float32 matrix plus the artist_idx of each row.
 
     The matrix is padded with zero rows to a multiple of `CHUNK` (`size` is the real count):
-    the prefilter then splits every score row into equal chunks."""
+    the prefilter then splits every score row into equal chunks.
+    """
 
     def __init__(self, ids: np.ndarray, factors: np.ndarray):
         order = np.argsort(ids, kind="stable")
@@ -101,7 +102,8 @@ def _candidates(scores: np.ndarray, k: int, prefilter: bool) -> tuple[np.ndarray
 def top_k_block(users: np.ndarray, items: ItemMatrix, k: int, seen_rows: list[np.ndarray] | None = None,
                 prefilter: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `users`, the matrix rows of its best `k` unseen items and their dot products,
-    best first; ties broken by the smaller artist id. Seen or missing slots come back as -1."""
+    best first; ties broken by the smaller artist id. Seen or missing slots come back as -1.
+    """
     scores = users @ items.factors.T
     scores[:, items.size:] = -np.inf  # padding
     if seen_rows:
@@ -134,7 +136,8 @@ def _cosine(users: np.ndarray, items: ItemMatrix, rows: np.ndarray, dots: np.nda
 def score_batch(batch: pa.RecordBatch, items: ItemMatrix, k: int, threshold: float | None,
                 block: int = BLOCK_USERS) -> Iterator[pa.RecordBatch]:
     """Nested top-K rows (one per user, lists best first) for one Arrow batch of
-    (id, features[, seen]) user rows."""
+    (id, features[, seen]) user rows.
+    """
     ids = batch.column("id").to_numpy(zero_copy_only=False)
     factors = _matrix(batch.column("features"))
     seen = batch.column("seen").to_pylist() if "seen" in batch.schema.names else None
@@ -161,7 +164,8 @@ def nested_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen:
     """One row per user in `user_factors` (id, features): `user_idx` and, best first, the lists
     `artist_idx`, `dot` and `score` of its best `k` artists, excluding the (user_idx, artist_idx)
     pairs in `seen` and, with a `threshold`, artists whose cosine score is below it (so a list
-    may be shorter than k, or empty)."""
+    may be shorter than k, or empty).
+    """
     if block < 1:
         raise ValueError(f"recommend.block_users must be at least 1, got {block}")
     items = ItemMatrix.from_frame(item_factors)
@@ -198,7 +202,8 @@ def recommend(model: ALSModel, users: DataFrame, seen: DataFrame | None, k: int,
 def numpy_top_k(users: np.ndarray, items: ItemMatrix, k: int, block: int = BLOCK_USERS
                 ) -> tuple[np.ndarray, np.ndarray]:
     """The single-process floor, as plain as it gets: per block of users, one matrix multiply,
-    `argpartition` of full rows, then the k best sorted. Matrix rows and dot products, best first."""
+    `argpartition` of full rows, then the k best sorted. Matrix rows and dot products, best first.
+    """
     rows, dots = [], []
     for start in range(0, len(users), block):
         scores = users[start:start + block] @ items.factors[:items.size].T

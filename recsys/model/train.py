@@ -98,7 +98,8 @@ def decide(score: float, baselines: dict[str, float], champion: tuple[str, float
     """Whether a model with validation NDCG `score` becomes champion, and why, in one line.
 
     `baselines` maps a baseline's name to its NDCG on the same split; `champion` is the current
-    champion's (version, NDCG) on that split, or None."""
+    champion's (version, NDCG) on that split, or None.
+    """
     name, best = max(baselines.items(), key=lambda kv: kv[1])
     label = name.replace("_", " ")
     lift = f"{score / best:.2f}x {label} ({best:.4f})" if best > 0 else f"{label} scores 0"
@@ -134,7 +135,8 @@ def _champion(name: str, users: DataFrame, train: DataFrame, test: DataFrame, k:
 
     The champion's configuration (its run's `best.*` params) is refit on this training part:
     its registered model was fit on every interaction of its day, which includes pairs this
-    split now holds out, so scoring that model here would reward it for having seen the answers."""
+    split now holds out, so scoring that model here would reward it for having seen the answers.
+    """
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)

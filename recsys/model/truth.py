@@ -31,7 +31,8 @@ def future_plays_path(cfg: Config) -> str:
 
 def future_discoveries(spark: SparkSession, cfg: Config, interactions: DataFrame) -> DataFrame | None:
     """(user_idx, artist_idx) a user plays in the future window and has no interaction with yet,
-    for users in `interactions`; None when there is no truth file or no pseudonym secret."""
+    for users in `interactions`; None when there is no truth file or no pseudonym secret.
+    """
     path = future_plays_path(cfg)
     if not cfg.privacy.pseudonym_secret or not lake.file_exists(spark, path):
         return None

@@ -1,5 +1,6 @@
 """The Last.fm 2K benchmark's pipeline: import the data set, then bronze, silver and gold in a lake
-and PostgreSQL database of its own (`benchmark_config`), apart from the demo's."""
+and PostgreSQL database of its own (`benchmark_config`), apart from the demo's.
+"""
 
 from __future__ import annotations
 

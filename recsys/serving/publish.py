@@ -61,7 +61,8 @@ class PublishReport:
 
 def _list_json(rows: DataFrame, keys: list[str], **fields) -> DataFrame:
     """`keys` plus `payload`: `{**fields, "items": [[artist_id, score], ...]}` in rank order,
-    the list format `store.py` reads. `fields` map JSON names to per-group columns."""
+    the list format `store.py` reads. `fields` map JSON names to per-group columns.
+    """
     item = F.array(F.col("artist_id"), F.round("score", 4).cast("string"))
     items = F.array_sort(F.collect_list(F.struct("rank", item.alias("item")))).alias("_items")
     grouped = rows.groupBy(*keys).agg(*[c.alias(name) for name, c in fields.items()], items)
@@ -74,7 +75,8 @@ def _entries(recs: DataFrame, segs: DataFrame, shards: int) -> DataFrame:
     one per (alias, user) in hash `<alias>:<shard>` (user key -> list JSON), and one per artist
     in hash `artists` (artist_id -> name; `model_alias` null). In one partition per core (a
     write task costs ~0.1 s to set up, more than writing 10,000 entries) and sorted by hash
-    within it, so that every executor sends runs of one hash as multi-field HSETs."""
+    within it, so that every executor sends runs of one hash as multi-field HSETs.
+    """
     lists = _list_json(recs, ["model_alias", "user_key"], v=F.first("model_version"), src=F.first("source"))
     shard = (F.crc32(F.col("user_key")) % shards).cast("string")
     users = lists.select("model_alias", F.concat("model_alias", F.lit(":"), shard).alias("hash"),

@@ -65,7 +65,7 @@ def with_genres(df: DataFrame, col: str = "genre", out_col: str = "genres") -> D
 
 
 def with_completion(df: DataFrame) -> DataFrame:
-    """full / partial / skipped per the contract's thresholds; NULL for plays without a track."""
+    """Full / partial / skipped per the contract's thresholds; NULL for plays without a track."""
     played, duration = F.col("played_ms"), F.col("duration_ms")
     completion = (
         F.when((F.col("event_type") != "play") | duration.isNull() | played.isNull(), F.lit(None))

@@ -1,5 +1,6 @@
 """Redis: one client factory (connection failures name the server's host:port), and bulk loading
-from Spark executors."""
+from Spark executors.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ class HashLoader:
 
     def _round_trip(self) -> None:
         """Sends the pending commands, then reads the replies of the round before: one round is
-        always in flight, so Redis works on it while this process prepares the next."""
+        always in flight, so Redis works on it while this process prepares the next.
+        """
         if self.commands:
             self.first_sent = self.first_sent or time.time()
             self.conn.send_packed_command(self.parts, check_health=False)

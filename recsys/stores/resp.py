@@ -1,6 +1,7 @@
 """Redis commands encoded in RESP by Spark: the JVM half of the bulk load that
 `recsys.stores.redis.HashLoader` finishes on each executor. Apart from the client so that
-processes without Spark (the API) can use the client alone."""
+processes without Spark (the API) can use the client alone.
+"""
 
 from __future__ import annotations
 
