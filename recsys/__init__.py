@@ -1,0 +1,1 @@
+"""recsys: a PySpark job library from raw listening events to served artist recommendations."""

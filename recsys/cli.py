@@ -18,6 +18,7 @@ JobMain = Callable[[Config, argparse.Namespace], "int | None"]
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every job shares (`--env`, `--config`, `--set`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--env", help="use conf/<env>.yaml (default: $RECSYS_ENV, else local)")
     parser.add_argument("--config", help="a config file to use instead of conf/<env>.yaml")

@@ -16,6 +16,7 @@ from recsys.config import ConfigError, ExperimentConfig
 
 @dataclass(frozen=True)
 class Variant:
+    """An experiment arm: the model alias it serves and the hash buckets it owns."""
     name: str
     alias: str
     buckets: range
@@ -42,11 +43,13 @@ def variants(cfg: ExperimentConfig) -> list[Variant]:
 
 
 def bucket_of(salt: str, user_key: str, buckets: int) -> int:
+    """The stable bucket of a user: a salted SHA-256 of the pseudonymous key, modulo `buckets`."""
     digest = hashlib.sha256(f"{salt}:{user_key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % buckets
 
 
 def assign(cfg: ExperimentConfig, user_key: str, table: list[Variant] | None = None) -> Variant:
+    """The variant a user is in; the same in every process and run while the salt and split stay."""
     table = table or variants(cfg)
     bucket = bucket_of(cfg.salt, user_key, cfg.buckets)
     return next(v for v in table if bucket in v.buckets)

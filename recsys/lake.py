@@ -19,6 +19,7 @@ LAYERS = ("bronze", "silver", "gold")
 
 
 def table_path(cfg: LakeConfig, layer: str, table: str) -> str:
+    """`<lake.root>/<layer>/<table>`, for one of the lake's layers."""
     if layer not in LAYERS:
         raise ValueError(f"unknown lake layer {layer!r}; expected one of {LAYERS}")
     return f"{cfg.root.rstrip('/')}/{layer}/{table}"
@@ -30,6 +31,7 @@ def checkpoint_path(cfg: LakeConfig, name: str) -> str:
 
 
 def exists(spark: SparkSession, path: str) -> bool:
+    """Whether a Delta table exists at `path`."""
     return DeltaTable.isDeltaTable(spark, path)
 
 
@@ -48,6 +50,7 @@ def read(spark: SparkSession, path: str, version: int | None = None) -> DataFram
 
 
 def current_version(spark: SparkSession, path: str) -> int:
+    """The latest committed version of the Delta table at `path`."""
     return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
 
 

@@ -30,6 +30,7 @@ def _cell(value: object) -> str:
 
 
 def table(rows: Sequence[Mapping[str, object]]) -> str:
+    """Rows as an HTML table, values escaped."""
     if not rows:
         return "<p><em>no rows</em></p>"
     columns = list(rows[0])
@@ -39,10 +40,12 @@ def table(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def paragraph(text: str, css: str = "") -> str:
+    """Escaped text as an HTML paragraph."""
     return f'<p class="{css}">{html.escape(text)}</p>' if css else f"<p>{html.escape(text)}</p>"
 
 
 def image(png: Path) -> str:
+    """A PNG embedded as a data URI, so the report is one file."""
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(Path(png).stem)}" src="data:image/png;base64,{data}" style="max-width:100%">'
 

@@ -72,6 +72,7 @@ def _run(argv: list[str], what: str) -> None:
 
 
 def start_postgres(cfg: Config) -> str:
+    """Start the local PostgreSQL unless one answers; ensure the database exists; what happened in one line."""
     endpoint = postgres_endpoint(cfg)
     if endpoint.answers():
         _ensure_database(cfg)
@@ -110,6 +111,7 @@ def _ensure_database(cfg: Config) -> None:
 
 
 def stop_postgres(cfg: Config) -> str:
+    """Stop the PostgreSQL this project started, if any."""
     data = _services_dir(cfg, "postgres") / "data"
     if not (data / "postmaster.pid").exists():
         return f"{postgres_endpoint(cfg)}: nothing of ours running"
@@ -124,6 +126,7 @@ def stop_postgres(cfg: Config) -> str:
 
 
 def start_redis(cfg: Config) -> str:
+    """Start the local Redis unless one answers; what happened in one line."""
     endpoint = redis_endpoint(cfg)
     if endpoint.answers():
         return f"{endpoint}: already answering"
@@ -146,6 +149,7 @@ def start_redis(cfg: Config) -> str:
 
 
 def stop_redis(cfg: Config) -> str:
+    """Stop the Redis this project started, if any."""
     pidfile = _services_dir(cfg, "redis") / "redis.pid"
     if not pidfile.exists():
         return f"{redis_endpoint(cfg)}: nothing of ours running"

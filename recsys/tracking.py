@@ -15,12 +15,14 @@ SPARK_MODEL_REQUIREMENTS = [f"pyspark=={pyspark.__version__}"]
 
 
 def tracking_uri(cfg: Config) -> str:
+    """The MLflow tracking URI: configured, else a SQLite file under the state directory."""
     if cfg.mlflow.tracking_uri:
         return cfg.mlflow.tracking_uri
     return f"sqlite:///{Path(cfg.services.state_dir) / 'mlflow' / 'mlflow.db'}"
 
 
 def artifact_root(cfg: Config) -> str:
+    """Where MLflow keeps artifacts when the store is local."""
     return str(Path(cfg.services.state_dir) / "mlflow" / "artifacts")
 
 

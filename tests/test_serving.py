@@ -25,7 +25,7 @@ from recsys.serving.api import create_app
 from recsys.serving.publish import publish, rollback
 from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key
 from recsys.silver.privacy import pseudonym
-from recsys.stores.redis import HashLoader, connect
+from recsys.stores.redis import HashLoader, connect, load_hashes
 from recsys.stores.resp import bulk_strings
 
 SECRET = "serving-test-secret"
@@ -256,6 +256,28 @@ def test_bulk_loader_writes_runs_exactly_and_surfaces_redis_errors(spark, cfg):
         broken.load(pa.array(["h9"]), table.column("entry").combine_chunks().slice(0, 1))
         broken.close()
     client.delete(*(prefix + h for h in ("h0", "h1", "h2", "h9")))
+
+
+def test_replacing_load_leaves_exactly_the_new_fields_with_a_ttl_even_across_arrow_batches(spark, cfg):
+    """`load_hashes(replace=True, ttl_s=...)`, the feature store's write: stale fields of a hash go,
+    a hash whose rows span two Arrow batches keeps all of them, and every hash expires."""
+    prefix = f"t-{uuid.uuid4().hex[:12]}:"
+    client = connect(cfg.redis)
+    client.hset(prefix + "a", mapping={"stale": "x", "f0": "old"})
+    rows = [("a", f"f{i}", f"v{i}") for i in range(7)] + [("b", "only", "1")]
+    entries = spark.createDataFrame(rows, "hash string, field string, value string").coalesce(1).select(
+        "hash", bulk_strings(F.col("field"), F.col("value")).alias("entry")).sortWithinPartitions("hash")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "3")  # "a" spans three batches
+    try:
+        [loaded] = load_hashes(entries, cfg.redis, prefix, batch_size=2, replace=True, ttl_s=600).collect()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert loaded["added"] == 8
+    assert {k.decode(): v.decode() for k, v in client.hgetall(prefix + "a").items()} == \
+        {f"f{i}": f"v{i}" for i in range(7)}
+    assert client.hgetall(prefix + "b") == {b"only": b"1"}
+    assert all(0 < client.ttl(prefix + h) <= 600 for h in ("a", "b"))
+    client.delete(prefix + "a", prefix + "b")
 
 
 def test_reader_still_serves_a_version_published_with_names_in_the_lists(serving_cfg):

@@ -41,6 +41,7 @@ DELETIONS = T.StructType([
 
 @dataclass
 class AccountsReport:
+    """What one accounts ingest did: the watermark it started from and the rows it changed."""
     run_id: str
     watermark_before: datetime | None
     rows_read: int
@@ -54,6 +55,7 @@ def _watermark(spark: SparkSession, path: str) -> datetime | None:
 
 
 def read_accounts(spark: SparkSession, cfg: Config, since: datetime | None) -> DataFrame:
+    """Accounts changed after `since` (all of them when None), read over JDBC in hash-partitioned slices."""
     # Spark hands back naive timestamps in the session time zone, which recsys pins to UTC.
     condition = f"WHERE updated_at > '{since.replace(tzinfo=UTC).isoformat()}'::timestamptz" if since else ""
     columns = ", ".join(f.name for f in ACCOUNTS.fields if not f.name.startswith("_"))
@@ -63,6 +65,7 @@ def read_accounts(spark: SparkSession, cfg: Config, since: datetime | None) -> D
 
 
 def ingest_accounts(spark: SparkSession, cfg: Config, run_id: str, full_refresh: bool = False) -> AccountsReport:
+    """Merge changed accounts into `bronze/accounts` and record deletions in `bronze/account_deletions`."""
     ensure_accounts_table(cfg.postgres)
     path = lake.table_path(cfg.lake, "bronze", "accounts")
     deletions_path = lake.table_path(cfg.lake, "bronze", "account_deletions")

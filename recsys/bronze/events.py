@@ -130,6 +130,7 @@ def to_bronze(parsed: DataFrame) -> DataFrame:
 
 
 def to_quarantine(parsed: DataFrame) -> DataFrame:
+    """The parsed lines that failed a rule, kept raw with their reason for `bronze/events_quarantine`."""
     return parsed.filter(F.col("_reason").isNotNull()).select(
         F.col("value").alias("_raw"), "_reason", "_detail", "_source_file", "_ingested_at", "_run_id"
     )
@@ -137,6 +138,7 @@ def to_quarantine(parsed: DataFrame) -> DataFrame:
 
 @dataclass
 class IngestReport:
+    """What one events ingest did: batches, files, lines, bronze and quarantined rows, reasons."""
     run_id: str
     started_at: datetime
     batches: int = 0
@@ -147,6 +149,7 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_row(self, finished_at: datetime) -> tuple:
+        """The report as a row of `bronze/ingest_runs`."""
         return (self.run_id, self.started_at, finished_at, self.batches, self.files, self.lines_read,
                 self.rows_bronze, self.rows_quarantined, self.reasons)
 

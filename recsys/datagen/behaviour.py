@@ -57,6 +57,7 @@ class Event:
 
 
 def variant_of(user_index: int) -> str:
+    """The A/B variant a generated user's simulated clicks follow (half A, half B, fixed per user)."""
     return "B" if (user_index * 2654435761) % 100 < 50 else "A"
 
 
@@ -91,6 +92,7 @@ class DayGenerator:
         self.durations = catalog.track_duration_ms.tolist()
 
     def events(self) -> Iterator[Event]:
+        """Every event of the day's sessions, user by user, in time order within each session."""
         for u in np.flatnonzero(self.sessions).tolist():
             library = self.pop.library[u].tolist()
             library_cdf = list(accumulate(self.pop.library_weight[u].tolist()))

@@ -33,6 +33,7 @@ def _play_with_track(payload: dict) -> bool:
 
 @dataclass(frozen=True)
 class DirtKind:
+    """One kind of producer dirt: its share of the dirt rate and what bronze or silver must do with it."""
     name: str
     weight: float  # share of the total dirt rate
     outcome: str
@@ -90,6 +91,7 @@ class Dirtier:
         self.accounts = accounts
 
     def choose(self) -> str | None:
+        """Draw a dirt kind for the next record, or None to leave it clean."""
         i = bisect.bisect_right(self.cdf, self.roll())
         return self.names[i] if i < len(self.names) else None
 

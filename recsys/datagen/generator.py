@@ -44,10 +44,12 @@ GeneratorSpec = DatagenConfig
 
 
 def manifest_path(landing: str | Path) -> Path:
+    """Where the generator writes its manifest in a landing zone."""
     return Path(landing) / META_DIR / "manifest.json"
 
 
 def read_manifest(landing: str | Path) -> dict | None:
+    """The manifest of a generated landing zone, or None when none was generated there."""
     path = manifest_path(landing)
     return json.loads(path.read_text()) if path.exists() else None
 

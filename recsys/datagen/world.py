@@ -73,6 +73,7 @@ def rng_for(seed: int, *purpose: int | str) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class Catalog:
+    """The generated artists and tracks: names, genres, scenes, popularity and follower counts."""
     artist_ids: list[str]
     artist_names: list[str]
     artist_genres: list[list[str]]
@@ -91,11 +92,13 @@ class Catalog:
 
     @property
     def n_artists(self) -> int:
+        """How many artists the catalog has."""
         return len(self.artist_ids)
 
 
 @dataclass(frozen=True)
 class Population:
+    """The generated users: tastes, activity, libraries of artists with affinities, home towns."""
     user_ids: list[str]
     taste: np.ndarray  # (users, genres) Dirichlet
     top_genre: np.ndarray  # (users,) index of the strongest genre
@@ -108,6 +111,7 @@ class Population:
 
     @property
     def n_users(self) -> int:
+        """How many users the population has."""
         return len(self.user_ids)
 
 
@@ -133,6 +137,7 @@ def _name(rng: np.random.Generator, words: int) -> str:
 
 
 def build_catalog(seed: int, n_artists: int) -> Catalog:
+    """A Zipf-popular catalog of `n_artists` artists grouped into genre scenes, the same for the same seed."""
     rng = rng_for(seed, "catalog")
     ranks = rng.permutation(n_artists) + 1
     popularity = 1.0 / ranks**ZIPF_EXPONENT
@@ -190,6 +195,7 @@ def _pick(members: np.ndarray, cdf: np.ndarray, rng: np.random.Generator) -> int
 
 
 def build_population(seed: int, n_users: int, catalog: Catalog) -> Population:
+    """`n_users` users whose libraries come mostly from a few scenes of their favourite genres."""
     rng = rng_for(seed, "population")
     taste = rng.dirichlet(np.full(len(GENRES), 0.3), size=n_users).astype(np.float32)
     # Within each genre, artists are picked by popularity^0.8: tastes lean popular, not only.

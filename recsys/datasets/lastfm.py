@@ -38,6 +38,7 @@ _NAMESPACE = uuid.UUID("6f1c2a52-8c1e-4d59-9a57-0c1f0f3b2a11")
 
 @dataclass
 class ImportReport:
+    """What the Last.fm import wrote: plays, follows, accounts, files, and rows it had to skip."""
     plays: int = 0
     play_count_total: int = 0
     follows: int = 0

@@ -1,0 +1,1 @@
+"""Feedback: clicks attributed to impressions, CTR per model version, A/B analysis, the learned re-ranker."""

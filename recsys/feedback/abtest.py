@@ -22,6 +22,7 @@ from scipy import stats
 
 @dataclass(frozen=True)
 class VariantStats:
+    """Impressions, clicks and CTR of one variant, with its Wilson interval."""
     variant: str
     users: int
     impressions: int
@@ -33,6 +34,7 @@ class VariantStats:
 
 @dataclass(frozen=True)
 class AbResult:
+    """A two-variant CTR comparison: difference with interval, z-test, sample-ratio check, detectable effect."""
     control: str
     treatment: str
     variants: list[VariantStats]
@@ -50,6 +52,7 @@ class AbResult:
 
 
 def wilson(clicks: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The Wilson score interval of a click-through rate at level `alpha`; (0, 1) with no impressions."""
     if n == 0:
         return 0.0, 1.0
     z = float(stats.norm.ppf(1 - alpha / 2))
@@ -85,6 +88,7 @@ def sample_ratio(observed: Mapping[str, int], shares: Mapping[str, float]) -> tu
 
 
 def minimum_detectable_effect(p: float, n1: int, n2: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest absolute CTR difference detectable with these sample sizes, level and power."""
     if n1 == 0 or n2 == 0:
         return float("inf")
     z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))

@@ -31,6 +31,7 @@ from recsys.tracking import setup_mlflow
 
 @dataclass(frozen=True)
 class FeedbackReport:
+    """What one feedback run found: impressions, clicks, unattributed clicks, the A/B result."""
     impressions: int
     clicks: int
     unattributed_clicks: int
@@ -45,6 +46,7 @@ def _counts(feedback: DataFrame) -> dict[str, tuple[int, int, int]]:
 
 
 def ab_analysis(feedback: DataFrame, cfg: Config) -> AbResult | None:
+    """The A/B test of the first two variants that have impressions, or None with fewer than two."""
     counts = _counts(feedback)
     shares = {v.name: len(v.buckets) for v in experiment_variants(cfg.experiment)}
     names = [n for n in sorted(shares) if n in counts]
@@ -98,6 +100,7 @@ def _report(path: Path, result: AbResult | None, by_position: list, by_day: list
 
 
 def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
+    """Attribute clicks to impressions into `gold/feedback`, CTR per model version and the A/B report."""
     f = cfg.feedback
     setup_mlflow(cfg)
     events = lake.read(spark, lake.table_path(cfg.lake, "silver", "events")) \

@@ -36,6 +36,7 @@ from recsys.tracking import SPARK_MODEL_REQUIREMENTS, setup_mlflow
 
 @dataclass(frozen=True)
 class RerankerReport:
+    """The re-ranker's evaluation on held-out days, its learned weights and registered version."""
     auc: float
     ndcg_als_order: float
     ndcg_reranked: float
@@ -47,6 +48,7 @@ class RerankerReport:
 
 
 def pipeline(cfg: Config) -> Pipeline:
+    """The re-ranker's Spark ML pipeline: categorical encoding, scaling, logistic regression."""
     indexed = [f"{c}_idx" for c in CATEGORICAL]
     onehot = [f"{c}_vec" for c in CATEGORICAL]
     return Pipeline(stages=[
@@ -81,6 +83,7 @@ def click_ndcg(scored: DataFrame, order: str, descending: bool) -> float:
 
 
 def split_by_day(feedback: DataFrame, holdout_days: int) -> tuple[DataFrame, DataFrame]:
+    """Feedback before and during the latest `holdout_days` days; fails when there are not enough days."""
     days = sorted(r[0] for r in feedback.select("event_date").distinct().collect())
     if len(days) <= holdout_days:
         raise ValueError(f"re-ranker: feedback spans {len(days)} day(s); needs more than rerank.holdout_days "
@@ -90,6 +93,7 @@ def split_by_day(feedback: DataFrame, holdout_days: int) -> tuple[DataFrame, Dat
 
 
 def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None = None) -> RerankerReport:
+    """Fit the click model on earlier days, evaluate on the latest, register it and promote it if it helps."""
     setup_mlflow(cfg)
     feedback = feedback if feedback is not None else lake.read(spark, lake.table_path(cfg.lake, "gold", "feedback"))
     train, test = (prepared(df).persist() for df in split_by_day(feedback, cfg.rerank.holdout_days))

@@ -33,6 +33,7 @@ GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
 
 @dataclass(frozen=True)
 class GoldBuild:
+    """One gold build: its id, the time it was built as of, input versions and output row counts."""
     build_id: str
     as_of: datetime
     inputs: dict[str, int]
@@ -61,6 +62,7 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
 
 
 def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None) -> GoldBuild:
+    """Build every gold table from silver as of `as_of` (optionally an old silver version) and record the build."""
     build_id = uuid.uuid4().hex
     tables, inputs = gold_tables(spark, cfg, as_of, silver_version)
     for table, (key, idx) in ID_MAP.items():

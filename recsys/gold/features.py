@@ -36,6 +36,7 @@ def _capped_array(rows: DataFrame, order: list, cap: int, name: str, fields: lis
 
 
 def favourite_artists(events: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:
+    """Per user, the `cap` most recently engaged artists with their statistics, newest first."""
     engaged = events.filter(F.col("event_type") != "impression").groupBy("user_key", "artist_id").agg(
         F.max("event_time").alias("last_interaction"),
         F.sum(F.when(F.col("event_type") == "play", F.col("count")).otherwise(0)).alias("user_plays"),
@@ -47,6 +48,7 @@ def favourite_artists(events: DataFrame, artist_stats: DataFrame, cap: int) -> D
 
 
 def recent_tracks(events: DataFrame, track_stats: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:
+    """Per user, the last `cap` songs played with song and artist statistics, newest first."""
     played = events.filter((F.col("event_type") == "play") & F.col("track_id").isNotNull()).select(
         "user_key", "event_id", "event_time", "track_id", "artist_id", "completion")
     tracks = track_stats.select("track_id", "track_name", "active_days", "trending_rank", "likes",
@@ -59,6 +61,7 @@ def recent_tracks(events: DataFrame, track_stats: DataFrame, artist_stats: DataF
 
 
 def summaries(events: DataFrame, artist_stats: DataFrame, as_of: datetime) -> DataFrame:
+    """Per user, plays in the last 30 days, distinct artists and top genres."""
     plays = events.filter(F.col("event_type") == "play")
     recent = F.col("event_time") >= F.lit(as_of - timedelta(days=30))
     per_user = plays.groupBy("user_key").agg(

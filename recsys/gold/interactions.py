@@ -35,6 +35,7 @@ def weights_from(overrides: Mapping[str, float]) -> dict[str, float]:
 
 
 def event_weight(weights: Mapping[str, float]) -> Column:
+    """Each event's weight by kind (and completion for plays), as a column."""
     kind = F.col("event_type")
     play = (
         F.when(F.col("completion") == "full", weights["play_full"])
@@ -84,4 +85,5 @@ def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx
 
 
 def with_ids(pairs: DataFrame, users: DataFrame, artists: DataFrame) -> DataFrame:
+    """Pairs with the integer ids ALS needs, dropping users or artists without one."""
     return pairs.join(users, on="user_key", how="inner").join(artists, on="artist_id", how="inner")

@@ -2,8 +2,8 @@
 
 Incremental: each user's features carry a `feature_hash` (SHA-256 of their JSON); only users
 whose hash differs from the previous `gold/user_features` version are written, and users that
-vanished (deleted accounts) are removed. Redis is written from the executors, one pipelined
-connection per partition, never through the driver.
+vanished (deleted accounts) are removed. Redis is written from the executors through the one
+Redis sink (`recsys.stores.redis.load_hashes`), never through the driver.
 
 Redis key layout (prefix `gold.redis_prefix`, default `recsys`):
     <prefix>:features:<user_key>  hash, TTL `gold.feature_ttl_s`
@@ -15,18 +15,20 @@ Redis key layout (prefix `gold.redis_prefix`, default `recsys`):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys import lake
-from recsys.config import Config, RedisConfig
+from recsys.config import Config
 from recsys.keys import features_key
 from recsys.stores.postgres import connect, write_jdbc
+from recsys.stores.redis import connect as redis_connect
+from recsys.stores.redis import load_hashes
+from recsys.stores.resp import bulk_strings
 
 PG_TABLE = "user_features"
 PG_DDL = f"""
@@ -45,12 +47,14 @@ JSON_COLUMNS = ("top_genres", "favourite_artists", "recent_tracks")
 
 
 def with_feature_hash(features: DataFrame) -> DataFrame:
+    """Features with `feature_hash`: a digest of everything but the key and the build time."""
     payload = F.to_json(F.struct(*[c for c in features.columns if c not in ("user_key", "as_of")]))
     return features.withColumn("feature_hash", F.sha2(payload, 256))
 
 
 @dataclass(frozen=True)
 class SyncReport:
+    """How many users the feature store sync wrote and removed."""
     changed: int
     removed: int
 
@@ -69,6 +73,7 @@ def changed_since(spark: SparkSession, path: str, previous_version: int | None) 
 
 
 def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_suffix: str) -> None:
+    """Upsert changed users into the PostgreSQL features table through a staging table; delete removed ones."""
     stage = f"{PG_TABLE}_stage_{stage_suffix}"
     columns = ["user_key", "as_of", *SCALARS, *JSON_COLUMNS, "feature_hash"]
     staged = changed.select("user_key", "as_of", *SCALARS, *[F.to_json(c).alias(c) for c in JSON_COLUMNS],
@@ -86,41 +91,36 @@ def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_su
             cur.execute(f"DELETE FROM {PG_TABLE} WHERE user_key = ANY(%s)", (removed,))
 
 
-def _redis_writer(redis_cfg: RedisConfig, prefix: str, ttl_s: int, batch: int = 500):
-    def write_partition(rows) -> None:
-        from recsys.stores.redis import connect as redis_connect
+def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
+    """Replace changed users' Redis hashes (expiring after `gold.feature_ttl_s`); delete removed users' keys.
 
-        client = redis_connect(redis_cfg)
-        pipe = client.pipeline(transaction=False)
-        pending = 0
-        for row in rows:
-            key = features_key(prefix, row["user_key"])
-            mapping = {c: "" if row[c] is None else str(row[c]) for c in SCALARS}
-            mapping["as_of"] = row["as_of"].isoformat()
-            mapping["top_genres"] = json.dumps(list(row["top_genres"] or []))
-            mapping["favourite_artist_ids"] = json.dumps([a["artist_id"] for a in row["favourite_artists"] or []])
-            mapping["recent_track_ids"] = json.dumps([t["track_id"] for t in row["recent_tracks"] or []])
-            pipe.delete(key)
-            pipe.hset(key, mapping=mapping)
-            pipe.expire(key, ttl_s)
-            pending += 1
-            if pending >= batch:
-                pipe.execute()
-                pending = 0
-        if pending:
-            pipe.execute()
+    Through the one Redis sink (`stores.redis.load_hashes`): each user's fields as adjacent rows.
+    """
+    entries = changed.select(
+        F.col("user_key").alias("hash"),
+        F.explode(F.array(*[F.struct(F.lit(name).alias("field"), value.alias("value"))
+                            for name, value in _redis_fields().items()])).alias("e"),
+    ).select("hash", bulk_strings(F.col("e.field"), F.col("e.value")).alias("entry"))
+    cores = changed.sparkSession.sparkContext.defaultParallelism
+    load_hashes(entries.coalesce(cores).sortWithinPartitions("hash"), cfg.redis,
+                features_key(cfg.gold.redis_prefix, ""), cfg.publish.batch_size,
+                replace=True, ttl_s=cfg.gold.feature_ttl_s).collect()
+    if removed:
+        client = redis_connect(cfg.redis)
+        client.delete(*[features_key(cfg.gold.redis_prefix, k) for k in removed])
         client.close()
 
-    return write_partition
 
-
-def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
-    changed.select("user_key", "as_of", *SCALARS, "top_genres", "favourite_artists", "recent_tracks") \
-        .foreachPartition(_redis_writer(cfg.redis, cfg.gold.redis_prefix, cfg.gold.feature_ttl_s))
-    if removed:
-        from recsys.stores.redis import connect as redis_connect
-
-        redis_connect(cfg.redis).delete(*[features_key(cfg.gold.redis_prefix, k) for k in removed])
+def _redis_fields() -> dict[str, Column]:
+    """The hash's fields as string columns; a missing scalar is the empty string."""
+    fields = {c: F.coalesce(F.col(c).cast("string"), F.lit("")) for c in SCALARS}
+    return {**fields,
+            "as_of": F.date_format("as_of", "yyyy-MM-dd'T'HH:mm:ss"),
+            "top_genres": F.to_json(F.coalesce("top_genres", F.array().cast("array<string>"))),
+            "favourite_artist_ids": F.to_json(F.coalesce(F.col("favourite_artists.artist_id"),
+                                                         F.array().cast("array<string>"))),
+            "recent_track_ids": F.to_json(F.coalesce(F.col("recent_tracks.track_id"),
+                                                     F.array().cast("array<string>")))}
 
 
 SYNCS = "feature_store_syncs"

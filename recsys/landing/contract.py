@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 
 @functools.cache
 def event_schema() -> dict[str, Any]:
+    """The landing zone's JSON Schema for one event, as shipped with the package."""
     return json.loads(resources.files("recsys.landing").joinpath("event.schema.json").read_text(encoding="utf-8"))
 
 

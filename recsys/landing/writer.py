@@ -16,6 +16,7 @@ from recsys.landing.zone import write_file
 
 
 class LandingWriter:
+    """Appends events to the landing zone in files of at most `max_lines`, at least every `flush_s` seconds."""
     def __init__(self, landing: str | Path, max_lines: int = 500, flush_s: float = 5.0):
         self.landing, self.max_lines, self.flush_s = landing, max_lines, flush_s
         self._lines: list[str] = []
@@ -25,6 +26,7 @@ class LandingWriter:
         self._thread.start()
 
     def add(self, events: Iterable[dict[str, Any]]) -> None:
+        """Queue events; write a file when `max_lines` are waiting."""
         lines = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in events]
         with self._lock:
             self._lines.extend(lines)
@@ -33,6 +35,7 @@ class LandingWriter:
             self.flush()
 
     def flush(self) -> Path | None:
+        """Write what is waiting as one landing file now; the file, or None when nothing waited."""
         with self._lock:
             lines, self._lines = self._lines, []
             if not lines:
@@ -44,6 +47,7 @@ class LandingWriter:
             self.flush()
 
     def close(self) -> None:
+        """Stop the timer and write what is left."""
         self._stop.set()
         self._thread.join(timeout=self.flush_s + 1)
         self.flush()

@@ -34,6 +34,7 @@ USER, ITEM, RATING = "user_idx", "artist_idx", "rating"
 
 @dataclass(frozen=True)
 class AlsParams:
+    """One ALS configuration: factors, regularisation, confidence scaling and its parameters."""
     rank: int = 64
     reg_param: float = 1.0
     alpha: float = 1.0
@@ -49,6 +50,7 @@ SCALINGS: tuple[str, ...] = typing.get_args(Scaling)
 
 
 def with_rating(interactions: DataFrame, params: AlsParams) -> DataFrame:
+    """Interactions with `rating`: gold's confidence under the configured scaling."""
     confidence = F.col("confidence")
     if params.scaling == "linear":
         rating = confidence

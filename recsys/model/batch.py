@@ -47,6 +47,7 @@ class ModelNotFound(LookupError):
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A registered model loaded for scoring, with the alias, version and run it came from."""
     alias: str
     version: str
     run_id: str
@@ -55,6 +56,7 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class BatchReport:
+    """What one batch scoring wrote: models used, users, rows by source, the Delta version."""
     batch_id: str
     models: dict[str, str]            # alias -> version
     users: int
@@ -114,6 +116,7 @@ def _reranked(cfg: Config, recs: DataFrame, artist_stats: DataFrame, user_featur
 
 def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | None = None,
                           batch_id: str | None = None) -> BatchReport:
+    """Top-K per user for each served model alias, with cold start for users ALS does not know."""
     setup_mlflow(cfg)
     k, batch_id = cfg.recommend.top_k, batch_id or uuid.uuid4().hex
     refs = refs or experiment_aliases(cfg.experiment)

@@ -69,6 +69,7 @@ def evaluate(spark: SparkSession, interactions: DataFrame, space: SearchSpace, *
 
 
 def format_trials(trials: list[TrialOutcome]) -> str:
+    """The search's trials as a fixed-width table."""
     lines = [f"{'trial':>5} {'rank':>4} {'reg':>7} {'alpha':>7} {'scaling':8} {'iter':>4} {'val NDCG':>8} {'s':>5}"]
     for t in trials:
         p = t.params
@@ -79,6 +80,7 @@ def format_trials(trials: list[TrialOutcome]) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
+    """Benchmark rows (model and ranking metrics) as a fixed-width table."""
     head = f"{'model':60} {'NDCG@10':>8} {'P@10':>7} {'R@10':>7} {'MAP@10':>7} {'hit':>7} {'cover':>7} {'fit s':>6}"
     lines = [head, "-" * len(head)]
     for r in rows:

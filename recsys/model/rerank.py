@@ -48,6 +48,7 @@ def prepared(df: DataFrame) -> DataFrame:
 
 
 def with_p_click(model: PipelineModel, prepared_rows: DataFrame) -> DataFrame:
+    """Prepared rows scored by the re-ranker: `p_click`, the probability of a click."""
     return model.transform(prepared_rows).withColumn("p_click", vector_to_array("probability")[1])
 
 

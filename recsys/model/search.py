@@ -59,6 +59,7 @@ def configuration_failures(spark: SparkSession) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """The hyperparameter space: choices for rank, iterations and scaling, log ranges for regParam and alpha."""
     ranks: tuple[int, ...]
     reg_param: tuple[float, float]
     alpha: tuple[float, float]
@@ -76,10 +77,12 @@ class SearchSpace:
                    max_iters=tuple(m.max_iters), seed=m.seed, bm25_k1=m.bm25_k1, bm25_b=m.bm25_b)
 
     def params(self, rank: int, reg_param: float, alpha: float, scaling: str, max_iter: int) -> AlsParams:
+        """A full `AlsParams` from the searched values and the space's fixed ones."""
         return AlsParams(rank=rank, reg_param=reg_param, alpha=alpha, scaling=scaling, max_iter=max_iter,
                          seed=self.seed, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b)
 
     def suggest(self, trial: optuna.Trial) -> AlsParams:
+        """The next configuration Optuna's sampler proposes for `trial`."""
         # rank as a position among the sorted choices: an ordered quantity, so a good rank lends
         # probability to its neighbours instead of being one unrelated category among four
         ranks = sorted(self.ranks)
@@ -105,6 +108,7 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class TrialOutcome:
+    """One trial: its configuration, validation metrics (None when it failed), seconds and failure."""
     number: int
     params: AlsParams
     metrics: dict[str, float] | None  # None when the trial failed

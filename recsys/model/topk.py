@@ -55,6 +55,7 @@ class ItemMatrix:
 
     @classmethod
     def from_frame(cls, item_factors: DataFrame) -> ItemMatrix:
+        """The item factors of a fitted model as a matrix, rows in id order."""
         table = item_factors.select("id", "features").toArrow()
         return cls(table.column("id").to_numpy(), _matrix(table.column("features")))
 

@@ -61,12 +61,14 @@ class TrainingFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Promotion:
+    """Whether the new model became champion, and why in one line."""
     promoted: bool
     reason: str
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """One training run: registered version, chosen parameters, its metrics and the champion's, promotion."""
     run_id: str
     version: str
     params: AlsParams
@@ -82,6 +84,7 @@ class TrainResult:
 
 
 def split(interactions: DataFrame, m: ModelConfig) -> tuple[DataFrame, DataFrame]:
+    """Training and validation parts by `model.split`: each user's latest interactions, or a random share."""
     if m.split == "latest":
         return latest_holdout(interactions, m.holdout_share)
     if m.split == "random":
@@ -233,6 +236,7 @@ def _log_id_maps_and_model(spark: SparkSession, cfg: Config, final: ALSModel) ->
 
 
 def train(spark: SparkSession, cfg: Config) -> TrainResult:
+    """Search, train, evaluate against baselines and the champion, register, and promote if the rules allow."""
     m = cfg.model
     space = SearchSpace.from_config(m)  # a bad search space fails here, before any work
     setup_mlflow(cfg)

@@ -26,6 +26,7 @@ SCHEMA = "user_id string, artist_id string, plays int"
 
 
 def future_plays_path(cfg: Config) -> str:
+    """Where the generator leaves the plays of the days after the landing window (its ground truth)."""
     return f"{cfg.landing.path.rstrip('/')}/{FUTURE_PLAYS}"
 
 

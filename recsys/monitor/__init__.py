@@ -1,0 +1,1 @@
+"""Monitoring: data, feature, prediction and model drift against a reference."""

@@ -37,6 +37,7 @@ EXIT_DRIFT = 6
 
 @dataclass(frozen=True)
 class MonitorReport:
+    """One monitor run: the table versions compared, every check, and the MLflow run."""
     reference: dict[str, int]
     current: dict[str, int]
     checks: list[Check]
@@ -44,6 +45,7 @@ class MonitorReport:
 
     @property
     def alerts(self) -> list[Check]:
+        """The checks that crossed their threshold."""
         return [c for c in self.checks if c.alert]
 
 
@@ -164,6 +166,7 @@ def _log_report(checks: list[Check], trends: dict[str, list], ref: dict, cur: di
 
 
 def run_monitor(spark: SparkSession, cfg: Config) -> MonitorReport:
+    """Compare current tables with the reference, log the checks to MLflow and write the HTML report."""
     setup_mlflow(cfg)
     names = ("gold/user_features", "gold/interactions", "silver/events", "gold/recommendations")
     current = {n: v for n in names if (v := _version(spark, cfg, *n.split("/"))) is not None}

@@ -21,6 +21,7 @@ FLOOR = 1e-4
 
 @dataclass(frozen=True)
 class Check:
+    """One drift check: PSI and Jensen-Shannon distance between reference and current, and whether it alerts."""
     name: str
     kind: str          # data | feature | prediction | model
     psi: float
@@ -36,11 +37,13 @@ def _proportions(counts: np.ndarray) -> np.ndarray:
 
 
 def psi(reference: np.ndarray, current: np.ndarray) -> float:
+    """Population stability index between two histograms over the same bins."""
     r, c = _proportions(np.asarray(reference, float)), _proportions(np.asarray(current, float))
     return float(np.sum((c - r) * np.log(c / r)))
 
 
 def js_distance(reference: np.ndarray, current: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, 0..1) between two histograms over the same bins."""
     r, c = np.asarray(reference, float), np.asarray(current, float)
     if r.sum() == 0 or c.sum() == 0:
         return 0.0 if r.sum() == c.sum() else 1.0
@@ -76,6 +79,7 @@ def numeric_counts(reference: DataFrame, current: DataFrame, column: str, bins: 
 
 def compare(name: str, kind: str, reference: np.ndarray, current: np.ndarray, psi_threshold: float,
             js_threshold: float) -> Check:
+    """A named check of two histograms, alerting when PSI or JS distance crosses its threshold."""
     p, j = psi(reference, current), js_distance(reference, current)
     return Check(name, kind, p, j, p > psi_threshold or j > js_threshold,
                  f"reference n={int(np.sum(reference))}, current n={int(np.sum(current))}")

@@ -29,6 +29,7 @@ from recsys.tracking import tracking_uri
 
 
 def has_champion(cfg: Config) -> bool:
+    """Whether the registry has a champion version of the configured model."""
     try:
         MlflowClient().get_model_version_by_alias(cfg.model.name, CHAMPION)
     except MlflowException:
@@ -60,6 +61,7 @@ def _call_api(cfg: Config, user_ids: list[str]) -> None:
 
 
 def run_demo(spark: SparkSession, cfg: Config, started: float) -> int:
+    """Run the whole journey on generated data, one line per stage; the exit code."""
     if read_manifest(cfg.landing.path) is None:
         _step(f"generate {cfg.datagen.users} users x {cfg.datagen.days} days into {cfg.landing.path}", started)
         manifest = generate(cfg.landing.path, cfg.datagen,

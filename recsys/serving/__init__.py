@@ -1,0 +1,1 @@
+"""Serving: the Redis publish of recommendation lists and the API that reads them."""

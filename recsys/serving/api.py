@@ -37,6 +37,7 @@ from recsys.stores.redis import connect
 
 
 class Item(BaseModel):
+    """One recommended artist in a response."""
     artist_id: str
     name: str
     score: float
@@ -44,6 +45,7 @@ class Item(BaseModel):
 
 
 class Recommendations(BaseModel):
+    """A user's recommendations, with the model version and variant that produced them."""
     user_id: str
     request_id: str
     model_version: str
@@ -53,6 +55,7 @@ class Recommendations(BaseModel):
 
 
 class Accepted(BaseModel):
+    """How many posted events were accepted."""
     accepted: int
 
 
@@ -62,6 +65,7 @@ def _segment(client: redis.Redis, prefix: str, user_key: str) -> str:
 
 
 def impressions(user_id: str, answer: Recommendations) -> list[dict[str, Any]]:
+    """The impression events for an answer, one per item shown."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return [{
         "event_id": str(uuid.uuid4()), "event_type": "impression", "event_ts": now, "user_id": user_id,
@@ -73,6 +77,7 @@ def impressions(user_id: str, answer: Recommendations) -> list[dict[str, Any]]:
 
 
 def create_app(cfg: Config) -> FastAPI:
+    """The FastAPI app: recommendations from the live Redis version, events to the landing zone."""
     secret = cfg.require_secret("privacy.pseudonym_secret")
     table = variants(cfg.experiment)  # fails at startup, not per request, on a bad split
     state: dict[str, Any] = {}

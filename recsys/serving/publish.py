@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
-from recsys.config import Config, PublishConfig, RedisConfig
+from recsys.config import Config, PublishConfig
 from recsys.serving.store import (
     ARTISTS,
     artists_key,
@@ -38,7 +37,7 @@ from recsys.serving.store import (
     version_prefix,
     versions_key,
 )
-from recsys.stores.redis import HashLoader, connect
+from recsys.stores.redis import connect, load_hashes
 from recsys.stores.resp import bulk_strings
 
 
@@ -48,6 +47,7 @@ class PublishError(RuntimeError):
 
 @dataclass(frozen=True)
 class PublishReport:
+    """What one publish wrote and switched: version, users per alias, segments, artists, timings."""
     version: str
     previous: str | None
     users: dict[str, int]     # alias -> users written
@@ -89,20 +89,6 @@ def _entries(recs: DataFrame, segs: DataFrame, shards: int) -> DataFrame:
     return users.unionByName(artists).coalesce(cores).sortWithinPartitions("hash")
 
 
-def _writer(redis_cfg: RedisConfig, key_prefix: str, batch_size: int):
-    def write_partition(batches):
-        client = connect(redis_cfg)
-        loader = HashLoader(client, key_prefix, batch_size)
-        for batch in batches:
-            loader.load(batch.column("hash"), batch.column("entry"))
-        added = loader.close()
-        client.close()
-        yield pa.RecordBatch.from_pydict({"added": [added], "first_sent": [loader.first_sent],
-                                          "last_reply": [loader.last_reply]})
-
-    return write_partition
-
-
 def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None = None,
             segments: DataFrame | None = None) -> PublishReport:
     """Publish the given (default: the current gold) recommendations and segment lists."""
@@ -132,9 +118,7 @@ def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None 
         expected = {r["model_alias"]: r["count"] for r in entries.groupBy("model_alias").count().collect()}
         expected_artists = expected.pop(None, 0)
         writing = time.monotonic()
-        tasks = entries.select("hash", "entry").mapInArrow(
-            _writer(cfg.redis, version_prefix(p.prefix, version), p.batch_size),
-            "added long, first_sent double, last_reply double").collect()
+        tasks = load_hashes(entries, cfg.redis, version_prefix(p.prefix, version), p.batch_size).collect()
         write_seconds = time.monotonic() - writing
         wrote = [t for t in tasks if t["first_sent"]]
         window = max(t["last_reply"] for t in wrote) - min(t["first_sent"] for t in wrote) if wrote else 0.0

@@ -31,10 +31,12 @@ GLOBAL_SEGMENT = "*"
 
 
 def live_key(prefix: str) -> str:
+    """The key holding the live version's name."""
     return f"{prefix}:recs:live"
 
 
 def versions_key(prefix: str) -> str:
+    """The key listing kept versions, newest last."""
     return f"{prefix}:recs:versions"
 
 
@@ -44,14 +46,17 @@ def version_prefix(prefix: str, version: str) -> str:
 
 
 def meta_key(prefix: str, version: str) -> str:
+    """A version's metadata hash (model versions, counts, publish time)."""
     return f"{version_prefix(prefix, version)}meta"
 
 
 def shard_key(prefix: str, version: str, alias: str, shard: int) -> str:
+    """One shard hash of an alias's lists (user_key -> list) in a version."""
     return f"{version_prefix(prefix, version)}{alias}:{shard}"
 
 
 def segments_key(prefix: str, version: str) -> str:
+    """A version's cold-start lists by segment."""
     return f"{version_prefix(prefix, version)}segments"
 
 
@@ -59,6 +64,7 @@ ARTISTS = "artists"
 
 
 def artists_key(prefix: str, version: str) -> str:
+    """A version's artist names (artist_id -> name)."""
     return f"{version_prefix(prefix, version)}{ARTISTS}"
 
 
@@ -85,6 +91,7 @@ class _Version:
 
 @dataclass(frozen=True)
 class Answer:
+    """A list as served: the version it came from, model version, source and (artist_id, name, score) items."""
     version: str            # the published version it came from
     model_version: str
     source: str             # als | segment | global
@@ -92,11 +99,13 @@ class Answer:
 
 
 class RecommendationStore:
+    """Reads the live version's lists from Redis, caching each version's metadata and names."""
     def __init__(self, client: redis.Redis, prefix: str):
         self.client, self.prefix = client, prefix
         self._versions: dict[str, _Version] = {}  # the latest version read
 
     def live(self) -> str | None:
+        """The live version's name, or None before the first publish."""
         value = self.client.get(live_key(self.prefix))
         return value.decode() if value else None
 

@@ -24,6 +24,7 @@ def _latest(df: DataFrame, key: str, value: str) -> DataFrame:
 
 
 def to_artists(events: DataFrame) -> DataFrame:
+    """One row per artist: its most frequent name and key, genres, and when it was last seen."""
     with_genres = events.withColumn("genres", F.when(F.size("genres") > 0, F.col("genres")))
     base = events.groupBy("artist_id").agg(F.max("event_time").alias("last_seen"))
     out = base.join(_most_frequent(events, "artist_id", "artist_name"), on="artist_id", how="left")
@@ -39,6 +40,7 @@ def to_artists(events: DataFrame) -> DataFrame:
 
 
 def to_tracks(events: DataFrame) -> DataFrame:
+    """One row per track: its most frequent name, key, artist, album and duration, and when last seen."""
     tracks = events.filter(F.col("track_id").isNotNull())
     base = tracks.groupBy("track_id").agg(F.max("event_time").alias("last_seen"))
     out = base

@@ -45,6 +45,7 @@ def display_name(name: str | None) -> str | None:
 
 @pandas_udf(T.StructType([T.StructField("display", T.StringType()), T.StructField("key", T.StringType())]))
 def normalize_name(names: pd.Series) -> pd.DataFrame:
+    """Display form and matching key of each name (a pandas UDF body)."""
     return pd.DataFrame({"display": names.map(display_name), "key": names.map(name_key)})
 
 

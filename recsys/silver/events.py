@@ -43,6 +43,7 @@ SILVER_QUARANTINE = T.StructType([T.StructField(n, t) for n, t in (
 
 @dataclass
 class SilverEventsReport:
+    """What one silver events run did: rows in, inserted, duplicates dropped, quarantined by reason."""
     rows_in: int = 0
     inserted: int = 0
     duplicates_dropped: int = 0
@@ -50,6 +51,7 @@ class SilverEventsReport:
 
     @property
     def quarantine_rate(self) -> float:
+        """Quarantined rows as a share of rows in."""
         return sum(self.quarantined.values()) / self.rows_in if self.rows_in else 0.0
 
 

@@ -39,11 +39,13 @@ CREATE INDEX IF NOT EXISTS {TABLE}_user_time ON {TABLE} (user_key, event_time);
 
 
 def ensure_click_events(cfg: PostgresConfig) -> None:
+    """Create the PostgreSQL `click_events` table if missing."""
     with connect(cfg) as conn, conn.cursor() as cur:
         cur.execute(DDL)
 
 
 def append_click_events(events: DataFrame, cfg: PostgresConfig, stage_suffix: str) -> None:
+    """Append click events to PostgreSQL through a staging table; an event already there is skipped."""
     stage = f"{TABLE}_stage_{stage_suffix}".replace("-", "_")
     columns = ", ".join(COLUMNS)
     write_jdbc(events.select(*COLUMNS), cfg, stage, mode="overwrite")
@@ -53,6 +55,7 @@ def append_click_events(events: DataFrame, cfg: PostgresConfig, stage_suffix: st
 
 
 def delete_users(cfg: PostgresConfig, user_keys: Iterable[str]) -> int:
+    """Delete the given users' click events; how many rows went."""
     keys = list(user_keys)
     if not keys:
         return 0

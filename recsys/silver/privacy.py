@@ -50,6 +50,7 @@ def age_group(date_of_birth: Column, today: date) -> Column:
 
 
 def with_age_group(today: date, birth_col: str = "date_of_birth", out_col: str = "age_group"):
+    """A transform adding the age group on `today` from a birth date column."""
     def transform(df: DataFrame) -> DataFrame:
         return df.withColumn(out_col, age_group(F.col(birth_col), today))
 

@@ -27,10 +27,12 @@ _NULLABLE_NUMBERS = {"latitude", "longitude"}
 
 
 def accounts_ddl() -> str:
+    """The contract's `accounts` DDL, as shipped with the package."""
     return resources.files("recsys.sources").joinpath("accounts.sql").read_text(encoding="utf-8")
 
 
 def ensure_accounts_table(cfg: PostgresConfig) -> None:
+    """Create the `accounts` table if missing."""
     with connect(cfg) as conn, conn.cursor() as cur:
         cur.execute(accounts_ddl())
 

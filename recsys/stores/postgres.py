@@ -59,6 +59,7 @@ def execute(cfg: PostgresConfig, statement: str, params: Sequence | None = None)
 
 
 def jdbc_url(cfg: PostgresConfig) -> str:
+    """The JDBC URL of the configured database."""
     return f"jdbc:postgresql://{cfg.host}:{cfg.port}/{cfg.database}"
 
 
@@ -98,5 +99,6 @@ def hash_predicates(column: str, partitions: int) -> list[str]:
 
 
 def write_jdbc(df: DataFrame, cfg: PostgresConfig, table: str, mode: str = "append") -> None:
+    """Write a DataFrame to a PostgreSQL table over JDBC in batched inserts."""
     props = {**jdbc_properties(cfg), "batchsize": "5000", "reWriteBatchedInserts": "true"}
     df.write.jdbc(jdbc_url(cfg), table, mode=mode, properties=props)

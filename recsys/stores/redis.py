@@ -1,11 +1,13 @@
-"""Redis: one client factory (connection failures name the server's host:port), and bulk loading
-from Spark executors.
+"""Redis: one client factory (connection failures name the server's host:port), and the one sink
+every Spark job writes Redis through: `load_hashes`, hashes loaded from the executors.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +16,9 @@ import redis
 
 from recsys.config import RedisConfig
 from recsys.endpoints import Endpoint, ServiceUnavailable
+
+if TYPE_CHECKING:  # the API imports this module and must not load pyspark
+    from pyspark.sql import DataFrame
 
 
 def connect(cfg: RedisConfig) -> redis.Redis:
@@ -44,19 +49,28 @@ class HashLoader:
     key should be adjacent (sort them in Spark): each run becomes one HSET whose arguments are a
     zero-copy slice of Arrow's data buffer. Up to `batch_size` fields go per round trip; a Redis
     error (wrong key type, out of memory) raises `redis.ResponseError`.
+
+    With `replace`, each key is deleted before its first fields, so the hash holds exactly the
+    loaded fields (all of a key's rows must then reach one loader, adjacent); with `ttl_s`, each
+    key expires that many seconds after it is written.
     """
 
-    def __init__(self, client: redis.Redis, key_prefix: str, batch_size: int):
+    def __init__(self, client: redis.Redis, key_prefix: str, batch_size: int, *, replace: bool = False,
+                 ttl_s: int | None = None):
         self.pool = client.connection_pool
         self.conn = self.pool.get_connection()
         self.key_prefix, self.batch_size = key_prefix, batch_size
+        self.replace, self.ttl_s = replace, ttl_s
+        self.last_key: bytes | None = None  # the key of the previous run, which may go on in the next batch
         self.parts: list[bytes | memoryview] = []
         self.commands = self.fields = 0   # pending in the current round trip
-        self.in_flight = 0                # commands sent whose replies are unread
+        self.counted: list[bool] = []     # per pending command: is it an HSET whose reply counts new fields
+        self.in_flight: list[bool] = []   # the same for commands sent whose replies are unread
         self.added = 0                    # new fields Redis reported
         self.first_sent = self.last_reply = 0.0  # epoch seconds: when this loader wrote
 
     def load(self, keys: pa.Array, pairs: pa.Array) -> None:
+        """Send HSETs of (key, field, value) rows, pipelined; raise on any error reply."""
         if pairs.null_count:
             raise ValueError(f"{pairs.null_count} rows without a field-value pair")
         n = len(keys)
@@ -70,14 +84,24 @@ class HashLoader:
         data = memoryview(data_buffer)
         for start, end in itertools.pairwise(bounds):
             key = (self.key_prefix + keys[start].as_py()).encode()
+            if self.replace and key != self.last_key:
+                self._command(b"*2\r\n$3\r\nDEL\r\n$%d\r\n%s\r\n" % (len(key), key))
             for a in range(start, end, self.batch_size):
                 b = min(end, a + self.batch_size)
-                self.parts += [b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 + 2 * (b - a), len(key), key),
-                               data[offsets[a]:offsets[b]]]
-                self.commands += 1
-                self.fields += b - a
-                if self.fields >= self.batch_size:
-                    self._round_trip()
+                self._command(b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 + 2 * (b - a), len(key), key),
+                              data[offsets[a]:offsets[b]], fields=b - a)
+            if self.ttl_s is not None:
+                ttl = str(self.ttl_s).encode()
+                self._command(b"*3\r\n$6\r\nEXPIRE\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(ttl), ttl))
+            self.last_key = key
+
+    def _command(self, head: bytes, body: memoryview | None = None, fields: int = 0) -> None:
+        self.parts += [head] if body is None else [head, body]
+        self.counted.append(fields > 0)
+        self.commands += 1
+        self.fields += max(fields, 1)
+        if self.fields >= self.batch_size:
+            self._round_trip()
 
     def _round_trip(self) -> None:
         """Sends the pending commands, then reads the replies of the round before: one round is
@@ -87,17 +111,49 @@ class HashLoader:
             self.first_sent = self.first_sent or time.time()
             self.conn.send_packed_command(self.parts, check_health=False)
         self._replies(self.in_flight)
-        self.in_flight = self.commands
+        self.in_flight, self.counted = self.counted, []
         self.parts, self.commands, self.fields = [], 0, 0
 
-    def _replies(self, count: int) -> None:
-        self.added += sum(self.conn.read_response() for _ in range(count))
+    def _replies(self, counted: list[bool]) -> None:
+        for is_hset in counted:
+            reply = self.conn.read_response()
+            self.added += reply if is_hset else 0
 
     def close(self) -> int:
         """Sends what is pending and waits for every reply; returns the number of new fields."""
         self._round_trip()
         self._replies(self.in_flight)
-        self.in_flight = 0
+        self.in_flight = []
         self.last_reply = time.time()
         self.pool.release(self.conn)
         return self.added
+
+
+LOAD_SCHEMA = "added long, first_sent double, last_reply double"
+
+
+def load_hashes(entries: DataFrame, cfg: RedisConfig, key_prefix: str, batch_size: int, *,
+                replace: bool = False, ttl_s: int | None = None) -> DataFrame:
+    """Load `entries` (`hash` string, `entry` binary from `resp.bulk_strings(field, value)`) into Redis.
+
+    Lazy: one row per partition (`LOAD_SCHEMA`: new fields, when the partition's loader first sent
+    and last heard back) once an action runs it. Rows of one hash should share a partition and be
+    adjacent (`sortWithinPartitions("hash")`); with `replace` they must.
+    """
+    return entries.select("hash", "entry").mapInArrow(
+        _partition_loader(cfg, key_prefix, batch_size, replace, ttl_s), LOAD_SCHEMA)
+
+
+def _partition_loader(cfg: RedisConfig, key_prefix: str, batch_size: int, replace: bool,
+                      ttl_s: int | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def load_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        client = connect(cfg)
+        loader = HashLoader(client, key_prefix, batch_size, replace=replace, ttl_s=ttl_s)
+        for batch in batches:
+            loader.load(batch.column("hash"), batch.column("entry"))
+        added = loader.close()
+        client.close()
+        yield pa.RecordBatch.from_pydict({"added": [added], "first_sent": [loader.first_sent],
+                                          "last_reply": [loader.last_reply]})
+
+    return load_partition
