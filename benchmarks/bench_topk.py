@@ -72,7 +72,7 @@ def compare(ours: pd.DataFrame, mllib: pd.DataFrame, k: int) -> tuple[int, int]:
         ours_set, mllib_set = set(row.items_ours), set(row.items_mllib)
         if ours_set == mllib_set:
             continue
-        kth = min(min(row.scores_ours), min(row.scores_mllib))
+        kth = min(*row.scores_ours, *row.scores_mllib)
         differing = {i: s for i, s in zip(row.items_ours + row.items_mllib, row.scores_ours + row.scores_mllib,
                                            strict=True) if i not in ours_set & mllib_set}
         if any(abs(s - kth) > 1e-4 * max(1.0, abs(kth)) for s in differing.values()):

@@ -393,7 +393,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _flatten(data: dict[str, Any], source: str) -> list[tuple[tuple[str, str], Any]]:
-    items = []
+    items: list[tuple[tuple[str, str], Any]] = []
     for section, values in data.items():
         if not isinstance(values, dict):
             raise ConfigError(f"{section}: expected a mapping of keys (from {source})")
@@ -450,9 +450,11 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         expected = {dict: "a mapping", tuple: "a list"}.get(origin) or getattr(origin, "__name__", str(origin))
         raise ConfigError(f"{key}: expected {expected}, got {value!r} (from {source})")
     if origin is tuple:
-        return tuple(dict.fromkeys(_convert(item, typing.get_args(tp)[0], key, source) for item in converted))
+        items = typing.cast(list[Any], converted)
+        return tuple(dict.fromkeys(_convert(item, typing.get_args(tp)[0], key, source) for item in items))
     if origin is dict:
-        return {str(k): _convert(v, typing.get_args(tp)[1], f"{key}.{k}", source) for k, v in converted.items()}
+        mapping = typing.cast(dict[Any, Any], converted)
+        return {str(k): _convert(v, typing.get_args(tp)[1], f"{key}.{k}", source) for k, v in mapping.items()}
     return converted
 
 

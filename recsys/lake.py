@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from recsys.config import LakeConfig
+from recsys.spark import jvm
 
 LAYERS = ("bronze", "silver", "gold")
 
@@ -51,12 +53,12 @@ def read(spark: SparkSession, path: str, version: int | None = None) -> DataFram
 
 def current_version(spark: SparkSession, path: str) -> int:
     """The latest committed version of the Delta table at `path`."""
-    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+    return DeltaTable.forPath(spark, path).history(1).select("version").collect()[0][0]
 
 
 def metrics_since(spark: SparkSession, path: str, version: int) -> dict[str, int]:
     """Operation metrics of the commit after `version`, or {} when nothing was committed."""
-    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
+    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").collect()[0]
     return {k: int(v) for k, v in last[1].items()} if last[0] > version else {}
 
 
@@ -105,9 +107,9 @@ def append_once(df: DataFrame, path: str, app_id: str, version: int) -> None:
     )
 
 
-def _hadoop_path(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
+def _hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """The Hadoop FileSystem and Path (py4j objects) for `path`."""
+    hpath = jvm(spark).org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
@@ -122,7 +124,7 @@ def ensure_checkpoint_id(spark: SparkSession, checkpoint: str) -> str:
     if fs.exists(meta):
         stream = fs.open(meta)
         try:
-            text = spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+            text = jvm(spark).org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
         finally:
             stream.close()
         return json.loads(text.splitlines()[0])["id"]

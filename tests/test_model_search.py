@@ -27,7 +27,8 @@ def test_config_lists_and_ranges_become_the_space_and_bad_ones_fail_at_load_nami
                                   ("ranks", " , ", "model.ranks: empty"),
                                   ("alpha_range", "10,1", "model.alpha_range: \\[10.0, 1.0\\] must be"),
                                   ("reg_param_range", "0,1", "model.reg_param_range"),
-                                  ("scalings", "linear,tfidf", "model.scalings: 'tfidf' is not one of linear, log, bm25")):
+                                  ("scalings", "linear,tfidf",
+                                   "model.scalings: 'tfidf' is not one of linear, log, bm25")):
         with pytest.raises(ConfigError, match=message):
             load_config("test", [f"model.{field}={value}"])
 
@@ -36,7 +37,7 @@ def test_the_first_trial_is_the_known_good_start_moved_into_the_space():
     trials = run_search(SPACE, _score, max_trials=1, budget_s=60)
     p = trials[0].params
     assert (p.rank, p.reg_param, p.alpha, p.scaling, p.max_iter) == (64, 1.0, 10.0, "linear", 10)
-    assert START["max_iter"] == 15  # 10 is the nearest allowed choice
+    assert START.max_iter == 15  # 10 is the nearest allowed choice
 
 
 def test_same_seed_same_trials_and_a_budget_cut_is_a_prefix():

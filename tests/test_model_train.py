@@ -67,7 +67,8 @@ def test_training_logs_registers_and_promotes_only_a_better_model(spark, mlflow_
     artifacts = {a.path for a in MlflowClient().list_artifacts(first.run_id, "id_maps")}
     assert artifacts == {"id_maps/id_map_users.parquet", "id_maps/id_map_artists.parquet"}
 
-    worse = dataclasses.replace(cfg, model=dataclasses.replace(good, ranks=(1,), max_iters=(1,), reg_param_range=(50.0,)))
+    worse = dataclasses.replace(cfg, model=dataclasses.replace(good, ranks=(1,), max_iters=(1,),
+                                                               reg_param_range=(50.0,)))
     second = train(spark, worse)
     client = MlflowClient()
     assert not second.promoted and second.champion_metrics["ndcg"] > second.metrics["ndcg"]

@@ -10,8 +10,8 @@ from chispa import assert_df_equality
 
 from recsys import lake
 from recsys.config import PrivacyConfig
+from recsys.keys import pseudonym
 from recsys.model.truth import FUTURE_PLAYS, future_discoveries
-from recsys.silver.privacy import pseudonym
 
 SECRET = "truth-secret"
 

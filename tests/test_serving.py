@@ -20,11 +20,11 @@ from pyspark.sql import functions as F
 
 from recsys.config import ConfigError, ExperimentConfig
 from recsys.experiment import assign, variants
+from recsys.keys import pseudonym
 from recsys.landing.contract import event_errors
 from recsys.serving.api import create_app
 from recsys.serving.publish import publish, rollback
 from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key
-from recsys.silver.privacy import pseudonym
 from recsys.stores.redis import HashLoader, connect, load_hashes
 from recsys.stores.resp import bulk_strings
 

@@ -51,7 +51,7 @@ class AccountsReport:
 
 
 def _watermark(spark: SparkSession, path: str) -> datetime | None:
-    return lake.read(spark, path).agg(F.max("updated_at")).first()[0]
+    return lake.read(spark, path).agg(F.max("updated_at")).collect()[0][0]
 
 
 def read_accounts(spark: SparkSession, cfg: Config, since: datetime | None) -> DataFrame:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.bronze.schema import (
@@ -35,6 +34,9 @@ from recsys.config import Config
 from recsys.landing.zone import EVENT_TYPES, EVENTS_DIR
 
 log = logging.getLogger(__name__)
+
+MAX_VOLUME = 100  # percent
+MAX_LATITUDE, MAX_LONGITUDE = 90, 180
 
 ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}:?\d{2})$"
 EPOCH_MS = r"^\d{1,16}$"
@@ -89,9 +91,9 @@ def parse_events(raw: DataFrame) -> DataFrame:
         ("card.artist_followers", card["artist_followers"] < 0),
         ("card.track_likes", card["track_likes"] < 0),
         ("card.played_ms", card["played_ms"] < 0),
-        ("card.volume", F.exists(card["volume"], lambda v: (v < 0) | (v > 100))),
+        ("card.volume", F.exists(card["volume"], lambda v: (v < 0) | (v > MAX_VOLUME))),
         ("recommendation.position", rec["position"] < 0),
-        ("context.geo", (F.abs(geo["lat"]) > 90) | (F.abs(geo["lon"]) > 180)),
+        ("context.geo", (F.abs(geo["lat"]) > MAX_LATITUDE) | (F.abs(geo["lon"]) > MAX_LONGITUDE)),
     ])
     reason = (
         F.when(~is_object, _why("not_json", F.lit(None)))
@@ -110,7 +112,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
 
 
 def _unknown_fields(json_text: Column, known: tuple[str, ...]) -> Column:
-    fields = F.from_json(json_text, T.MapType(T.StringType(), T.StringType()))
+    fields = F.from_json(json_text, "map<string,string>")
     extra = F.map_filter(fields, lambda k, v: ~k.isin(*known))
     return F.when(F.size(extra) > 0, extra)
 
@@ -174,7 +176,7 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
         try:
             counts = {r["_reason"] or "ok": r["n"] for r in parsed.groupBy("_reason").agg(F.count("*").alias("n"))
                       .collect()}
-            files = parsed.select(F.countDistinct("_source_file")).first()[0]
+            files = parsed.select(F.countDistinct("_source_file")).collect()[0][0]
             lake.append_once(to_bronze(parsed), bronze_path, app_id, batch_id)
             lake.append_once(to_quarantine(parsed), quarantine_path, app_id, batch_id)
         finally:

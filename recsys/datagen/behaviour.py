@@ -121,8 +121,8 @@ class DayGenerator:
         hour = bisect.bisect_right(HOUR_CDF, rnd.random())
         t = self.day_ms + min(hour, 23) * HOUR_MS + int(rnd.random() * HOUR_MS)
         device, version = DEVICES[rnd.randrange(len(DEVICES))]
-        context = {"session_id": f"s-{self._uuid()[:13]}", "device_os": device, "app_version": version,
-                   "source": SOURCES[rnd.randrange(len(SOURCES))]}
+        context: dict[str, object] = {"session_id": f"s-{self._uuid()[:13]}", "device_os": device,
+                                      "app_version": version, "source": SOURCES[rnd.randrange(len(SOURCES))]}
         if rnd.random() < 0.3:
             city = CITIES[self.pop.home_city[u]]
             context["geo"] = {"lat": round(city[1] + rnd.gauss(0, 0.02), 5),
@@ -164,7 +164,7 @@ class DayGenerator:
             card["track_likes"] = self.track_likes[track]
         return card
 
-    def _event(self, event_type: str, u: int, ts_ms: int, card: dict, context: dict, **extra) -> Event:
+    def _event(self, event_type: str, u: int, ts_ms: int, card: dict, context: dict, **extra: object) -> Event:
         rnd = self.rnd
         payload = {"event_id": self._uuid(), "event_type": event_type, "event_ts": iso(ts_ms),
                    "user_id": self.pop.user_ids[u], "card": card, "context": dict(context), **extra}

@@ -67,7 +67,7 @@ KIND_BY_NAME = {k.name: k for k in KINDS}
 MAX_TRUSTED_DURATION_MS = 6 * 3600 * 1000  # longer than any song: an "absurd" duration
 
 
-def kind_rates(total: float, overrides: dict[str, float | str] | None = None) -> dict[str, float]:
+def kind_rates(total: float, overrides: dict[str, float] | None = None) -> dict[str, float]:
     """Per-kind rates: `total` split by weight, then any per-kind override."""
     weight_sum = sum(k.weight for k in KINDS)
     rates = {k.name: total * k.weight / weight_sum for k in KINDS}

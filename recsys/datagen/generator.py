@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -82,7 +83,7 @@ def generate(
     spec: GeneratorSpec,
     *,
     append_days: int | None = None,
-    on_accounts=None,
+    on_accounts: Callable[[list[dict]], object] | None = None,
 ) -> dict:
     """Write `spec.days` days (or `append_days` more) into `landing`; return the manifest.
 
@@ -113,7 +114,9 @@ def generate(
 
     by_user = {row["user_id"]: row for row in account_rows}
     buffer = _HourBuffer(landing, spec)
-    dirt, event_types, lines = Counter(), Counter(), 0
+    dirt: Counter[str] = Counter()
+    event_types: Counter[str] = Counter()
+    lines = 0
     for day_index in range(first_day, first_day + n_days):
         day = start + timedelta(days=day_index)
         dirtier = Dirtier(rng_for(spec.seed, "dirt", day_index), rates, by_user)
@@ -141,7 +144,8 @@ def generate(
     return manifest
 
 
-def _merge_manifest(previous, spec, end_day, lines, files, event_types, dirt) -> dict:
+def _merge_manifest(previous: dict | None, spec: DatagenConfig, end_day: int, lines: int, files: int,
+                    event_types: Counter, dirt: Counter) -> dict:
     old = previous or {"lines": 0, "files": 0, "events": {}, "dirt": {}}
     merged_types = Counter(old["events"]) + event_types
     merged_dirt = {
@@ -174,7 +178,7 @@ def write_truth(landing: Path, spec: GeneratorSpec, catalog: Catalog, population
         for u, user_id in enumerate(population.user_ids):
             for a, w in zip(population.library[u], population.library_weight[u], strict=True):
                 writer.writerow([user_id, catalog.artist_ids[a], f"{w:.6f}"])
-    future = Counter()
+    future: Counter[tuple[str, str]] = Counter()
     start = date.fromisoformat(spec.start_date)
     for day_index in range(end_day, end_day + spec.future_days):
         day = start + timedelta(days=day_index)

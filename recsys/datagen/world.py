@@ -186,12 +186,14 @@ def build_catalog(seed: int, n_artists: int) -> Catalog:
     )
 
 
+GENDERS = ("f", "m", "x", None)
+
 def _cdf(weights: np.ndarray) -> np.ndarray:
     return np.cumsum(weights) / weights.sum() if len(weights) else weights
 
 
 def _pick(members: np.ndarray, cdf: np.ndarray, rng: np.random.Generator) -> int | None:
-    return int(members[min(np.searchsorted(cdf, rng.random()), len(members) - 1)]) if len(members) else None
+    return int(members[min(int(np.searchsorted(cdf, rng.random())), len(members) - 1)]) if len(members) else None
 
 
 def build_population(seed: int, n_users: int, catalog: Catalog) -> Population:
@@ -218,7 +220,7 @@ def build_population(seed: int, n_users: int, catalog: Catalog) -> Population:
         picked: dict[int, None] = {}
         for g, c, scene_pick in zip(genre_draws, scene_draws, from_scene, strict=True):
             artist = _pick(catalog.scene_members[c], catalog.scene_cdf[c], rng) if scene_pick \
-                else _pick(*by_genre[g], rng)
+                else _pick(by_genre[g][0], by_genre[g][1], rng)
             if artist is not None:
                 picked.setdefault(artist, None)
             if len(picked) == LIBRARY_SIZE:
@@ -257,7 +259,7 @@ def accounts(seed: int, population: Population, start: date) -> list[dict]:
             "full_name": f"{first} {last}",
             "email": f"{first}.{last}.{user_id}@example.com".lower(),
             "date_of_birth": None if rng.random() < 0.06 else start - timedelta(days=age_days),
-            "gender": rng.choice(["f", "m", "x", None], p=[0.45, 0.45, 0.04, 0.06]),
+            "gender": GENDERS[rng.choice(len(GENDERS), p=[0.45, 0.45, 0.04, 0.06])],
             "latitude": float(city[1] + rng.normal(0, 0.03)) if has_coords else None,
             "longitude": float(city[2] + rng.normal(0, 0.03)) if has_coords else None,
             "country_code": None if (not has_coords and rng.random() < 0.5) or rng.random() < 0.03 else city[3],

@@ -22,7 +22,7 @@ import hashlib
 import json
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,7 +68,11 @@ def _iso(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def read_dataset(source: str | Path):
+# artist names, tag values, (user, artist, plays) and (user, artist, tag, tagged on)
+Dataset = tuple[dict[str, str], dict[str, str], list[tuple[str, str, int]], list[tuple[str, str, str, datetime]]]
+
+
+def read_dataset(source: str | Path) -> Dataset:
     """The four files the importer needs, as plain Python structures."""
     source = Path(source)
     names = {row[0]: row[1] for row in _rows(source / "artists.dat")}
@@ -104,7 +108,7 @@ def convert(source: str | Path) -> tuple[list[dict], list[dict], ImportReport]:
     }
 
     def card(artist: str) -> dict:
-        out = {"artist_id": artist, "artist_name": names[artist]}
+        out: dict[str, object] = {"artist_id": artist, "artist_name": names[artist]}
         if artist in genres:
             out["genre"] = genres[artist]
         return out
@@ -143,7 +147,8 @@ def convert(source: str | Path) -> tuple[list[dict], list[dict], ImportReport]:
     return events, accounts, report
 
 
-def import_lastfm(source: str | Path, landing: str | Path, on_accounts=None) -> ImportReport:
+def import_lastfm(source: str | Path, landing: str | Path,
+                  on_accounts: Callable[[list[dict]], object] | None = None) -> ImportReport:
     """Convert the data set and land it as contract files; `on_accounts(rows)` loads accounts."""
     events, accounts, report = convert(source)
     last = max(datetime.fromisoformat(e["event_ts"].replace("Z", "+00:00")) for e in events)

@@ -12,11 +12,12 @@ Tables (recomputed from silver each run and overwritten, so reruns agree; Delta 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
@@ -50,7 +51,7 @@ def ab_analysis(feedback: DataFrame, cfg: Config) -> AbResult | None:
     counts = _counts(feedback)
     shares = {v.name: len(v.buckets) for v in experiment_variants(cfg.experiment)}
     names = [n for n in sorted(shares) if n in counts]
-    if len(names) < 2:
+    if len(names) < 2:  # noqa: PLR2004 (a test compares two)
         return None
     f = cfg.feedback
     return analyze({n: counts[n] for n in names}, {n: shares[n] for n in names}, names[0], names[1],
@@ -62,7 +63,7 @@ def _ab_rows(result: AbResult, experiment: str) -> list[dict]:
     return [{"experiment": experiment, **asdict(v), **test} for v in result.variants]
 
 
-def _ctr_series(rows: list, name, x) -> dict[str, tuple[list, list]]:
+def _ctr_series(rows: list, name: Callable[[Row], str], x: Callable[[Row], object]) -> dict[str, tuple[list, list]]:
     """CTR rows as line-chart series: series name(row) -> (x(row) values, CTRs), in row order."""
     series: dict[str, tuple[list, list]] = {}
     for r in rows:
@@ -113,7 +114,7 @@ def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
     feedback = lake.read(spark, out).persist()
     ctr_table = ctr(feedback, "model_version", "variant", "position", "event_date")
     lake.overwrite(ctr_table, lake.table_path(cfg.lake, "gold", "ctr"))
-    totals = feedback.agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks")).first()
+    totals = feedback.agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks")).collect()[0]
     clicks_total = events.filter(F.col("event_type") == "click").count()
     result = ab_analysis(feedback, cfg)
     if result is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -66,7 +66,8 @@ def weights(model: PipelineModel, sample: DataFrame) -> dict[str, float]:
     assembled = model.stages[2].transform(model.stages[1].transform(model.stages[0].transform(sample.limit(1))))
     attrs = assembled.schema["raw_features"].metadata["ml_attr"]["attrs"]
     names = {a["idx"]: a["name"] for group in attrs.values() for a in group}
-    coefficients = model.stages[-1].coefficients.toArray()
+    classifier: LogisticRegressionModel = model.stages[-1]  # type: ignore[assignment]
+    coefficients = classifier.coefficients.toArray()
     pretty = {i: n.replace("_vec_", "=") for i, n in names.items()}
     return {pretty[i]: float(c) for i, c in enumerate(coefficients)}
 
@@ -78,7 +79,7 @@ def click_ndcg(scored: DataFrame, order: str, descending: bool) -> float:
     per_request = ranked.groupBy("request_id").agg(
         F.sum(F.col("clicked") / F.log2(F.col("_r") + 1)).alias("dcg"), F.sum("clicked").alias("n"))
     ideal = ideal_dcg(F.col("n").cast("int"))
-    value = per_request.filter(F.col("n") > 0).agg(F.avg(F.col("dcg") / ideal)).first()[0]
+    value = per_request.filter(F.col("n") > 0).agg(F.avg(F.col("dcg") / ideal)).collect()[0][0]
     return float(value or 0.0)
 
 

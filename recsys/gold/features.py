@@ -8,13 +8,14 @@ first, each with the song's and its artist's statistics and this play's completi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 
-def signed_up_before(as_of: datetime):
+def signed_up_before(as_of: datetime) -> Callable[[DataFrame], DataFrame]:
     """Accounts that existed at `as_of`: a build "as of" last week must not know users who signed up
     since. Signup dates are days, so a user counts from the start of their signup day; a missing
     date keeps the user (the account predates the field).

@@ -73,11 +73,11 @@ def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx
     schema = T.StructType([T.StructField(key, T.StringType()), T.StructField(idx, T.IntegerType())])
     lake.ensure_table(spark, path, schema)
     current = lake.read(spark, path)
-    start = current.agg(F.max(idx)).first()[0]
+    start = current.agg(F.max(idx)).collect()[0][0]
     start = -1 if start is None else start
     new = keys.select(key).distinct().join(current, on=key, how="left_anti")
     numbered = new.withColumn(idx, (F.row_number().over(Window.orderBy(key)) + F.lit(start)).cast("int"))
-    if (numbered.agg(F.max(idx)).first()[0] or 0) > MAX_ID:
+    if (numbered.agg(F.max(idx)).collect()[0][0] or 0) > MAX_ID:
         raise OverflowError(f"{path}: ids would pass {MAX_ID}")
     (DeltaTable.forPath(spark, path).alias("t")
      .merge(numbered.alias("s"), f"t.{key} = s.{key}")

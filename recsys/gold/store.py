@@ -137,7 +137,7 @@ def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> S
     lake.ensure_table(spark, syncs_path, T.StructType([
         T.StructField("version", T.LongType()), T.StructField("synced_at", T.TimestampType()),
         T.StructField("changed", T.LongType()), T.StructField("removed", T.LongType())]))
-    previous_version = lake.read(spark, syncs_path).agg(F.max("version")).first()[0]
+    previous_version = lake.read(spark, syncs_path).agg(F.max("version")).collect()[0][0]
     version = lake.current_version(spark, path)
     changed, removed_df = changed_since(spark, path, previous_version)
     changed = changed.persist()

@@ -67,7 +67,7 @@ def _bm25(interactions: DataFrame, k1: float, b: float) -> DataFrame:
     n_users = interactions.select(USER).distinct().count()
     per_user = interactions.groupBy(USER).agg(F.sum("confidence").alias("_len"))
     per_item = interactions.groupBy(ITEM).agg(F.countDistinct(USER).alias("_df"))
-    avg_len = per_user.agg(F.avg("_len")).first()[0] or 1.0
+    avg_len = per_user.agg(F.avg("_len")).collect()[0][0] or 1.0
     df = F.col("_df")
     idf = F.log1p((F.lit(float(n_users)) - df + 0.5) / (df + 0.5))
     norm = F.lit(1 - b) + F.lit(b) * F.col("_len") / F.lit(avg_len)
@@ -91,7 +91,7 @@ def fit(train: DataFrame, params: AlsParams) -> tuple[ALSModel, float]:
 
 def _most_seen(seen: DataFrame) -> int:
     """The largest number of artists one user has seen: how deep candidate lists must go."""
-    return seen.groupBy(USER).count().agg(F.max("count")).first()[0] or 0
+    return seen.groupBy(USER).count().agg(F.max("count")).collect()[0][0] or 0
 
 
 def _rank_excluding(candidates: DataFrame, seen: DataFrame, k: int) -> DataFrame:

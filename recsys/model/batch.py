@@ -75,7 +75,7 @@ def load_model(cfg: Config, ref: str) -> LoadedModel:
         raise ModelNotFound(f"model {cfg.model.name!r} has no version {ref!r} in the registry at "
                             f"{mlflow.get_tracking_uri()}: run `make train` first") from err
     pipeline = mlflow.spark.load_model(f"models:/{cfg.model.name}/{mv.version}", dfs_tmpdir=tempfile.mkdtemp())
-    return LoadedModel(ref, str(mv.version), mv.run_id, pipeline.stages[-1])
+    return LoadedModel(ref, str(mv.version), mv.run_id or "", pipeline.stages[-1])
 
 
 def segment_lists(interactions: DataFrame, segments: DataFrame, k: int) -> DataFrame:

@@ -57,7 +57,7 @@ def evaluate(spark: SparkSession, interactions: DataFrame, space: SearchSpace, *
     trials = run_search(space, score, max_trials=max_trials, budget_s=budget_s)
     done = [t for t in trials if t.metrics]
     if done:
-        best = max(done, key=lambda t: t.metrics["ndcg"]).params
+        best = max(done, key=lambda t: (t.metrics or {})["ndcg"]).params
         model, seconds = fit(train, best)
         recs = recommend(model, users, train, k)
         label = f"ALS searched: rank {best.rank} reg {best.reg_param:.3g} alpha {best.alpha:.3g} {best.scaling}"

@@ -84,7 +84,7 @@ def ranking_metrics(recs: DataFrame, truth: DataFrame, k: int, n_items: int, *, 
                     item: str = "item", rank: str = "rank") -> dict[str, float]:
     """The averages of `per_user_metrics` plus catalog coverage, as plain floats."""
     per_user = per_user_metrics(recs, truth, k, user=user, item=item, rank=rank)
-    row = per_user.agg(*[F.avg(m).alias(m) for m in METRICS]).first()
+    row = per_user.agg(*[F.avg(m).alias(m) for m in METRICS]).collect()[0]
     covered = recs.filter(F.col(rank) <= k).select(item).distinct().count()
     return {**{m: float(row[m] or 0.0) for m in METRICS}, "coverage": covered / n_items if n_items else 0.0}
 

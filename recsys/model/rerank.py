@@ -49,7 +49,7 @@ def prepared(df: DataFrame) -> DataFrame:
 
 def with_p_click(model: PipelineModel, prepared_rows: DataFrame) -> DataFrame:
     """Prepared rows scored by the re-ranker: `p_click`, the probability of a click."""
-    return model.transform(prepared_rows).withColumn("p_click", vector_to_array("probability")[1])
+    return model.transform(prepared_rows).withColumn("p_click", vector_to_array(F.col("probability"))[1])
 
 
 def probability(model: PipelineModel, rows: DataFrame) -> DataFrame:

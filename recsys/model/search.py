@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # TPE draws this many trials at random before it models good and bad regions. Optuna's default
 # (10) suits long searches; with budgets of about a dozen trials it would leave TPE two.
 STARTUP_TRIALS = 5
-START = {"rank": 64, "reg_param": 1.0, "alpha": 10.0, "scaling": "linear", "max_iter": 15}
+START = AlsParams(rank=64, reg_param=1.0, alpha=10.0, scaling="linear", max_iter=15)
 
 
 class TrialFailed(Exception):
@@ -96,14 +96,14 @@ class SearchSpace:
 
     def start(self) -> dict[str, object]:
         """`START` moved into this space: the nearest choice, the range's bound."""
-        def nearest(values: tuple, target):
+        def nearest(values: tuple, target: float) -> int:
             return min(values, key=lambda v: (abs(v - target), v))
 
-        return {"rank_step": sorted(self.ranks).index(nearest(self.ranks, START["rank"])),
-                "reg_param": min(max(START["reg_param"], self.reg_param[0]), self.reg_param[1]),
-                "alpha": min(max(START["alpha"], self.alpha[0]), self.alpha[1]),
-                "scaling": START["scaling"] if START["scaling"] in self.scalings else self.scalings[0],
-                "max_iter": nearest(self.max_iters, START["max_iter"])}
+        return {"rank_step": sorted(self.ranks).index(nearest(self.ranks, START.rank)),
+                "reg_param": min(max(START.reg_param, self.reg_param[0]), self.reg_param[1]),
+                "alpha": min(max(START.alpha, self.alpha[0]), self.alpha[1]),
+                "scaling": START.scaling if START.scaling in self.scalings else self.scalings[0],
+                "max_iter": nearest(self.max_iters, START.max_iter)}
 
 
 @dataclass(frozen=True)

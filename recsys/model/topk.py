@@ -46,7 +46,7 @@ class ItemMatrix:
         order = np.argsort(ids, kind="stable")
         self.ids = ids[order].astype(np.int32)
         self.size = len(self.ids)
-        rank = factors.shape[1] if factors.ndim == 2 else 0
+        rank = factors.shape[1] if factors.ndim == 2 else 0  # noqa: PLR2004 (a matrix, or no factors at all)
         self.factors = np.zeros((-(-self.size // CHUNK) * CHUNK, rank), dtype=np.float32)
         self.factors[:self.size] = factors[order]
         self.norms = np.linalg.norm(self.factors, axis=1)

@@ -21,10 +21,10 @@ versions of every input:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 import time
+import typing
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,10 +145,11 @@ def _champion(name: str, users: DataFrame, train: DataFrame, test: DataFrame, k:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+    if not version.run_id:
+        return None
     logged = client.get_run(version.run_id).data.params
-    fields = {f.name: f.type for f in dataclasses.fields(AlsParams)}
-    params = AlsParams(**{key: {"int": int, "float": float}.get(kind, str)(logged[f"best.{key}"])
-                          for key, kind in fields.items() if f"best.{key}" in logged})
+    kinds = typing.get_type_hints(AlsParams)
+    params = AlsParams(**{key: kind(logged[f"best.{key}"]) for key, kind in kinds.items() if f"best.{key}" in logged})
     try:
         with configuration_failures(train.sparkSession):
             model, _ = fit(train, params)
@@ -235,103 +236,136 @@ def _log_id_maps_and_model(spark: SparkSession, cfg: Config, final: ALSModel) ->
     return str(info.registered_model_version)
 
 
+@dataclass
+class _Best:
+    """The best trial so far: its configuration, validation metrics and (persisted) lists."""
+
+    params: AlsParams
+    metrics: dict[str, float]
+    recs: DataFrame
+
+
+@dataclass(frozen=True)
+class _Split:
+    """What every trial and baseline is scored on."""
+
+    train: DataFrame
+    test: DataFrame
+    users: DataFrame        # validation users with their segments
+    n_items: int
+    depth: int              # list length scored (curves go past K)
+    threshold: float
+
+
 def train(spark: SparkSession, cfg: Config) -> TrainResult:
     """Search, train, evaluate against baselines and the champion, register, and promote if the rules allow."""
     m = cfg.model
-    space = SearchSpace.from_config(m)  # a bad search space fails here, before any work
+    space = SearchSpace.from_config(m)
     setup_mlflow(cfg)
     interactions, inputs = _inputs(spark, cfg)
-    as_of = interactions.agg(F.max("as_of")).first()[0]
+    as_of = interactions.agg(F.max("as_of")).collect()[0][0]
     train_df, test_df = (df.persist() for df in split(interactions, m))
-    users = _with_segments(spark, cfg, test_df.select(USER).distinct()).persist()
-    n_items = interactions.select(ITEM).distinct().count()
-    depth, threshold = max(m.k, m.curve_max_k), m.recommend_threshold
+    data = _Split(train_df, test_df, _with_segments(spark, cfg, test_df.select(USER).distinct()).persist(),
+                  interactions.select(ITEM).distinct().count(), max(m.k, m.curve_max_k), m.recommend_threshold)
     spark.sparkContext.setCheckpointDir(f"{cfg.services.state_dir}/checkpoints/als")
 
     with mlflow.start_run(run_name="train-als") as parent:
         mlflow.log_params({"k": m.k, "split": m.split, "holdout_share": m.holdout_share, "max_trials": m.trials,
                            "search_budget_s": m.search_budget_s, "space": str(space), "min_lift": m.min_lift,
-                           "recommend_threshold": threshold, "as_of": str(as_of),
+                           "recommend_threshold": data.threshold, "as_of": str(as_of),
                            **{f"input_version.{k}": v for k, v in inputs.items()}})
-        lists = {name: popularity(train_df, users, depth, segment=segment).persist()
+        lists = {name: popularity(train_df, data.users, data.depth, segment=segment).persist()
                  for name, segment in BASELINES.items()}
-        scores = {name: _metrics(recs, test_df, m.k, n_items) for name, recs in lists.items()}
+        scores = {name: _metrics(recs, test_df, m.k, data.n_items) for name, recs in lists.items()}
         for name, values in scores.items():
             mlflow.log_metrics({f"{name}.{k}": v for k, v in values.items()})
-        best: dict[str, object] = {}
-
-        def evaluate(number: int, params: AlsParams) -> dict[str, float]:
-            with mlflow.start_run(run_name=f"trial-{number}", nested=True):  # FAILED when an error leaves it
-                mlflow.log_params(asdict(params))
-                try:
-                    with configuration_failures(spark):
-                        model, seconds = fit(train_df, params)
-                        recs = recommend(model, users, train_df, depth, threshold).persist()
-                        trial = _metrics(recs, test_df, m.k, n_items)
-                except TrialFailed as err:
-                    mlflow.set_tag("failure", str(err))
-                    raise
-                mlflow.log_metrics({**trial, "fit_seconds": seconds})
-            if not best or trial["ndcg"] > best["metrics"]["ndcg"]:
-                if best:
-                    best["recs"].unpersist()
-                best.update(params=params, metrics=trial, recs=recs)
-            else:
-                recs.unpersist()
-            return trial
 
         started = time.monotonic()
-        outcomes = run_search(space, evaluate, max_trials=m.trials, budget_s=m.search_budget_s)
+        best, outcomes = _search(spark, space, data, m)
         search_seconds = time.monotonic() - started
         failed = [t for t in outcomes if t.failure]
         mlflow.log_metrics({"search_seconds": search_seconds, "trials_completed": len(outcomes) - len(failed),
                             "trials_failed": len(failed)})
-        if not best:
-            cause, n = Counter(t.failure for t in failed).most_common(1)[0] if failed else ("no trial ran", 0)
-            mlflow.set_tag("failure", cause)
-            raise TrainingFailed(f"all {len(outcomes)} trials failed; {n} of them: {cause}")
-        best_params, best_scores, best_recs = best["params"], best["metrics"], best["recs"]
 
-        champion = _champion(m.name, users, train_df, test_df, m.k, n_items, threshold)
-        spread, low, high = best_recs.agg(F.stddev_pop("score"), F.min("score"), F.max("score")).first()
+        champion = _champion(m.name, data.users, train_df, test_df, m.k, data.n_items, data.threshold)
+        spread, low, high = best.recs.agg(F.stddev_pop("score"), F.min("score"), F.max("score")).collect()[0]
         spread = spread or 0.0
-        decision = decide(best_scores["ndcg"], {n: s["ndcg"] for n, s in scores.items()},
-                          champion and (champion[0], champion[1]["ndcg"]), best_scores["coverage"], spread, m)
-        mlflow.log_params({f"best.{k}": v for k, v in asdict(best_params).items()})
-        best_scores = {**best_scores, "score_std": spread, "score_min": low or 0.0, "score_max": high or 0.0}
+        decision = decide(best.metrics["ndcg"], {n: s["ndcg"] for n, s in scores.items()},
+                          champion and (champion[0], champion[1]["ndcg"]), best.metrics["coverage"], spread, m)
+        mlflow.log_params({f"best.{k}": v for k, v in asdict(best.params).items()})
+        best_scores = {**best.metrics, "score_std": spread, "score_min": low or 0.0, "score_max": high or 0.0}
         mlflow.log_metrics({f"best.{k}": v for k, v in best_scores.items()})
         if champion is not None:
             mlflow.log_metrics({f"champion.{k}": v for k, v in champion[1].items()})
 
-        final, final_seconds = _final_fit(spark, interactions, best_params)
+        final, final_seconds = _final_fit(spark, interactions, best.params)
         mlflow.log_metric("final_fit_seconds", final_seconds)
-        truth = _truth_scores(spark, cfg, final, interactions, n_items)
+        truth = _truth_scores(spark, cfg, final, interactions, data.n_items)
         for name, values in (truth or {}).items():
             mlflow.log_metrics({f"truth.{name}.{k}": v for k, v in values.items()})
 
-        curves = {"ALS": metric_curves(best_recs, test_df, depth, user=USER, item=ITEM),
-                  **{name.replace("_", " "): metric_curves(recs, test_df, depth, user=USER, item=ITEM)
-                     for name, recs in lists.items()}}
         rows = [{"model": "ALS (best trial)", **best_scores},
                 *({"model": name.replace("_", " "), **v} for name, v in scores.items()),
                 *([{"model": f"current champion v{champion[0]}", **champion[1]}] if champion else []),
                 *({"model": f"future plays: {name.replace('_', ' ')}", **v} for name, v in (truth or {}).items())]
         summary = {"as of": as_of, "split": f"{m.split} {m.holdout_share:.0%}", "K": m.k,
-                   "recommend threshold (cosine)": threshold, "validation users": users.count(),
+                   "recommend threshold (cosine)": data.threshold, "validation users": data.users.count(),
                    "trials": f"{len(outcomes)} ({len(failed)} failed) in {search_seconds:.0f}s",
                    "promotion": decision.reason,
-                   **{f"best {k}": v for k, v in asdict(best_params).items()},
+                   **{f"best {k}": v for k, v in asdict(best.params).items()},
                    **{f"input version {k}": v for k, v in inputs.items()}}
-        _log_report(f"Training run {parent.info.run_id}", summary, rows, _trial_rows(outcomes), curves)
+        _log_report(f"Training run {parent.info.run_id}", summary, rows, _trial_rows(outcomes),
+                    _curves(data, best.recs, lists))
 
         version = _log_id_maps_and_model(spark, cfg, final)
         promoted = promote(MlflowClient(), m.name, version, decision)
         mlflow.set_tags({"promoted": str(promoted), "promotion_reason": decision.reason,
                          "registered_version": version})
-    for df in (train_df, test_df, interactions, users, best_recs, *lists.values()):
+    for df in (train_df, test_df, interactions, data.users, best.recs, *lists.values()):
         df.unpersist()
-    return TrainResult(parent.info.run_id, version, best_params, best_scores, champion and champion[1], promoted,
+    return TrainResult(parent.info.run_id, version, best.params, best_scores, champion and champion[1], promoted,
                        scores, decision.reason, truth, len(outcomes), len(failed), search_seconds)
+
+
+def _search(spark: SparkSession, space: SearchSpace, data: _Split, m: ModelConfig) -> tuple[_Best, list[TrialOutcome]]:
+    """Run the search, each trial an MLflow child run; the best trial, or `TrainingFailed` if none trained."""
+    best: _Best | None = None
+
+    def evaluate(number: int, params: AlsParams) -> dict[str, float]:
+        nonlocal best
+        with mlflow.start_run(run_name=f"trial-{number}", nested=True):  # FAILED when an error leaves it
+            mlflow.log_params(asdict(params))
+            try:
+                with configuration_failures(spark):
+                    model, seconds = fit(data.train, params)
+                    recs = recommend(model, data.users, data.train, data.depth, data.threshold).persist()
+                    trial = _metrics(recs, data.test, m.k, data.n_items)
+            except TrialFailed as err:
+                mlflow.set_tag("failure", str(err))
+                raise
+            mlflow.log_metrics({**trial, "fit_seconds": seconds})
+        if best is None or trial["ndcg"] > best.metrics["ndcg"]:
+            if best is not None:
+                best.recs.unpersist()
+            best = _Best(params, trial, recs)
+        else:
+            recs.unpersist()
+        return trial
+
+    outcomes = run_search(space, evaluate, max_trials=m.trials, budget_s=m.search_budget_s)
+    if best is None:
+        failed = [t.failure for t in outcomes if t.failure]
+        cause, n = Counter(failed).most_common(1)[0] if failed else ("no trial ran", 0)
+        mlflow.set_tag("failure", cause)
+        raise TrainingFailed(f"all {len(outcomes)} trials failed; {n} of them: {cause}")
+    return best, outcomes
+
+
+def _curves(data: _Split, best_recs: DataFrame, lists: dict[str, DataFrame]) -> dict[str, list[dict[str, float]]]:
+    """Metric curves over K for the best trial and each baseline."""
+    return {"ALS": metric_curves(best_recs, data.test, data.depth, user=USER, item=ITEM),
+            **{name.replace("_", " "): metric_curves(recs, data.test, data.depth, user=USER, item=ITEM)
+               for name, recs in lists.items()}}
 
 
 def summary_line(result: TrainResult, m: ModelConfig) -> str:

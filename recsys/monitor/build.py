@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pyspark.sql import DataFrame, SparkSession
@@ -64,6 +65,8 @@ def reference_versions(spark: SparkSession, cfg: Config, current: dict[str, int]
         run_id = MlflowClient().get_model_version_by_alias(cfg.model.name, "champion").run_id
     except MlflowException as err:
         raise ValueError(f"monitor.reference = champion, but model {cfg.model.name!r} has no champion yet") from err
+    if not run_id:
+        raise ValueError(f"monitor.reference = champion, but the champion of {cfg.model.name!r} has no run")
     params = mlflow.get_run(run_id).data.params
     ref = {t: int(params[f"input_version.{t}"]) for t in current if f"input_version.{t}" in params}
     builds = lake.read(spark, lake.table_path(cfg.lake, "gold", "builds"))
@@ -81,7 +84,7 @@ def _read(spark: SparkSession, cfg: Config, name: str, version: int) -> DataFram
 def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], cur: dict[str, int]) -> list[Check]:
     m = cfg.monitor
 
-    def check(name: str, kind: str, reference, current) -> Check:
+    def check(name: str, kind: str, reference: np.ndarray, current: np.ndarray) -> Check:
         return compare(name, kind, reference, current, m.psi_threshold, m.js_threshold)
 
     def both(name: str) -> tuple[DataFrame, DataFrame]:
@@ -119,7 +122,7 @@ def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], 
 
 
 def _trend_check(name: str, values: list[float], drop: float, against: str) -> Check | None:
-    if len(values) < 2:
+    if len(values) < 2:  # noqa: PLR2004 (a trend needs history and a latest value)
         return None
     history = values[:-1]
     base = max(history) if against == "best" else sum(history) / len(history)
@@ -138,9 +141,10 @@ def _model_checks(spark: SparkSession, cfg: Config) -> tuple[list[Check], dict[s
     daily = lake.read(spark, ctr_path).groupBy("event_date").agg(
         (F.sum("clicks") / F.sum("impressions")).alias("ctr")).orderBy("event_date").collect() \
         if lake.exists(spark, ctr_path) else []
-    trends = {"ndcg": ndcg, "ctr_days": [str(r[0]) for r in daily], "ctr": [float(r[1]) for r in daily]}
+    ctr = [float(r[1]) for r in daily]
+    trends: dict[str, list] = {"ndcg": ndcg, "ctr_days": [str(r[0]) for r in daily], "ctr": ctr}
     checks = [_trend_check("offline_ndcg", ndcg, cfg.monitor.max_metric_drop, "best"),
-              _trend_check("daily_ctr", trends["ctr"], cfg.monitor.max_metric_drop, "mean")]
+              _trend_check("daily_ctr", ctr, cfg.monitor.max_metric_drop, "mean")]
     return [c for c in checks if c is not None], trends
 
 

@@ -44,12 +44,14 @@ def _step(name: str, started: float) -> None:
 def _call_api(cfg: Config, user_ids: list[str]) -> None:
     """Serve the API in-process for a moment: a few requests, then a click on the first answer."""
     with running(create_app(cfg), cfg.serving.host) as url, httpx.Client(base_url=url, timeout=10) as api:
-        first = None
+        first: dict | None = None
         for user_id in user_ids:
             body = api.get(f"/v1/users/{user_id}/recommendations", params={"k": 5}).json()
             first = first or body
             print(f"         GET /v1/users/<id>/recommendations -> variant {body['variant']}, model v"
                   f"{body['model_version']}, {body['source']}: {[i['name'] for i in body['items']]}")
+        if first is None:
+            return
         item = first["items"][0]
         click = {"event_id": str(uuid.uuid4()), "event_type": "click", "user_id": first["user_id"],
                  "event_ts": datetime.now(UTC).isoformat(), "card": {"artist_id": item["artist_id"],

@@ -16,7 +16,7 @@ The user id is turned into the pseudonymous key at the door; Redis only ever see
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -33,7 +33,7 @@ from recsys.keys import features_key, pseudonym, segment_name
 from recsys.landing.contract import event_errors
 from recsys.landing.writer import LandingWriter
 from recsys.serving.store import RecommendationStore
-from recsys.stores.redis import connect
+from recsys.stores.redis import connect, text
 
 
 class Item(BaseModel):
@@ -61,7 +61,7 @@ class Accepted(BaseModel):
 
 def _segment(client: redis.Redis, prefix: str, user_key: str) -> str:
     age, country = client.hmget(features_key(prefix, user_key), ["age_group", "country"])
-    return segment_name(age and age.decode(), country and country.decode())
+    return segment_name(text(age), text(country))
 
 
 def impressions(user_id: str, answer: Recommendations) -> list[dict[str, Any]]:
@@ -83,7 +83,7 @@ def create_app(cfg: Config) -> FastAPI:
     state: dict[str, Any] = {}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI):
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         client = connect(cfg.redis)
         state.update(client=client, store=RecommendationStore(client, cfg.publish.prefix),
                      landing=LandingWriter(cfg.landing.path, cfg.serving.impression_batch,
@@ -96,7 +96,9 @@ def create_app(cfg: Config) -> FastAPI:
                   description="Artist recommendations, impressions and click feedback.")
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations)
-    def recommendations(user_id: str, k: Annotated[int, Query(ge=1, le=cfg.recommend.top_k)] = cfg.serving.default_k):
+    def recommendations(user_id: str,
+                        k: Annotated[int, Query(ge=1, le=cfg.recommend.top_k)] = cfg.serving.default_k,
+                        ) -> Recommendations:
         user_id = user_id.strip()
         user_key = pseudonym(secret, user_id)
         variant = assign(cfg.experiment, user_key, table)
@@ -112,7 +114,7 @@ def create_app(cfg: Config) -> FastAPI:
         return body
 
     @app.post("/v1/events", status_code=202, response_model=Accepted)
-    def post_events(payload: Annotated[dict[str, Any] | list[Any], Body()]):
+    def post_events(payload: Annotated[dict[str, Any] | list[Any], Body()]) -> Accepted:
         events = payload if isinstance(payload, list) else [payload]
         problems = [{"index": i, "reason": reason} for i, e in enumerate(events) for reason in event_errors(e)]
         if not events:
@@ -123,7 +125,7 @@ def create_app(cfg: Config) -> FastAPI:
         return Accepted(accepted=len(events))
 
     @app.get("/healthz")
-    def healthz():
+    def healthz() -> JSONResponse:
         try:
             live = state["store"].live()
         except redis.RedisError as err:
@@ -132,7 +134,7 @@ def create_app(cfg: Config) -> FastAPI:
         return JSONResponse({"status": "ok" if live else "no version live", "live_version": live}, status_code=status)
 
     @app.exception_handler(redis.RedisError)
-    async def redis_down(_: Request, err: redis.RedisError):
+    async def redis_down(_: Request, err: redis.RedisError) -> JSONResponse:
         return JSONResponse({"detail": f"redis unavailable ({type(err).__name__})"}, status_code=503)
 
     return app

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import DataFrame, SparkSession
+import redis
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
@@ -37,7 +38,7 @@ from recsys.serving.store import (
     version_prefix,
     versions_key,
 )
-from recsys.stores.redis import connect, load_hashes
+from recsys.stores.redis import connect, load_hashes, text, texts
 from recsys.stores.resp import bulk_strings
 
 
@@ -59,7 +60,7 @@ class PublishReport:
     already_live: bool = False
 
 
-def _list_json(rows: DataFrame, keys: list[str], **fields) -> DataFrame:
+def _list_json(rows: DataFrame, keys: list[str], **fields: Column) -> DataFrame:
     """`keys` plus `payload`: `{**fields, "items": [[artist_id, score], ...]}` in rank order,
     the list format `store.py` reads. `fields` map JSON names to per-group columns.
     """
@@ -103,8 +104,7 @@ def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None 
         raise PublishError(f"recommendations must come from exactly one batch, found {len(batch_ids)}")
     version = batch_ids[0]
     client = connect(cfg.redis)
-    previous = client.get(live_key(p.prefix))
-    previous = previous.decode() if previous else None
+    previous = text(client.get(live_key(p.prefix))) or None
     if previous == version:
         return PublishReport(version, previous, {}, 0, 0, 0.0, already_live=True)
     models = {r["model_alias"]: r["model_version"]
@@ -153,9 +153,9 @@ def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None 
                          write_seconds, window)
 
 
-def _switch(client, p: PublishConfig, version: str) -> None:
+def _switch(client: redis.Redis, p: PublishConfig, version: str) -> None:
     """Make `version` live and first in the list; expire what falls out of the kept window."""
-    current = [v.decode() for v in client.lrange(versions_key(p.prefix), 0, -1)]
+    current = texts(client.lrange(versions_key(p.prefix), 0, -1))
     order = [version, *(v for v in current if v != version)]
     dropped = order[p.keep_versions:]
     tx = client.pipeline(transaction=True)
@@ -163,20 +163,28 @@ def _switch(client, p: PublishConfig, version: str) -> None:
     tx.delete(versions_key(p.prefix))
     tx.rpush(versions_key(p.prefix), *order[: p.keep_versions])
     for old in dropped:
-        for key in version_keys(p.prefix, old, client.hgetall(meta_key(p.prefix, old))):
+        for key in version_keys(p.prefix, old, _meta(client, p.prefix, old)):
             tx.expire(key, p.expire_after_s)
-    for key in version_keys(p.prefix, version, client.hgetall(meta_key(p.prefix, version))):
+    for key in version_keys(p.prefix, version, _meta(client, p.prefix, version)):
         tx.persist(key)  # a version brought back by rollback must not expire under the reader
     tx.execute()
 
 
-def rollback(cfg: Config) -> tuple[str, str]:
+def _meta(client: redis.Redis, prefix: str, version: str) -> dict[bytes, bytes]:
+    """A version's meta hash, raw."""
+    return {_raw(k): _raw(v) for k, v in client.hgetall(meta_key(prefix, version)).items()}
+
+
+def _raw(reply: bytes | str) -> bytes:
+    return reply if isinstance(reply, bytes) else reply.encode()
+
+
+def rollback(cfg: Config) -> tuple[str | None, str]:
     """Switch `live` to the newest other kept version; returns (from, to)."""
     p = cfg.publish
     client = connect(cfg.redis)
-    live = client.get(live_key(p.prefix))
-    live = live.decode() if live else None
-    candidates = [v.decode() for v in client.lrange(versions_key(p.prefix), 0, -1) if v.decode() != live]
+    live = text(client.get(live_key(p.prefix))) or None
+    candidates = [v for v in texts(client.lrange(versions_key(p.prefix), 0, -1)) if v != live]
     target = next((v for v in candidates if client.exists(meta_key(p.prefix, v))), None)
     if target is None:
         raise PublishError(f"nothing to roll back to: {live or 'no version'} is live and no other version is kept")

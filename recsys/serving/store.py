@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import redis
 
+from recsys.stores.redis import text
+
 GLOBAL_SEGMENT = "*"
 
 
@@ -106,8 +108,7 @@ class RecommendationStore:
 
     def live(self) -> str | None:
         """The live version's name, or None before the first publish."""
-        value = self.client.get(live_key(self.prefix))
-        return value.decode() if value else None
+        return text(self.client.get(live_key(self.prefix))) or None
 
     def _version(self, name: str) -> _Version:
         version = self._versions.get(name)
@@ -122,12 +123,12 @@ class RecommendationStore:
         items = payload["items"]
         names = version.names
         for item in items:
-            if len(item) == 3:  # a version published before names moved out: [artist_id, name, score]
+            if len(item) == 3:  # noqa: PLR2004 (a version published before names moved out: [artist_id, name, score]
                 names.setdefault(item[0], item[1])
         missing = list({item[0] for item in items if item[0] not in names})
         if missing:
             found = self.client.hmget(artists_key(self.prefix, version.name), missing)
-            names.update((a, n.decode() if n is not None else "") for a, n in zip(missing, found, strict=True))
+            names.update((a, text(n) or "") for a, n in zip(missing, found, strict=True))
         return [(item[0], names[item[0]], float(item[-1])) for item in items]
 
     def get(self, user_key: str, alias: str, segment: str) -> Answer | None:

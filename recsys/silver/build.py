@@ -8,15 +8,16 @@ from dataclasses import asdict
 from datetime import datetime
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.config import Config
+from recsys.keys import pseudonym
 from recsys.silver import postgres_sink
 from recsys.silver.catalog import to_artists, to_tracks
 from recsys.silver.events import SilverEventsReport, build_silver_events
-from recsys.silver.privacy import geocoder, pseudonym, pseudonymizer
+from recsys.silver.privacy import geocoder, pseudonymizer
 from recsys.silver.users import to_silver_users
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def build_silver(spark: SparkSession, cfg: Config, run_id: str, now: datetime) -
     if cfg.ingest.click_events_to_postgres:
         postgres_sink.ensure_click_events(cfg.postgres)
 
-        def on_batch(new_events, batch_id):
+        def on_batch(new_events: DataFrame, batch_id: int) -> None:
             postgres_sink.append_click_events(new_events, cfg.postgres, f"{run_id[:12]}_{batch_id}")
 
     events_report = build_silver_events(spark, cfg, run_id, now, on_batch=on_batch)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import pandas as pd
@@ -43,7 +44,9 @@ def display_name(name: str | None) -> str | None:
     return _SPACES.sub(" ", unicodedata.normalize("NFC", name)).strip() or None
 
 
-@pandas_udf(T.StructType([T.StructField("display", T.StringType()), T.StructField("key", T.StringType())]))
+# A StructType, not a DDL string: this runs at import, before any SparkSession parses DDL.
+@pandas_udf(T.StructType([T.StructField("display", T.StringType()),  # type: ignore[call-overload]
+                          T.StructField("key", T.StringType())]))
 def normalize_name(names: pd.Series) -> pd.DataFrame:
     """Display form and matching key of each name (a pandas UDF body)."""
     return pd.DataFrame({"display": names.map(display_name), "key": names.map(name_key)})
@@ -77,7 +80,8 @@ def with_completion(df: DataFrame) -> DataFrame:
     return df.withColumn("completion", completion)
 
 
-def with_untrusted_reason(now: datetime, future_tolerance: timedelta, min_trusted: date, max_duration_ms: int):
+def with_untrusted_reason(now: datetime, future_tolerance: timedelta, min_trusted: date,
+                          max_duration_ms: int) -> Callable[[DataFrame], DataFrame]:
     """`_reason` for events silver must not trust: bad times and impossible durations."""
 
     def transform(df: DataFrame) -> DataFrame:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +37,16 @@ def connect(cfg: RedisConfig) -> redis.Redis:
         endpoint = Endpoint("Redis", pool.get("host", "?"), pool.get("port", 0))
         raise ServiceUnavailable(f"{endpoint} is not reachable ({type(err).__name__})") from err
     return client
+
+
+def text(reply: bytes | str | None) -> str | None:
+    """A reply as text: the clients here return bytes (no `decode_responses`), so values pass through binary."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def texts(replies: Iterable[bytes | str]) -> list[str]:
+    """Replies that cannot be nil (list members, hash fields) as text."""
+    return [r.decode() if isinstance(r, bytes) else r for r in replies]
 
 
 # ---------------------------------------------------------------- bulk loading from Spark

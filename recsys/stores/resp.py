@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 
 def bulk_strings(*columns: Column) -> Column:
-    """The columns' values as consecutive RESP bulk strings (`$<bytes>\\r\\n<value>\\r\\n` each), binary."""
+    """The columns' values as consecutive RESP bulk strings (`$<bytes>` CRLF `<value>` CRLF each), binary."""
     parts: list[Column] = []
     for c in columns:
         parts += [F.lit("$"), F.octet_length(c).cast("string"), F.lit("\r\n"), c, F.lit("\r\n")]
