@@ -47,7 +47,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["recsys", "recsys.*"]),
-    package_data={"recsys": ["py.typed"], "recsys.sources": ["accounts.sql"],
+    package_data={"recsys": ["py.typed", "log4j2.properties"], "recsys.sources": ["accounts.sql"],
                   "recsys.landing": ["event.schema.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

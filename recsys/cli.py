@@ -32,7 +32,8 @@ def job_parser(description: str) -> argparse.ArgumentParser:
 def run_job(main: JobMain, parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse arguments, load config, run `main`; known failures become one line and an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    for chatty in ("py4j", "httpx"):  # a line per gateway call or HTTP request
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.env, args.set, config_file=args.config)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys.config import LakeConfig
@@ -54,6 +56,15 @@ def read(spark: SparkSession, path: str, version: int | None = None) -> DataFram
 def current_version(spark: SparkSession, path: str) -> int:
     """The latest committed version of the Delta table at `path`."""
     return DeltaTable.forPath(spark, path).history(1).select("version").collect()[0][0]
+
+
+def version_at(spark: SparkSession, path: str, when: datetime) -> int:
+    """The version that was current at `when`: the latest committed at or before it, or the oldest
+    kept version when `when` is earlier than every commit (the closest state the table knows).
+    """
+    history = DeltaTable.forPath(spark, path).history().select("version", "timestamp")
+    at = history.filter(F.col("timestamp") <= F.lit(when)).agg(F.max("version")).collect()[0][0]
+    return int(at) if at is not None else int(history.agg(F.min("version")).collect()[0][0])
 
 
 def metrics_since(spark: SparkSession, path: str, version: int) -> dict[str, int]:

@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 
 from recsys.config import ConfigError, SparkConfig
 
+LOG4J2 = Path(__file__).with_name("log4j2.properties")  # quiet, one-line JVM logging (see the file)
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
@@ -70,6 +71,8 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")  # every timestamp in recsys is UTC
         .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
     )
+    if "spark.driver.extraJavaOptions" not in cfg.conf:
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J2}")
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

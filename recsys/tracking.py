@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import pyspark
+from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
 from recsys.config import Config
 
@@ -26,10 +30,23 @@ def artifact_root(cfg: Config) -> str:
     return str(Path(cfg.services.state_dir) / "mlflow" / "artifacts")
 
 
+@contextmanager
+def quiet_registry() -> Iterator[None]:
+    """Around a registration: MLflow prints "Created version ..." itself, recsys reports the version."""
+    before = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = before
+
+
 def setup_mlflow(cfg: Config) -> str:
     """Point MLflow at the configured store and make the configured experiment the active one
     (every run that follows lands there); return the experiment id.
     """
+    # MLflow logs store migrations and artifact lookups at INFO; recsys reports runs and versions itself.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -119,3 +119,30 @@ def test_a_build_as_of_a_past_time_knows_only_users_who_had_signed_up_by_then(sp
     expected = spark.createDataFrame([("old", date(2026, 9, 1)), ("that-day", date(2026, 10, 8)), ("undated", None)],
                                      "user_key string, signup_date date")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_build_as_of_a_past_time_sees_each_users_age_group_and_place_as_they_were(spark, tmp_path):
+    import time
+    from datetime import UTC
+
+    from recsys.gold.build import users_as_of
+
+    path = str(tmp_path / "users")
+    schema = "user_key string, signup_date date, age_group string, city string"
+
+    def snapshot(age_group, city):
+        spark.createDataFrame([("u1", date(2026, 9, 1), age_group, city)], schema) \
+            .write.format("delta").mode("overwrite").save(path)
+        time.sleep(0.05)  # commit timestamps are milliseconds
+
+    snapshot("18-24", "Lyon")
+    between = datetime.now(UTC)
+    time.sleep(0.05)
+    snapshot("25-34", "Paris")
+
+    then, then_version = users_as_of(spark, path, between)
+    now, now_version = users_as_of(spark, path, datetime.now(UTC))
+    before_all, first_version = users_as_of(spark, path, datetime(2026, 9, 2, tzinfo=UTC))
+    assert [(r.age_group, r.city) for r in then.collect()] == [("18-24", "Lyon")] and then_version == 0
+    assert [(r.age_group, r.city) for r in now.collect()] == [("25-34", "Paris")] and now_version == 1
+    assert first_version == 0 and before_all.count() == 1  # older than every commit: the oldest state kept

@@ -133,7 +133,7 @@ def test_als_beats_popularity_clearly_on_the_generated_world(spark):
     train, test = (df.persist() for df in latest_holdout(pairs, 0.2))
     users = test.select("user_idx").distinct()
 
-    model, _ = fit(train, AlsParams(**START))
+    model, _ = fit(train, START)
 
     def ndcg(recs):
         return ranking_metrics(recs, test, 10, 800, user="user_idx", item="artist_idx")["ndcg"]

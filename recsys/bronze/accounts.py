@@ -73,31 +73,30 @@ def ingest_accounts(spark: SparkSession, cfg: Config, run_id: str, full_refresh:
     lake.ensure_table(spark, deletions_path, DELETIONS)
     since = None if full_refresh else _watermark(spark, path)
     version = lake.current_version(spark, path)
-    extracted = (
-        read_accounts(spark, cfg, since)
-        .withColumn("_extracted_at", F.current_timestamp())
-        .withColumn("_run_id", F.lit(run_id))
-        .select(*[f.name for f in ACCOUNTS.fields])
-        .persist()
+    # The extract is staged as a Delta table and the MERGE reads it back: a JDBC source could
+    # change between MERGE's two passes, so Delta would otherwise pin it with a local checkpoint,
+    # which a lost executor cannot recompute. The staged table is one consistent read of PostgreSQL.
+    staged_path = lake.table_path(cfg.lake, "bronze", "accounts_extract")
+    lake.overwrite(read_accounts(spark, cfg, since)
+                   .withColumn("_extracted_at", F.lit(datetime.now(UTC)).cast("timestamp"))
+                   .withColumn("_run_id", F.lit(run_id))
+                   .select(*[f.name for f in ACCOUNTS.fields]), staged_path)
+    extracted = lake.read(spark, staged_path)
+    rows_read = extracted.count()
+    if full_refresh:
+        gone = (lake.read(spark, path).select("user_id")
+                .join(extracted.select("user_id"), on="user_id", how="left_anti")
+                .withColumn("detected_at", F.current_timestamp()).withColumn("_run_id", F.lit(run_id)))
+        gone.write.format("delta").mode("append").save(deletions_path)
+    merge = (
+        DeltaTable.forPath(spark, path).alias("t")
+        .merge(extracted.alias("s"), "t.user_id = s.user_id")
+        .whenMatchedUpdateAll(condition="s.updated_at <> t.updated_at OR t.updated_at IS NULL")
+        .whenNotMatchedInsertAll()
     )
-    try:
-        rows_read = extracted.count()
-        if full_refresh:
-            gone = (lake.read(spark, path).select("user_id")
-                    .join(extracted.select("user_id"), on="user_id", how="left_anti")
-                    .withColumn("detected_at", F.current_timestamp()).withColumn("_run_id", F.lit(run_id)))
-            gone.write.format("delta").mode("append").save(deletions_path)
-        merge = (
-            DeltaTable.forPath(spark, path).alias("t")
-            .merge(extracted.alias("s"), "t.user_id = s.user_id")
-            .whenMatchedUpdateAll(condition="s.updated_at <> t.updated_at OR t.updated_at IS NULL")
-            .whenNotMatchedInsertAll()
-        )
-        if full_refresh:
-            merge = merge.whenNotMatchedBySourceDelete()
-        merge.execute()
-    finally:
-        extracted.unpersist()
+    if full_refresh:
+        merge = merge.whenNotMatchedBySourceDelete()
+    merge.execute()
     metrics = lake.metrics_since(spark, path, version)
     return AccountsReport(
         run_id=run_id,

@@ -31,7 +31,7 @@ from recsys.config import Config
 from recsys.model.metrics import ideal_dcg
 from recsys.model.rerank import CATEGORICAL, NUMERIC, prepared, with_p_click
 from recsys.reporting import bar_chart, image, table, write_report
-from recsys.tracking import SPARK_MODEL_REQUIREMENTS, setup_mlflow
+from recsys.tracking import SPARK_MODEL_REQUIREMENTS, quiet_registry, setup_mlflow
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,9 @@ def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None 
             ])
             for path in (chart, report, Path(tmp) / "weights.json"):
                 mlflow.log_artifact(str(path), artifact_path="report")
-            info = mlflow.spark.log_model(model, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS,
-                                          registered_model_name=cfg.rerank.name, dfs_tmpdir=tmp)
+            with quiet_registry():
+                info = mlflow.spark.log_model(model, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS,
+                                              registered_model_name=cfg.rerank.name, dfs_tmpdir=tmp)
         version = str(info.registered_model_version)
         promoted = reranked > als_order
         client = MlflowClient()

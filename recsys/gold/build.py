@@ -40,6 +40,14 @@ class GoldBuild:
     outputs: dict[str, int]
 
 
+def users_as_of(spark: SparkSession, users_path: str, as_of: datetime) -> tuple[DataFrame, int]:
+    """`silver/users` as it was at `as_of` (age group and place then) with only users signed up by
+    then, and the version read. Each silver run rewrites the table whole, so a version is a snapshot.
+    """
+    version = lake.version_at(spark, users_path, as_of)
+    return lake.read(spark, users_path, version=version).transform(signed_up_before(as_of)), version
+
+
 def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None
                 ) -> tuple[dict[str, DataFrame], dict[str, int]]:
     """The gold DataFrames as of `as_of` (not yet written) and the silver versions they read."""
@@ -47,9 +55,9 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
     events_path = lake.table_path(cfg.lake, "silver", "events")
     users_path = lake.table_path(cfg.lake, "silver", "users")
     version = lake.current_version(spark, events_path) if silver_version is None else silver_version
-    inputs = {"silver/events": version, "silver/users": lake.current_version(spark, users_path)}
+    users, users_version = users_as_of(spark, users_path, as_of)
+    inputs = {"silver/events": version, "silver/users": users_version}
     events = lake.read(spark, events_path, version=version).filter(F.col("event_time") < F.lit(as_of)).persist()
-    users = lake.read(spark, users_path, version=inputs["silver/users"]).transform(signed_up_before(as_of))
     window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
               "baseline_days": g.trending_baseline_days}
     a_stats = artist_stats(events, to_artists(events), as_of, **window).persist()

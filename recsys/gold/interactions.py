@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys import lake
+from recsys.frames import with_row_number
 
 DEFAULT_WEIGHTS = {
     "play_full": 1.0, "play_partial": 0.5, "play_skipped": -0.25, "play_untracked": 1.0,
@@ -76,7 +77,7 @@ def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx
     start = current.agg(F.max(idx)).collect()[0][0]
     start = -1 if start is None else start
     new = keys.select(key).distinct().join(current, on=key, how="left_anti")
-    numbered = new.withColumn(idx, (F.row_number().over(Window.orderBy(key)) + F.lit(start)).cast("int"))
+    numbered = with_row_number(new, idx, F.col(key)).withColumn(idx, (F.col(idx) + F.lit(start)).cast("int"))
     if (numbered.agg(F.max(idx)).collect()[0][0] or 0) > MAX_ID:
         raise OverflowError(f"{path}: ids would pass {MAX_ID}")
     (DeltaTable.forPath(spark, path).alias("t")

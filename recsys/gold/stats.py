@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from recsys.frames import with_row_number
 
 
 def _between(start: datetime, end: datetime) -> Column:
@@ -27,8 +29,9 @@ def trending_rank(plays: DataFrame, key: str, as_of: datetime, recent_days: int,
         F.sum(F.when(_between(baseline_start, recent_start), F.col("count")).otherwise(0)).alias("_base"),
     )
     growth = (F.col("_recent") / recent_days + 1) / (F.col("_base") / baseline_days + 1)
-    rank = F.row_number().over(Window.orderBy(growth.desc(), F.col("_recent").desc(), F.col(key)))
-    return windows.select(key, rank.alias("trending_rank"))
+    ranked = with_row_number(windows.withColumn("_growth", growth), "trending_rank",
+                             F.col("_growth").desc(), F.col("_recent").desc(), F.col(key))
+    return ranked.select(key, F.col("trending_rank").cast("int").alias("trending_rank"))
 
 
 def _window_plays(events: DataFrame, as_of: datetime, window_days: int) -> DataFrame:

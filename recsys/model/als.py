@@ -109,8 +109,7 @@ def popularity(train: DataFrame, users: DataFrame, k: int, segment: str | None =
     """
     depth = k + _most_seen(train)
     glob = train.groupBy(ITEM).agg(F.countDistinct(USER).alias("score"))
-    top_global = glob.withColumn("_r", F.row_number().over(Window.orderBy(F.desc("score"), F.asc(ITEM)))) \
-        .filter(F.col("_r") <= depth).drop("_r")
+    top_global = glob.orderBy(F.desc("score"), F.asc(ITEM)).limit(depth)
     candidates = users.select(USER).distinct().crossJoin(top_global)
     if segment is not None:
         seg_train = train.join(users.select(USER, segment), on=USER, how="inner")

@@ -46,7 +46,7 @@ from recsys.model.split import latest_holdout, random_holdout
 from recsys.model.topk import recommend
 from recsys.model.truth import future_discoveries
 from recsys.reporting import image, line_chart, table, write_report
-from recsys.tracking import SPARK_MODEL_REQUIREMENTS, setup_mlflow
+from recsys.tracking import SPARK_MODEL_REQUIREMENTS, quiet_registry, setup_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +231,9 @@ def _log_id_maps_and_model(spark: SparkSession, cfg: Config, final: ALSModel) ->
             out = Path(tmp) / f"{table_name}.parquet"
             lake.read(spark, lake.table_path(cfg.lake, "gold", table_name)).toPandas().to_parquet(out)  # small
             mlflow.log_artifact(str(out), artifact_path="id_maps")
-        info = mlflow.spark.log_model(final, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS,
-                                      registered_model_name=cfg.model.name, dfs_tmpdir=tmp)
+        with quiet_registry():
+            info = mlflow.spark.log_model(final, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS,
+                                          registered_model_name=cfg.model.name, dfs_tmpdir=tmp)
     return str(info.registered_model_version)
 
 

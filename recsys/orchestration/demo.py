@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
@@ -35,6 +39,44 @@ def has_champion(cfg: Config) -> bool:
     except MlflowException:
         return False
     return True
+
+
+class _TrialProgress(logging.Handler):
+    """The search's per-trial log lines as one line rewritten in place on a terminal; off a
+    terminal (CI, a log file) nothing: the train step's summary line says how the search went.
+    """
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total, self.done, self.shown = total, 0, False
+        self.live = sys.stdout.isatty()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.done += 1
+        if self.live:
+            sys.stdout.write(f"\r\033[K         train: trial {self.done}/{self.total}, {record.getMessage()[:90]}")
+            sys.stdout.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
+
+
+@contextmanager
+def _trial_progress(total: int) -> Iterator[None]:
+    """Route `recsys.model.search`'s trial lines to `_TrialProgress` for the block."""
+    logger = logging.getLogger("recsys.model.search")
+    handler, propagate = _TrialProgress(total), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        handler.clear()
 
 
 def _step(name: str, started: float) -> None:
@@ -89,7 +131,8 @@ def run_demo(spark: SparkSession, cfg: Config, started: float) -> int:
     synced = sync_feature_store(spark, cfg, stage_suffix=build.build_id[:12])
     _step(f"feature store: {synced.changed} users written to PostgreSQL and Redis, {synced.removed} removed", started)
     try:
-        trained = train(spark, cfg)
+        with _trial_progress(cfg.model.trials):
+            trained = train(spark, cfg)
     except TrainingFailed as err:
         print(f"demo: training failed: {err}", flush=True)
         return EXIT_MODEL
