@@ -1,6 +1,8 @@
 """Where Delta tables live, and the few Delta operations every layer shares.
 
-Every table is at `<lake.root>/<layer>/<table>`; the layer and table names are the interface.
+Every table is at `<lake.root>/<layer>/<table>` and declared in `recsys.tables`; every write here
+checks the DataFrame against that declaration (and the stored table too) before it commits, and
+none changes a stored schema except `migrate`.
 """
 
 from __future__ import annotations
@@ -18,15 +20,63 @@ from pyspark.sql import types as T
 
 from recsys.config import LakeConfig
 from recsys.spark import jvm
+from recsys.tables import LAYERS, TABLES, Table
 
-LAYERS = ("bronze", "silver", "gold")
+
+class SchemaMismatch(ValueError):
+    """A DataFrame or a stored table does not match the table's declaration in `recsys.tables`."""
 
 
 def table_path(cfg: LakeConfig, layer: str, table: str) -> str:
-    """`<lake.root>/<layer>/<table>`, for one of the lake's layers."""
+    """`<lake.root>/<layer>/<table>`, for a table declared in `recsys.tables`."""
     if layer not in LAYERS:
         raise ValueError(f"unknown lake layer {layer!r}; expected one of {LAYERS}")
+    declared_table(f"{layer}/{table}")
     return f"{cfg.root.rstrip('/')}/{layer}/{table}"
+
+
+def declared_table(qualified: str) -> Table:
+    """The declaration of `layer/name`; a table nobody declared is an error."""
+    table = TABLES.get(qualified)
+    if table is None:
+        raise SchemaMismatch(f"{qualified} is not declared in recsys/tables.py")
+    return table
+
+
+def declared(path: str) -> Table:
+    """The declaration of the table at `path` (`.../<layer>/<name>`)."""
+    return declared_table("/".join(path.rstrip("/").split("/")[-2:]))
+
+
+def conform(df: DataFrame, path: str) -> DataFrame:
+    """`df` with the declared columns in the declared order; `SchemaMismatch` naming every
+    missing, unexpected or differently typed column (nullability aside).
+    """
+    table = declared(path)
+    problems = _differences(table.schema, df.schema, "the DataFrame")
+    if problems:
+        raise SchemaMismatch(f"{table.qualified}: {'; '.join(problems)} (declared in recsys/tables.py)")
+    return df.select(*table.schema.fieldNames())
+
+
+def _differences(declared_schema: T.StructType, actual: T.StructType, what: str) -> list[str]:
+    want = {f.name: f.dataType.simpleString() for f in declared_schema.fields}
+    got = {f.name: f.dataType.simpleString() for f in actual.fields}
+    problems = [f"{what} lacks {name} {kind}" for name, kind in want.items() if name not in got]
+    problems += [f"{what} has undeclared {name} {kind}" for name, kind in got.items() if name not in want]
+    problems += [f"{name} is {got[name]} in {what}, declared {kind}" for name, kind in want.items()
+                 if name in got and got[name] != kind]
+    return problems
+
+
+def _check_stored(spark: SparkSession, path: str) -> None:
+    """Fail before writing when the stored table differs from its declaration."""
+    if exists(spark, path):
+        table = declared(path)
+        problems = _differences(table.schema, read(spark, path).schema, "the stored table")
+        if problems:
+            raise SchemaMismatch(f"{table.qualified}: {'; '.join(problems)}; run `make migrate` to bring it "
+                                 "to its declaration in recsys/tables.py")
 
 
 def checkpoint_path(cfg: LakeConfig, name: str) -> str:
@@ -79,9 +129,11 @@ def upsert(df: DataFrame, path: str, keys: Sequence[str]) -> None:
     Creates the table from `df` on first use. `df` must hold one row per key.
     """
     spark = df.sparkSession
+    df = conform(df, path)
     if not exists(spark, path):
         df.write.format("delta").save(path)
         return
+    _check_stored(spark, path)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     (
         DeltaTable.forPath(spark, path)
@@ -97,25 +149,56 @@ def overwrite(df: DataFrame, path: str, metadata: str | None = None) -> None:
     """Replace a table's contents in one Delta commit (readers see the old or the new, never a mix),
     with `metadata` as the commit's user metadata when given.
     """
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    df = conform(df, path)
+    _check_stored(df.sparkSession, path)
+    writer = df.write.format("delta").mode("overwrite")
     if metadata is not None:
         writer = writer.option("userMetadata", metadata)
     writer.save(path)
 
 
-def ensure_table(spark: SparkSession, path: str, schema: T.StructType) -> None:
-    """Create an empty Delta table with `schema` unless one exists at `path`."""
-    if not exists(spark, path):
-        spark.createDataFrame([], schema).write.format("delta").mode("append").save(path)
+def append(df: DataFrame, path: str) -> None:
+    """Append rows in one Delta commit."""
+    df = conform(df, path)
+    _check_stored(df.sparkSession, path)
+    df.write.format("delta").mode("append").save(path)
+
+
+def ensure_table(spark: SparkSession, path: str) -> None:
+    """Create the declared table, empty, unless one exists at `path` (which must match its declaration)."""
+    if exists(spark, path):
+        _check_stored(spark, path)
+    else:
+        spark.createDataFrame([], declared(path).schema).write.format("delta").mode("append").save(path)
 
 
 def append_once(df: DataFrame, path: str, app_id: str, version: int) -> None:
     """Append as Delta transaction (`app_id`, `version`): a replay of the same version is a no-op."""
     (
-        df.write.format("delta").mode("append")
+        conform(df, path).write.format("delta").mode("append")
         .option("txnAppId", app_id).option("txnVersion", version)
         .save(path)
     )
+
+
+def migrate(spark: SparkSession, path: str) -> list[str]:
+    """Bring a stored table to its declaration in one commit: declared columns it lacks are added
+    (NULL), undeclared ones dropped, others cast; what changed, or [] when nothing had to.
+
+    The one place a schema is overwritten. Time travel to versions before the migration still
+    reads them with their old schema.
+    """
+    table = declared(path)
+    current = read(spark, path)
+    changes = _differences(table.schema, current.schema, "the stored table")
+    if changes:
+        have = set(current.columns)
+        migrated = current.select(*[
+            (F.col(f.name) if f.name in have else F.lit(None)).cast(f.dataType).alias(f.name)
+            for f in table.schema.fields])
+        (migrated.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+         .option("userMetadata", json.dumps({"migration": changes})).save(path))
+    return changes
 
 
 def _hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:

@@ -94,7 +94,7 @@ def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark)
 
 
 def test_id_maps_keep_old_ids_and_number_new_keys(spark, tmp_path):
-    path = str(tmp_path / "id_map_users")
+    path = str(tmp_path / "gold" / "id_map_users")
     update_id_map(spark, path, spark.createDataFrame([("k2",), ("k1",)], "user_key string"), "user_key", "user_idx")
     update_id_map(spark, path, spark.createDataFrame([("k3",), ("k1",), ("k0",)], "user_key string"),
                   "user_key", "user_idx")

@@ -18,25 +18,12 @@ from datetime import UTC, datetime
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.config import Config
 from recsys.sources.accounts import TABLE, ensure_accounts_table
 from recsys.stores.postgres import hash_predicates, read_jdbc
-
-ACCOUNTS = T.StructType([
-    T.StructField("user_id", T.StringType()), T.StructField("full_name", T.StringType()),
-    T.StructField("email", T.StringType()), T.StructField("date_of_birth", T.DateType()),
-    T.StructField("gender", T.StringType()), T.StructField("latitude", T.DoubleType()),
-    T.StructField("longitude", T.DoubleType()), T.StructField("country_code", T.StringType()),
-    T.StructField("signup_at", T.TimestampType()), T.StructField("updated_at", T.TimestampType()),
-    T.StructField("_extracted_at", T.TimestampType()), T.StructField("_run_id", T.StringType()),
-])
-DELETIONS = T.StructType([
-    T.StructField("user_id", T.StringType()), T.StructField("detected_at", T.TimestampType()),
-    T.StructField("_run_id", T.StringType()),
-])
+from recsys.tables import BRONZE_ACCOUNTS, USER_ID
 
 
 @dataclass
@@ -58,9 +45,9 @@ def read_accounts(spark: SparkSession, cfg: Config, since: datetime | None) -> D
     """Accounts changed after `since` (all of them when None), read over JDBC in hash-partitioned slices."""
     # Spark hands back naive timestamps in the session time zone, which recsys pins to UTC.
     condition = f"WHERE updated_at > '{since.replace(tzinfo=UTC).isoformat()}'::timestamptz" if since else ""
-    columns = ", ".join(f.name for f in ACCOUNTS.fields if not f.name.startswith("_"))
+    columns = ", ".join(f.name for f in BRONZE_ACCOUNTS.schema.fields if not f.name.startswith("_"))
     query = f"(SELECT {columns} FROM {TABLE} {condition}) AS accounts"
-    df = read_jdbc(spark, cfg.postgres, query, predicates=hash_predicates("user_id", cfg.ingest.accounts_partitions))
+    df = read_jdbc(spark, cfg.postgres, query, predicates=hash_predicates(USER_ID, cfg.ingest.accounts_partitions))
     return df.withColumn("country_code", F.trim("country_code"))
 
 
@@ -69,8 +56,8 @@ def ingest_accounts(spark: SparkSession, cfg: Config, run_id: str, full_refresh:
     ensure_accounts_table(cfg.postgres)
     path = lake.table_path(cfg.lake, "bronze", "accounts")
     deletions_path = lake.table_path(cfg.lake, "bronze", "account_deletions")
-    lake.ensure_table(spark, path, ACCOUNTS)
-    lake.ensure_table(spark, deletions_path, DELETIONS)
+    lake.ensure_table(spark, path)
+    lake.ensure_table(spark, deletions_path)
     since = None if full_refresh else _watermark(spark, path)
     version = lake.current_version(spark, path)
     # The extract is staged as a Delta table and the MERGE reads it back: a JDBC source could
@@ -80,14 +67,14 @@ def ingest_accounts(spark: SparkSession, cfg: Config, run_id: str, full_refresh:
     lake.overwrite(read_accounts(spark, cfg, since)
                    .withColumn("_extracted_at", F.lit(datetime.now(UTC)).cast("timestamp"))
                    .withColumn("_run_id", F.lit(run_id))
-                   .select(*[f.name for f in ACCOUNTS.fields]), staged_path)
+                   .select(*BRONZE_ACCOUNTS.schema.fieldNames()), staged_path)
     extracted = lake.read(spark, staged_path)
     rows_read = extracted.count()
     if full_refresh:
-        gone = (lake.read(spark, path).select("user_id")
-                .join(extracted.select("user_id"), on="user_id", how="left_anti")
+        gone = (lake.read(spark, path).select(USER_ID)
+                .join(extracted.select(USER_ID), on=USER_ID, how="left_anti")
                 .withColumn("detected_at", F.current_timestamp()).withColumn("_run_id", F.lit(run_id)))
-        gone.write.format("delta").mode("append").save(deletions_path)
+        lake.append(gone, deletions_path)
     merge = (
         DeltaTable.forPath(spark, path).alias("t")
         .merge(extracted.alias("s"), "t.user_id = s.user_id")

@@ -22,16 +22,14 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.bronze.schema import (
-    BRONZE_EVENTS,
-    BRONZE_QUARANTINE,
     CORRUPT,
     EVENT_WITH_CORRUPT,
-    INGEST_RUNS,
     KNOWN_CARD,
     KNOWN_TOP_LEVEL,
 )
 from recsys.config import Config
 from recsys.landing.zone import EVENT_TYPES, EVENTS_DIR
+from recsys.tables import BRONZE_INGEST_RUNS
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +163,8 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
     report = IngestReport(run_id=run_id or uuid.uuid4().hex, started_at=datetime.now(UTC))
     bronze_path = lake.table_path(cfg.lake, "bronze", "events")
     quarantine_path = lake.table_path(cfg.lake, "bronze", "events_quarantine")
-    for path, schema in ((bronze_path, BRONZE_EVENTS), (quarantine_path, BRONZE_QUARANTINE)):
-        lake.ensure_table(spark, path, schema)
+    for path in (bronze_path, quarantine_path):
+        lake.ensure_table(spark, path)
     checkpoint = lake.checkpoint_path(cfg.lake, "bronze_events")
     app_id = f"recsys-bronze-events-{lake.ensure_checkpoint_id(spark, checkpoint)}"
 
@@ -206,6 +204,6 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
         .start()
     )
     query.awaitTermination()
-    runs = spark.createDataFrame([report.as_row(datetime.now(UTC))], INGEST_RUNS)
-    runs.write.format("delta").mode("append").save(lake.table_path(cfg.lake, "bronze", "ingest_runs"))
+    runs = spark.createDataFrame([report.as_row(datetime.now(UTC))], BRONZE_INGEST_RUNS.schema)
+    lake.append(runs, BRONZE_INGEST_RUNS.path(cfg.lake))
     return report

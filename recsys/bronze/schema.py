@@ -1,4 +1,6 @@
-"""The declared schemas of the landing-zone events and the bronze tables (never inferred)."""
+"""The declared schema of a landing-zone event, as bronze parses it (never inferred); the bronze
+tables themselves are declared in `recsys.tables`.
+"""
 
 from __future__ import annotations
 
@@ -37,17 +39,3 @@ KNOWN_CARD = tuple(f.name for f in CARD.fields)
 
 LINEAGE = _struct(("_source_file", S), ("_ingested_at", T.TimestampType()), ("_run_id", S))
 
-BRONZE_EVENTS = T.StructType(
-    [T.StructField("_raw", S)]
-    + list(EVENT.fields)
-    + [T.StructField("_extra", T.MapType(S, S)), T.StructField("_extra_card", T.MapType(S, S))]
-    + list(LINEAGE.fields)
-)
-BRONZE_QUARANTINE = T.StructType(
-    [T.StructField("_raw", S), T.StructField("_reason", S), T.StructField("_detail", S)] + list(LINEAGE.fields)
-)
-INGEST_RUNS = _struct(
-    ("run_id", S), ("started_at", T.TimestampType()), ("finished_at", T.TimestampType()),
-    ("batches", L), ("files", L), ("lines_read", L), ("rows_bronze", L), ("rows_quarantined", L),
-    ("reasons", T.MapType(S, L)),
-)

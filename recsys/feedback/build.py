@@ -27,6 +27,7 @@ from recsys.feedback.abtest import AbResult, analyze
 from recsys.feedback.attribution import attribute, ctr
 from recsys.model.rerank import with_ranker_features
 from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
+from recsys.tables import GOLD_AB_RESULTS
 from recsys.tracking import setup_mlflow
 
 
@@ -118,7 +119,7 @@ def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
     clicks_total = events.filter(F.col("event_type") == "click").count()
     result = ab_analysis(feedback, cfg)
     if result is not None:
-        lake.overwrite(spark.createDataFrame(_ab_rows(result, cfg.experiment.name)),
+        lake.overwrite(spark.createDataFrame(_ab_rows(result, cfg.experiment.name), GOLD_AB_RESULTS.schema),
                        lake.table_path(cfg.lake, "gold", "ab_results"))
     by_position = ctr(feedback, "variant", "position").orderBy("variant", "position").collect()
     by_day = ctr(feedback, "model_version", "event_date").orderBy("model_version", "event_date").collect()

@@ -14,7 +14,6 @@ from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.config import Config
@@ -22,12 +21,8 @@ from recsys.gold.features import signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
 from recsys.gold.stats import artist_stats, track_stats
 from recsys.silver.catalog import to_artists, to_tracks
+from recsys.tables import GOLD_BUILDS
 
-BUILDS = T.StructType([
-    T.StructField("build_id", T.StringType()), T.StructField("as_of", T.TimestampType()),
-    T.StructField("built_at", T.TimestampType()), T.StructField("inputs", T.MapType(T.StringType(), T.LongType())),
-    T.StructField("outputs", T.MapType(T.StringType(), T.LongType())),
-])
 GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
 
 
@@ -89,7 +84,6 @@ def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version
         lake.overwrite(df.withColumn("as_of", F.lit(as_of)), path, metadata)
         outputs[f"gold/{name}"] = lake.current_version(spark, path)
     row = (build_id, as_of, datetime.now(as_of.tzinfo), inputs, outputs)
-    spark.createDataFrame([row], BUILDS).write.format("delta").mode("append").save(
-        lake.table_path(cfg.lake, "gold", "builds"))
+    lake.append(spark.createDataFrame([row], GOLD_BUILDS.schema), GOLD_BUILDS.path(cfg.lake))
     spark.catalog.clearCache()
     return GoldBuild(build_id, as_of, inputs, outputs)

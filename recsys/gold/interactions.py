@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.frames import with_row_number
@@ -71,8 +70,7 @@ ID_MAP = {"users": ("user_key", "user_idx"), "artists": ("artist_id", "artist_id
 
 def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx: str) -> None:
     """Give every new key the next integer id; existing ids never change."""
-    schema = T.StructType([T.StructField(key, T.StringType()), T.StructField(idx, T.IntegerType())])
-    lake.ensure_table(spark, path, schema)
+    lake.ensure_table(spark, path)
     current = lake.read(spark, path)
     start = current.agg(F.max(idx)).collect()[0][0]
     start = -1 if start is None else start
@@ -81,7 +79,7 @@ def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx
     if (numbered.agg(F.max(idx)).collect()[0][0] or 0) > MAX_ID:
         raise OverflowError(f"{path}: ids would pass {MAX_ID}")
     (DeltaTable.forPath(spark, path).alias("t")
-     .merge(numbered.alias("s"), f"t.{key} = s.{key}")
+     .merge(lake.conform(numbered, path).alias("s"), f"t.{key} = s.{key}")
      .whenNotMatchedInsertAll().execute())
 
 

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.config import Config
@@ -29,6 +28,7 @@ from recsys.stores.postgres import connect, write_jdbc
 from recsys.stores.redis import connect as redis_connect
 from recsys.stores.redis import load_hashes
 from recsys.stores.resp import bulk_strings
+from recsys.tables import GOLD_FEATURE_STORE_SYNCS
 
 PG_TABLE = "user_features"
 PG_DDL = f"""
@@ -134,9 +134,7 @@ def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> S
     """
     path = lake.table_path(cfg.lake, "gold", "user_features")
     syncs_path = lake.table_path(cfg.lake, "gold", SYNCS)
-    lake.ensure_table(spark, syncs_path, T.StructType([
-        T.StructField("version", T.LongType()), T.StructField("synced_at", T.TimestampType()),
-        T.StructField("changed", T.LongType()), T.StructField("removed", T.LongType())]))
+    lake.ensure_table(spark, syncs_path)
     previous_version = lake.read(spark, syncs_path).agg(F.max("version")).collect()[0][0]
     version = lake.current_version(spark, path)
     changed, removed_df = changed_since(spark, path, previous_version)
@@ -148,6 +146,6 @@ def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> S
         write_redis(changed, removed, cfg)
     finally:
         changed.unpersist()
-    spark.createDataFrame([(version, datetime.now(UTC), n, len(removed))], lake.read(spark, syncs_path).schema) \
-        .write.format("delta").mode("append").save(syncs_path)
+    lake.append(spark.createDataFrame([(version, datetime.now(UTC), n, len(removed))],
+                                      GOLD_FEATURE_STORE_SYNCS.schema), syncs_path)
     return SyncReport(changed=n, removed=len(removed))

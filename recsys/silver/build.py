@@ -9,7 +9,6 @@ from datetime import datetime
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.config import Config
@@ -19,14 +18,9 @@ from recsys.silver.catalog import to_artists, to_tracks
 from recsys.silver.events import SilverEventsReport, build_silver_events
 from recsys.silver.privacy import geocoder, pseudonymizer
 from recsys.silver.users import to_silver_users
+from recsys.tables import SILVER_QUALITY_REPORTS
 
 log = logging.getLogger(__name__)
-
-QUALITY_REPORTS = T.StructType([
-    T.StructField("run_id", T.StringType()), T.StructField("at", T.TimestampType()),
-    T.StructField("quarantine_rate", T.DoubleType()), T.StructField("report", T.StringType()),
-])
-
 
 class QualityGateFailed(RuntimeError):
     """The run's quarantine rate passed `quality.max_quarantine_rate`."""
@@ -88,8 +82,7 @@ def build_silver(spark: SparkSession, cfg: Config, run_id: str, now: datetime) -
         "max_quarantine_rate": cfg.quality.max_quarantine_rate,
     }
     row = (run_id, now, events_report.quarantine_rate, json.dumps(report, sort_keys=True))
-    spark.createDataFrame([row], QUALITY_REPORTS).write.format("delta").mode("append") \
-        .save(lake.table_path(cfg.lake, "silver", "quality_reports"))
+    lake.append(spark.createDataFrame([row], SILVER_QUALITY_REPORTS.schema), SILVER_QUALITY_REPORTS.path(cfg.lake))
     quality_gate(events_report, cfg.quality.max_quarantine_rate)
     return report
 

@@ -16,29 +16,12 @@ from datetime import date, datetime, timedelta
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from recsys import lake
-from recsys.bronze.schema import BRONZE_EVENTS
 from recsys.config import Config
 from recsys.silver.clean import with_completion, with_event_time, with_genres, with_names, with_untrusted_reason
 from recsys.silver.privacy import geocoder, pseudonymizer
-
-S, L, D, TS = T.StringType(), T.LongType(), T.DoubleType(), T.TimestampType()
-SILVER_EVENTS = T.StructType([T.StructField(n, t) for n, t in (
-    ("event_id", S), ("event_type", S), ("event_time", TS), ("event_date", T.DateType()), ("user_key", S),
-    ("count", L), ("artist_id", S), ("artist_name", S), ("artist_key", S), ("track_id", S),
-    ("track_name", S), ("track_key", S), ("album_name", S), ("genres", T.ArrayType(S)),
-    ("artist_rank", L), ("artist_followers", L), ("track_likes", L), ("duration_ms", L),
-    ("played_ms", L), ("completion", S), ("playlist_id", S), ("request_id", S), ("model_version", S),
-    ("variant", S), ("position", L), ("score", D), ("session_id", S), ("device_os", S),
-    ("app_version", S), ("source", S), ("geo_city", S), ("geo_region", S), ("geo_country", S),
-    ("_source_file", S), ("_ingested_at", TS), ("_silver_at", TS), ("_run_id", S),
-)])
-SILVER_QUARANTINE = T.StructType([T.StructField(n, t) for n, t in (
-    ("event_id", S), ("event_type", S), ("user_key", S), ("event_ts", S), ("_reason", S),
-    ("_source_file", S), ("_ingested_at", TS), ("_silver_at", TS), ("_run_id", S),
-)])
+from recsys.tables import SILVER_EVENTS, SILVER_EVENTS_QUARANTINE
 
 
 @dataclass
@@ -103,9 +86,8 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
     events_path = lake.table_path(cfg.lake, "silver", "events")
     quarantine_path = lake.table_path(cfg.lake, "silver", "events_quarantine")
     bronze_path = lake.table_path(cfg.lake, "bronze", "events")
-    lake.ensure_table(spark, bronze_path, BRONZE_EVENTS)
-    lake.ensure_table(spark, events_path, SILVER_EVENTS)
-    lake.ensure_table(spark, quarantine_path, SILVER_QUARANTINE)
+    for path in (bronze_path, events_path, quarantine_path):
+        lake.ensure_table(spark, path)
     checkpoint = lake.checkpoint_path(cfg.lake, "silver_events")
     app_id = f"recsys-silver-events-{lake.ensure_checkpoint_id(spark, checkpoint)}"
     pseudonymize = pseudonymizer(spark, secret)
@@ -121,10 +103,11 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
         ).persist()
         try:
             trusted = cleaned.filter(F.col("_reason").isNull())
-            unique = first_per_event(trusted).select(*SILVER_EVENTS.fieldNames()).persist()
+            unique = first_per_event(trusted).select(*SILVER_EVENTS.schema.fieldNames()).persist()
             counts = {r["_reason"] or "ok": r["n"] for r in
                       cleaned.groupBy("_reason").agg(F.count("*").alias("n")).collect()}
-            lake.append_once(cleaned.filter(F.col("_reason").isNotNull()).select(*SILVER_QUARANTINE.fieldNames()),
+            lake.append_once(cleaned.filter(F.col("_reason").isNotNull())
+                             .select(*SILVER_EVENTS_QUARANTINE.schema.fieldNames()),
                              quarantine_path, app_id, batch_id)
             version = lake.current_version(spark, events_path)
             (
