@@ -64,7 +64,7 @@ lint: setup ## ruff (style, docstrings, complexity, annotations) and mypy on the
 	$(VENV)/bin/mypy
 
 demo: services-up ## run the pipeline end to end on embedded defaults and print where things are
-	$(WITH_SECRET) $(PY) jobs/demo.py
+	@$(WITH_SECRET) $(PY) jobs/demo.py
 
 generate: services-up ## write generated events to the landing zone and accounts to PostgreSQL (datagen.*)
 	$(PY) jobs/generate.py $(ARGS)

@@ -24,6 +24,29 @@ LASTFM_DIR = ROOT.parent / "shared" / "data" / "lastfm-2k"
 CONTRACTS_DIR = ROOT.parent / "shared" / "contracts"
 
 
+def isolated(cfg: Config, root: Path, name: str) -> Config:
+    """`cfg` with stores of its own: a lake and landing zone under `root`, a fresh PostgreSQL
+    database `recsys_test_<name>` and Redis key prefixes of its own, so a module that changes its
+    data (deletes an account, reruns a job) cannot change what another module sees.
+    """
+    from psycopg2 import sql
+
+    from recsys.stores.postgres import connect
+
+    database = f"recsys_test_{name}"
+    with connect(cfg.postgres, database="postgres", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return dataclasses.replace(
+        cfg,
+        lake=LakeConfig(root=str(root / "lake")),
+        landing=LandingConfig(path=str(root / "landing")),
+        postgres=dataclasses.replace(cfg.postgres, database=database),
+        gold=dataclasses.replace(cfg.gold, redis_prefix=f"test-{name}"),
+        publish=dataclasses.replace(cfg.publish, prefix=f"test-{name}"),
+    )
+
+
 @pytest.fixture(scope="session")
 def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
     """The test config, with MLflow in a store of this run's own."""

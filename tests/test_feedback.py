@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from chispa import assert_df_equality
 
 from recsys.feedback.abtest import analyze, minimum_detectable_effect, sample_ratio, two_proportions, wilson
 from recsys.feedback.attribution import attribute
@@ -35,8 +36,12 @@ def test_clicks_are_attributed_to_their_impression_within_the_window(spark):
         _event("c5", "click", -20, "u3", "a1", "r3"),       # 20 s early: client clock skew, accepted
         _event("c6", "click", 10, "u9", "a1", "r4"),        # another user
     ]
-    got = {r.event_id: r.clicked for r in attribute(spark.createDataFrame(events, COLUMNS), 1800, 60).collect()}
-    assert got == {"i1": 1, "i2": 0, "i3": 0, "i4": 0, "i5": 1, "i6": 0}
+    got = attribute(spark.createDataFrame(events, COLUMNS), 1800, 60).select("event_id", "clicked", "clicked_at")
+    first_click, early_click = T0 + timedelta(seconds=30), T0 - timedelta(seconds=20)
+    expected = spark.createDataFrame(
+        [("i1", 1, first_click), ("i2", 0, None), ("i3", 0, None), ("i4", 0, None), ("i5", 1, early_click),
+         ("i6", 0, None)], "event_id string, clicked int, clicked_at timestamp")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_statistics_match_known_values():

@@ -18,8 +18,9 @@ from recsys.gold.build import build_gold
 from recsys.gold.store import PG_TABLE, sync_feature_store
 from recsys.keys import features_key
 from recsys.silver.build import build_silver
-from recsys.sources.accounts import TABLE, upsert_accounts
+from recsys.sources.accounts import upsert_accounts
 from recsys.stores import postgres, redis
+from tests.conftest import isolated
 
 SPEC = GeneratorSpec(users=120, artists=150, days=3, dirt_rate=0.02, future_days=0, seed=31)
 AS_OF = datetime(2026, 10, 3, 12, tzinfo=UTC)
@@ -36,15 +37,10 @@ def _refresh(spark, cfg, run):
 def gold(services, spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("gold")
     cfg = dataclasses.replace(
-        services,
-        lake=dataclasses.replace(services.lake, root=str(root / "lake")),
-        landing=dataclasses.replace(services.landing, path=str(root / "landing")),
+        isolated(services, root, "gold"),
         privacy=dataclasses.replace(services.privacy, pseudonym_secret="gold-secret"),
         ingest=dataclasses.replace(services.ingest, click_events_to_postgres=False),
-        gold=dataclasses.replace(services.gold, redis_prefix=f"test{root.name}"),
     )
-    postgres.execute(cfg.postgres, f"DROP TABLE IF EXISTS {TABLE}")
-    postgres.execute(cfg.postgres, f"DROP TABLE IF EXISTS {PG_TABLE}")
     generate(cfg.landing.path, SPEC, on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
     _refresh(spark, cfg, "first")
     first = build_gold(spark, cfg, AS_OF)

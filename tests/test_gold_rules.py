@@ -6,6 +6,7 @@ import math
 from datetime import date, datetime, timedelta
 
 import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
 
 from recsys.gold.features import favourite_artists, recent_tracks
 from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
@@ -31,11 +32,14 @@ def test_favourite_artists_are_capped_newest_first_with_the_users_plays(spark):
     stats = spark.createDataFrame([(f"a{i}", f"Artist {i}", ["rock"], i, i + 1, 100) for i in range(10)],
                                   "artist_id string, artist_name string, genres array<string>, active_days long, "
                                   "trending_rank int, followers long")
-    out = favourite_artists(_events(spark, rows), stats, cap=3).first()
-    assert [a.artist_id for a in out.favourite_artists] == ["a0", "a4", "a3"]
-    assert [a.user_plays for a in out.favourite_artists] == [2, 2, 2]
-    assert out.favourite_artists[0].last_interaction == T0 + timedelta(hours=10)
-    assert out.favourite_artists[1].artist_name == "Artist 4" and out.favourite_artists[1].trending_rank == 5
+    out = favourite_artists(_events(spark, rows), stats, cap=3)
+    expected = spark.createDataFrame(
+        [("u1", [("a0", "Artist 0", ["rock"], 0, 1, 100, 2, T0 + timedelta(hours=10)),
+                 ("a4", "Artist 4", ["rock"], 4, 5, 100, 2, T0 + timedelta(hours=4)),
+                 ("a3", "Artist 3", ["rock"], 3, 4, 100, 2, T0 + timedelta(hours=3))])],
+        "user_key string, favourite_artists array<struct<artist_id:string,artist_name:string,genres:array<string>,"
+        "active_days:bigint,trending_rank:int,followers:bigint,user_plays:bigint,last_interaction:timestamp>>")
+    assert_df_equality(out, expected, ignore_nullable=True)
 
 
 def test_recent_tracks_are_the_last_plays_with_a_track_newest_first(spark):
@@ -46,9 +50,14 @@ def test_recent_tracks_are_the_last_plays_with_a_track_newest_first(spark):
                                    "likes long, avg_listen_ms double, std_listen_ms double")
     artists = spark.createDataFrame([("a1", "Artist", ["rock"], 10)],
                                     "artist_id string, artist_name string, genres array<string>, followers long")
-    out = recent_tracks(_events(spark, rows), tracks, artists, cap=2).first()
-    assert [(t.track_id, t.completion, t.artist_name) for t in out.recent_tracks] == \
-        [("t3", "full", "Artist"), ("t2", "skipped", "Artist")]
+    out = recent_tracks(_events(spark, rows), tracks, artists, cap=2)
+    expected = spark.createDataFrame(
+        [("u1", [(f"t{h}", f"Song {h}", "a1", "Artist", ["rock"], 1, 3, 10, 7, 1000.0, 0.0, completion,
+                  T0 + timedelta(hours=h)) for h, completion in ((3, "full"), (2, "skipped"))])],
+        "user_key string, recent_tracks array<struct<track_id:string,track_name:string,artist_id:string,"
+        "artist_name:string,genres:array<string>,active_days:bigint,trending_rank:int,followers:bigint,likes:bigint,"
+        "avg_listen_ms:double,std_listen_ms:double,completion:string,event_time:timestamp>>")
+    assert_df_equality(out, expected, ignore_nullable=True)
 
 
 def test_confidence_weighs_completion_likes_follows_and_subtracts_unfollows(spark):
@@ -57,12 +66,14 @@ def test_confidence_weighs_completion_likes_follows_and_subtracts_unfollows(spar
             ("follow", 5, "u1", 1, "a2", None, None, None, None),
             ("unfollow", 6, "u1", 1, "a2", None, None, None, None),
             ("impression", 7, "u1", 1, "a3", None, None, None, None)]
-    out = {r.artist_id: r for r in interactions(_events(spark, rows), DEFAULT_WEIGHTS).collect()}
+    out = interactions(_events(spark, rows), DEFAULT_WEIGHTS)
     raw = 1.0 - 0.25 + 4 * 1.0 + 3.0
-    assert set(out) == {"a1", "a2"}
-    assert out["a1"].raw_score == pytest.approx(raw) and out["a1"].confidence == pytest.approx(math.log1p(raw))
-    assert out["a1"].plays == 6 and out["a1"].last_ts == T0 + timedelta(hours=4)
-    assert out["a2"].raw_score == 0 and out["a2"].confidence == 0
+    expected = spark.createDataFrame(
+        [("u1", "a1", raw, 6, T0 + timedelta(hours=4), math.log1p(raw)),
+         ("u1", "a2", 0.0, 0, T0 + timedelta(hours=6), 0.0)],
+        "user_key string, artist_id string, raw_score double, plays bigint, last_ts timestamp, confidence double")
+    assert_approx_df_equality(out.select(*expected.columns), expected, precision=1e-9, ignore_row_order=True,
+                              ignore_nullable=True)
 
 
 def test_unknown_weight_kinds_are_refused():
@@ -75,9 +86,9 @@ def test_trending_rank_orders_by_recent_growth(spark):
     rows = ([("play", 24 * 10 + i, "u", 1, "steady", None, None, None, None) for i in range(28)]
             + [("play", 24 * 30 + i, "u", 1, "steady", None, None, None, None) for i in range(7)]
             + [("play", 24 * 31 + i, "u", 1, "rising", None, None, None, None) for i in range(7)])
-    ranks = {r.artist_id: r.trending_rank for r in
-             trending_rank(_events(spark, rows), "artist_id", as_of, 7, 28).collect()}
-    assert ranks == {"rising": 1, "steady": 2}
+    expected = spark.createDataFrame([("rising", 1), ("steady", 2)], "artist_id string, trending_rank int")
+    assert_df_equality(trending_rank(_events(spark, rows), "artist_id", as_of, 7, 28), expected,
+                       ignore_row_order=True, ignore_nullable=True)
 
 
 def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark):
@@ -87,10 +98,14 @@ def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark)
     events = _events(spark, rows)
     names = spark.createDataFrame([("a1", "A", ["x"]), ("a2", "B", ["y"])],
                                   "artist_id string, artist_name string, genres array<string>")
-    stats = {r.artist_id: r for r in artist_stats(events, names, T0 + timedelta(days=1), window_days=90,
-                                                  recent_days=7, baseline_days=28).collect()}
-    assert stats["a1"].followers == 2 and stats["a2"].followers == 778
-    assert (stats["a2"].plays, stats["a2"].listeners, stats["a2"].active_days) == (2, 1, 1)
+    stats = artist_stats(events, names, T0 + timedelta(days=1), window_days=90, recent_days=7, baseline_days=28)
+    # a1: no plays, 2 net follows (u2 followed, unfollowed, followed again); a2: 2 plays by u3 on one day,
+    # no follow events, so the latest displayed count; only played artists have a trending rank
+    expected = spark.createDataFrame(
+        [("a1", "A", ["x"], 0, 0, 0, None, 2, 0), ("a2", "B", ["y"], 2, 1, 1, 1, 778, 0)],
+        "artist_id string, artist_name string, genres array<string>, plays bigint, listeners bigint, "
+        "active_days bigint, trending_rank int, followers bigint, likes bigint")
+    assert_df_equality(stats, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_id_maps_keep_old_ids_and_number_new_keys(spark, tmp_path):

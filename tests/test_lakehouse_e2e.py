@@ -23,6 +23,7 @@ from recsys.silver.build import build_silver
 from recsys.silver.events import build_silver_events
 from recsys.sources.accounts import TABLE, upsert_accounts
 from recsys.stores import postgres
+from tests.conftest import isolated
 
 SECRET = "e2e-test-secret"
 SPEC = GeneratorSpec(users=150, artists=120, days=2, dirt_rate=0.15, future_days=0, seed=21)
@@ -45,14 +46,10 @@ def _crash_at(batch: int):
 def lakehouse(services, spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     cfg = dataclasses.replace(
-        services,
-        lake=dataclasses.replace(services.lake, root=str(root / "lake")),
-        landing=dataclasses.replace(services.landing, path=str(root / "landing")),
+        isolated(services, root, "lakehouse"),
         privacy=dataclasses.replace(services.privacy, pseudonym_secret=SECRET),
         ingest=IngestConfig(max_files_per_trigger=40, accounts_partitions=3, click_events_to_postgres=True),
     )
-    postgres.execute(cfg.postgres, f"DROP TABLE IF EXISTS {TABLE}")
-    postgres.execute(cfg.postgres, "DROP TABLE IF EXISTS click_events")
     manifest = generate(cfg.landing.path, SPEC, on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
 
     with pytest.raises(Exception, match="simulated crash after batch 1"):

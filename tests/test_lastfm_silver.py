@@ -14,9 +14,8 @@ from recsys.bronze.events import ingest_events
 from recsys.datasets.lastfm import import_lastfm
 from recsys.keys import pseudonym
 from recsys.silver.build import build_silver
-from recsys.sources.accounts import TABLE, upsert_accounts
-from recsys.stores import postgres
-from tests.conftest import LASTFM_DIR
+from recsys.sources.accounts import upsert_accounts
+from tests.conftest import LASTFM_DIR, isolated
 
 SECRET = "lastfm-test-secret"
 
@@ -24,13 +23,10 @@ SECRET = "lastfm-test-secret"
 @pytest.mark.slow
 def test_lastfm_reconciles_to_user_artists_after_silver(services, spark, tmp_path):
     cfg = dataclasses.replace(
-        services,
-        lake=dataclasses.replace(services.lake, root=str(tmp_path / "lake")),
-        landing=dataclasses.replace(services.landing, path=str(tmp_path / "landing")),
+        isolated(services, tmp_path, "lastfm"),
         privacy=dataclasses.replace(services.privacy, pseudonym_secret=SECRET),
         ingest=dataclasses.replace(services.ingest, click_events_to_postgres=False),
     )
-    postgres.execute(cfg.postgres, f"DROP TABLE IF EXISTS {TABLE}")
     import_lastfm(LASTFM_DIR, cfg.landing.path, on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
     ingest_events(spark, cfg)
     ingest_accounts(spark, cfg, run_id="lastfm")

@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from chispa import assert_df_equality
 
-from recsys.silver.catalog import to_artists
+from recsys.keys import pseudonym
+from recsys.silver.catalog import to_artists, to_tracks
 from recsys.silver.clean import (
     display_name,
     name_key,
@@ -45,9 +46,11 @@ def test_event_time_from_iso_with_z_or_offset_and_epoch_millis(spark):
     df = spark.createDataFrame(
         [("2026-11-28T21:04:05.123Z",), ("2026-11-28T23:04:05.123+02:00",), ("1795899845123",), ("soon",)],
         "event_ts string")
-    got = [r.event_time for r in with_event_time(df).collect()]
-    expected = datetime(2026, 11, 28, 21, 4, 5, 123000)
-    assert got == [expected, expected, datetime(2026, 11, 28, 21, 4, 5, 123000), None]
+    utc = datetime(2026, 11, 28, 21, 4, 5, 123000)
+    expected = spark.createDataFrame(
+        [("2026-11-28T21:04:05.123Z", utc), ("2026-11-28T23:04:05.123+02:00", utc), ("1795899845123", utc),
+         ("soon", None)], "event_ts string, event_time timestamp")
+    assert_df_equality(with_event_time(df), expected, ignore_nullable=True)
 
 
 def test_untrusted_times_and_impossible_durations_get_a_reason(spark):
@@ -62,30 +65,35 @@ def test_untrusted_times_and_impossible_durations_get_a_reason(spark):
         (datetime(2026, 10, 1), 11_000_000, 5, "impossible_duration"),
         (datetime(2026, 10, 1), 200_000, 250_000, "played_over_duration"),
     ]
-    df = spark.createDataFrame(rows, "event_time timestamp, duration_ms long, played_ms long, expected string")
+    df = spark.createDataFrame([r[:3] for r in rows], "event_time timestamp, duration_ms long, played_ms long")
     out = df.transform(with_untrusted_reason(now, timedelta(hours=1), date(2000, 1, 1), 10_800_000))
-    assert [(r.expected, r._reason) for r in out.collect()] == [(r[3], r[3]) for r in rows]
+    expected = spark.createDataFrame(rows, "event_time timestamp, duration_ms long, played_ms long, _reason string")
+    assert_df_equality(out, expected, ignore_nullable=True)
 
 
 def test_genre_is_always_an_array(spark):
     df = spark.createDataFrame([('["Rock"," pop"]',), ("Jazz",), (None,)], "genre string")
-    assert [r.genres for r in with_genres(df).collect()] == [["rock", "pop"], ["jazz"], []]
+    expected = spark.createDataFrame([('["Rock"," pop"]', ["rock", "pop"]), ("Jazz", ["jazz"]), (None, [])],
+                                     "genre string, genres array<string>")
+    assert_df_equality(with_genres(df), expected, ignore_nullable=True)
 
 
 def test_completion_follows_the_contract_thresholds(spark):
     rows = [("play", 100_000, 80_000, "full"), ("play", 100_000, 79_999, "partial"),
             ("play", 100_000, 29_999, "skipped"), ("play", 50_000, 29_999, "partial"),
             ("play", None, None, None), ("like", 100_000, 100_000, None)]
-    df = spark.createDataFrame(rows, "event_type string, duration_ms long, played_ms long, expected string")
-    assert [r.completion for r in with_completion(df).collect()] == [r[3] for r in rows]
+    df = spark.createDataFrame([r[:3] for r in rows], "event_type string, duration_ms long, played_ms long")
+    expected = spark.createDataFrame(rows, "event_type string, duration_ms long, played_ms long, completion string")
+    assert_df_equality(with_completion(df), expected, ignore_nullable=True)
 
 
 def test_age_groups_use_the_contract_buckets_for_the_run_date(spark):
     today = date(2026, 11, 29)
     births = [(date(2008, 11, 30), "<18"), (date(2008, 11, 29), "18-24"), (date(2001, 11, 30), "18-24"),
               (date(1992, 1, 1), "25-34"), (date(1961, 11, 29), "65+"), (date(1962, 1, 1), "55-64"), (None, "unknown")]
-    df = spark.createDataFrame(births, "date_of_birth date, expected string").transform(with_age_group(today))
-    assert [r.age_group for r in df.collect()] == [expected for _, expected in births]
+    df = spark.createDataFrame([(b,) for b, _ in births], "date_of_birth date").transform(with_age_group(today))
+    assert_df_equality(df, spark.createDataFrame(births, "date_of_birth date, age_group string"),
+                       ignore_nullable=True)
 
 
 def test_user_key_is_an_hmac_and_the_secret_is_not_in_the_plan(spark):
@@ -116,9 +124,12 @@ def test_users_carry_no_pii_and_fall_back_to_country_code(spark):
         "longitude double, country_code string, signup_at timestamp, updated_at timestamp")
     users = to_silver_users(accounts, pseudonymize=pseudonymizer(spark, "k"), geocode=geocoder(100_000),
                             today=date(2026, 11, 29))
-    assert users.columns == ["user_key", "age_group", "city", "region", "country", "signup_date", "updated_at"]
-    rows = sorted((r.age_group, r.city, r.country) for r in users.collect())
-    assert rows == [("35-44", "London", "GB"), ("unknown", None, "SE")]
+    expected = spark.createDataFrame(
+        [(pseudonym("k", "1"), "35-44", "London", "England", "GB", date(2024, 1, 1), datetime(2026, 1, 1)),
+         (pseudonym("k", "2"), "unknown", None, None, "SE", date(2024, 2, 1), datetime(2026, 1, 1))],
+        "user_key string, age_group string, city string, region string, country string, signup_date date, "
+        "updated_at timestamp")
+    assert_df_equality(users, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_first_per_event_keeps_the_earliest_copy(spark):
@@ -138,9 +149,23 @@ def test_artists_take_the_most_frequent_display_name_and_latest_card_values(spar
             ("7", "Björk", "bjork", [], 3, 120, datetime(2026, 1, 3))]
     events = spark.createDataFrame(rows, "artist_id string, artist_name string, artist_key string, genres "
                                          "array<string>, artist_rank long, artist_followers long, event_time timestamp")
-    row = to_artists(events).first()
-    assert (row.artist_name, row.artist_key, row.genres, row.artist_rank, row.artist_followers) == \
-        ("Björk", "bjork", ["pop"], 3, 120)
+    expected = spark.createDataFrame([("7", "Björk", "bjork", ["pop"], 3, 120, datetime(2026, 1, 3))],
+                                     "artist_id string, artist_name string, artist_key string, genres array<string>, "
+                                     "artist_rank long, artist_followers long, last_seen timestamp")
+    assert_df_equality(to_artists(events), expected, ignore_nullable=True)
+
+
+def test_tracks_take_the_most_frequent_names_and_album_and_the_latest_likes(spark):
+    rows = [("t1", "Jóga", "joga", "7", "Homogenic", 305_000, 10, datetime(2026, 1, 1)),
+            ("t1", "JOGA", "joga", "7", "Homogenic", 305_000, 12, datetime(2026, 1, 2)),
+            ("t1", "Jóga", "joga", "7", None, 305_000, 11, datetime(2026, 1, 3)),
+            (None, None, None, "7", None, None, None, datetime(2026, 1, 4))]
+    events = spark.createDataFrame(rows, "track_id string, track_name string, track_key string, artist_id string, "
+                                         "album_name string, duration_ms long, track_likes long, event_time timestamp")
+    expected = spark.createDataFrame([("t1", "Jóga", "joga", "7", "Homogenic", 305_000, 11, datetime(2026, 1, 3))],
+                                     "track_id string, track_name string, track_key string, artist_id string, "
+                                     "album_name string, duration_ms long, track_likes long, last_seen timestamp")
+    assert_df_equality(to_tracks(events), expected, ignore_nullable=True)
 
 
 def test_the_quality_gate_names_rate_limit_and_reasons():

@@ -29,7 +29,7 @@ from recsys.bronze.schema import (
 )
 from recsys.config import Config
 from recsys.landing.zone import EVENT_TYPES, EVENTS_DIR
-from recsys.tables import BRONZE_INGEST_RUNS
+from recsys.tables import ARTIST_ID, BRONZE_INGEST_RUNS, EVENT_ID, EVENT_TYPE, TRACK_ID, USER_ID
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,17 @@ def parse_events(raw: DataFrame) -> DataFrame:
         [(name, F.array_contains(keys, name) & j[name].isNull()) for name in KNOWN_TOP_LEVEL]
         + [("event_ts", j["event_ts"].isNotNull() & ~ts_text.rlike(ISO_TS) & ~ts_text.rlike(EPOCH_MS))]
     )
-    card, rec, event_type = j["card"], j["recommendation"], j["event_type"]
+    card, rec, event_type = j["card"], j["recommendation"], j[EVENT_TYPE]
     missing = _names_where([
-        *[(name, _missing(j[name])) for name in ("event_id", "event_type", "event_ts", "user_id")],
+        *[(name, _missing(j[name])) for name in (EVENT_ID, EVENT_TYPE, "event_ts", USER_ID)],
         ("card", card.isNull()),
-        ("card.artist_id", card.isNotNull() & _missing(card["artist_id"])),
+        ("card.artist_id", card.isNotNull() & _missing(card[ARTIST_ID])),
         ("card.artist_name", card.isNotNull() & card["artist_name"].isNull()),
-        ("card.track_id", event_type.isin("like", "unlike", "playlist_add") & _missing(card["track_id"])),
+        ("card.track_id", event_type.isin("like", "unlike", "playlist_add") & _missing(card[TRACK_ID])),
         ("playlist.playlist_id", (event_type == "playlist_add") & _missing(j["playlist"]["playlist_id"])),
         ("recommendation", event_type.isin("impression", "click") & (
             _missing(rec["request_id"]) | _missing(rec["model_version"]) | rec["position"].isNull())),
-        ("card.duration_ms", (event_type == "play") & card["track_id"].isNotNull()
+        ("card.duration_ms", (event_type == "play") & card[TRACK_ID].isNotNull()
          & (card["duration_ms"].isNull() | card["played_ms"].isNull())),
     ])
     geo = j["context"]["geo"]

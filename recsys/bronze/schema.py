@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pyspark.sql import types as T
 
+from recsys.tables import ARTIST_ID, EVENT_ID, EVENT_TYPE, TRACK_ID, USER_ID
+
 S, L, D = T.StringType(), T.LongType(), T.DoubleType()
 
 
@@ -17,7 +19,7 @@ def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
 # `"42"` parse alike. `event_ts` stays text here (ISO or epoch ms), typed in silver. `genre`
 # is text too: a list arrives as its JSON, and silver turns both forms into an array.
 CARD = _struct(
-    ("artist_id", S), ("artist_name", S), ("track_id", S), ("track_name", S), ("album_name", S),
+    (ARTIST_ID, S), ("artist_name", S), (TRACK_ID, S), ("track_name", S), ("album_name", S),
     ("genre", S), ("artist_rank", L), ("artist_followers", L), ("track_likes", L),
     ("duration_ms", L), ("played_ms", L), ("volume", T.ArrayType(L)),
 )
@@ -29,7 +31,7 @@ USER = _struct(("email", S), ("display_name", S), ("ip", S))
 
 CORRUPT = "_corrupt_record"
 EVENT_FIELDS = (
-    ("event_id", S), ("event_type", S), ("event_ts", S), ("user_id", S), ("count", L), ("card", CARD),
+    (EVENT_ID, S), (EVENT_TYPE, S), ("event_ts", S), (USER_ID, S), ("count", L), ("card", CARD),
     ("playlist", PLAYLIST), ("recommendation", RECOMMENDATION), ("context", CONTEXT), ("user", USER),
 )
 EVENT = _struct(*EVENT_FIELDS)

@@ -11,20 +11,22 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-IMPRESSION_COLUMNS = ("event_id", "event_time", "event_date", "user_key", "artist_id", "request_id",
+from recsys.tables import ARTIST_ID, EVENT_DATE, EVENT_ID, EVENT_TIME, EVENT_TYPE, USER_KEY
+
+IMPRESSION_COLUMNS = (EVENT_ID, EVENT_TIME, EVENT_DATE, USER_KEY, ARTIST_ID, "request_id",
                       "model_version", "variant", "position", "score")
 
 
 def attribute(events: DataFrame, window_s: int, clock_skew_s: int = 60) -> DataFrame:
     """(impression columns..., clicked, clicked_at) from silver events."""
-    imps = events.filter(F.col("event_type") == "impression").select(*IMPRESSION_COLUMNS)
-    clicks = events.filter(F.col("event_type") == "click").select(
-        F.col("user_key").alias("_user"), F.col("artist_id").alias("_artist"), F.col("request_id").alias("_request"),
-        F.col("event_time").alias("_click_time"))
-    seconds = F.col("_click_time").cast("long") - F.col("event_time").cast("long")
+    imps = events.filter(F.col(EVENT_TYPE) == "impression").select(*IMPRESSION_COLUMNS)
+    clicks = events.filter(F.col(EVENT_TYPE) == "click").select(
+        F.col(USER_KEY).alias("_user"), F.col(ARTIST_ID).alias("_artist"), F.col("request_id").alias("_request"),
+        F.col(EVENT_TIME).alias("_click_time"))
+    seconds = F.col("_click_time").cast("long") - F.col(EVENT_TIME).cast("long")
     matched = imps.join(
         clicks,
-        (F.col("user_key") == F.col("_user")) & (F.col("artist_id") == F.col("_artist"))
+        (F.col(USER_KEY) == F.col("_user")) & (F.col(ARTIST_ID) == F.col("_artist"))
         & (F.col("request_id") == F.col("_request")) & seconds.between(-clock_skew_s, window_s),
         how="left")
     return matched.groupBy(*IMPRESSION_COLUMNS).agg(F.min("_click_time").alias("clicked_at")) \

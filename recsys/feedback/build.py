@@ -27,7 +27,7 @@ from recsys.feedback.abtest import AbResult, analyze
 from recsys.feedback.attribution import attribute, ctr
 from recsys.model.rerank import with_ranker_features
 from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
-from recsys.tables import GOLD_AB_RESULTS
+from recsys.tables import EVENT_DATE, EVENT_TYPE, GOLD_AB_RESULTS, USER_KEY
 from recsys.tracking import setup_mlflow
 
 
@@ -43,7 +43,7 @@ class FeedbackReport:
 
 def _counts(feedback: DataFrame) -> dict[str, tuple[int, int, int]]:
     rows = feedback.filter(F.col("variant").isNotNull()).groupBy("variant").agg(
-        F.countDistinct("user_key").alias("users"), F.count("*").alias("n"), F.sum("clicked").alias("c")).collect()
+        F.countDistinct(USER_KEY).alias("users"), F.count("*").alias("n"), F.sum("clicked").alias("c")).collect()
     return {r["variant"]: (r["users"], r["n"], int(r["c"])) for r in rows}
 
 
@@ -94,7 +94,7 @@ def _report(path: Path, result: AbResult | None, by_position: list, by_day: list
         blocks.append(paragraph("Fewer than two variants have impressions: no A/B analysis."))
     by_variant = _ctr_series(by_position, lambda r: r["variant"] or "-", lambda r: r["position"])
     charts.append(line_chart(path.parent / "ctr_by_position.png", {"CTR by position": by_variant}, xlabel="position"))
-    by_model = _ctr_series(by_day, lambda r: f"model {r['model_version']}", lambda r: str(r["event_date"]))
+    by_model = _ctr_series(by_day, lambda r: f"model {r['model_version']}", lambda r: str(r[EVENT_DATE]))
     charts.append(line_chart(path.parent / "ctr_by_day.png", {"CTR by day": by_model}, xlabel="day"))
     return write_report(path, "Feedback and A/B analysis", [
         ("Experiment", blocks), ("CTR by position", [image(charts[-2])]), ("CTR by day and model version",
@@ -106,23 +106,23 @@ def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
     f = cfg.feedback
     setup_mlflow(cfg)
     events = lake.read(spark, lake.table_path(cfg.lake, "silver", "events")) \
-        .filter(F.col("event_type").isin("impression", "click"))
+        .filter(F.col(EVENT_TYPE).isin("impression", "click"))
     gold = {t: lake.read(spark, lake.table_path(cfg.lake, "gold", t)) for t in ("artist_stats", "user_features")}
     labelled = with_ranker_features(attribute(events, f.attribution_window_s, f.clock_skew_s),
                                     gold["artist_stats"], gold["user_features"])
     out = lake.table_path(cfg.lake, "gold", "feedback")
     lake.overwrite(labelled, out)
     feedback = lake.read(spark, out).persist()
-    ctr_table = ctr(feedback, "model_version", "variant", "position", "event_date")
+    ctr_table = ctr(feedback, "model_version", "variant", "position", EVENT_DATE)
     lake.overwrite(ctr_table, lake.table_path(cfg.lake, "gold", "ctr"))
     totals = feedback.agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks")).collect()[0]
-    clicks_total = events.filter(F.col("event_type") == "click").count()
+    clicks_total = events.filter(F.col(EVENT_TYPE) == "click").count()
     result = ab_analysis(feedback, cfg)
     if result is not None:
         lake.overwrite(spark.createDataFrame(_ab_rows(result, cfg.experiment.name), GOLD_AB_RESULTS.schema),
                        lake.table_path(cfg.lake, "gold", "ab_results"))
     by_position = ctr(feedback, "variant", "position").orderBy("variant", "position").collect()
-    by_day = ctr(feedback, "model_version", "event_date").orderBy("model_version", "event_date").collect()
+    by_day = ctr(feedback, "model_version", EVENT_DATE).orderBy("model_version", EVENT_DATE).collect()
     summary = {"impressions": totals["impressions"], "clicks attributed": int(totals["clicks"] or 0),
                "clicks": clicks_total, "attribution window s": f.attribution_window_s}
 

@@ -31,6 +31,7 @@ from recsys.config import Config
 from recsys.model.metrics import ideal_dcg
 from recsys.model.rerank import CATEGORICAL, NUMERIC, prepared, with_p_click
 from recsys.reporting import bar_chart, image, table, write_report
+from recsys.tables import ARTIST_ID, EVENT_DATE
 from recsys.tracking import SPARK_MODEL_REQUIREMENTS, quiet_registry, setup_mlflow
 
 
@@ -74,7 +75,7 @@ def weights(model: PipelineModel, sample: DataFrame) -> dict[str, float]:
 
 def click_ndcg(scored: DataFrame, order: str, descending: bool) -> float:
     """Mean over requests with a click of NDCG of the clicks when items are ordered by `order`."""
-    w = Window.partitionBy("request_id").orderBy(F.desc(order) if descending else F.asc(order), F.asc("artist_id"))
+    w = Window.partitionBy("request_id").orderBy(F.desc(order) if descending else F.asc(order), F.asc(ARTIST_ID))
     ranked = scored.withColumn("_r", F.row_number().over(w))
     per_request = ranked.groupBy("request_id").agg(
         F.sum(F.col("clicked") / F.log2(F.col("_r") + 1)).alias("dcg"), F.sum("clicked").alias("n"))
@@ -85,12 +86,12 @@ def click_ndcg(scored: DataFrame, order: str, descending: bool) -> float:
 
 def split_by_day(feedback: DataFrame, holdout_days: int) -> tuple[DataFrame, DataFrame]:
     """Feedback before and during the latest `holdout_days` days; fails when there are not enough days."""
-    days = sorted(r[0] for r in feedback.select("event_date").distinct().collect())
+    days = sorted(r[0] for r in feedback.select(EVENT_DATE).distinct().collect())
     if len(days) <= holdout_days:
         raise ValueError(f"re-ranker: feedback spans {len(days)} day(s); needs more than rerank.holdout_days "
                          f"= {holdout_days} to hold days out")
     first_test = days[-holdout_days]
-    return feedback.filter(F.col("event_date") < first_test), feedback.filter(F.col("event_date") >= first_test)
+    return feedback.filter(F.col(EVENT_DATE) < first_test), feedback.filter(F.col(EVENT_DATE) >= first_test)
 
 
 def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None = None) -> RerankerReport:

@@ -21,7 +21,7 @@ from recsys.gold.features import signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
 from recsys.gold.stats import artist_stats, track_stats
 from recsys.silver.catalog import to_artists, to_tracks
-from recsys.tables import GOLD_BUILDS
+from recsys.tables import AS_OF, EVENT_TIME, GOLD_BUILDS
 
 GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
 
@@ -52,7 +52,7 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
     version = lake.current_version(spark, events_path) if silver_version is None else silver_version
     users, users_version = users_as_of(spark, users_path, as_of)
     inputs = {"silver/events": version, "silver/users": users_version}
-    events = lake.read(spark, events_path, version=version).filter(F.col("event_time") < F.lit(as_of)).persist()
+    events = lake.read(spark, events_path, version=version).filter(F.col(EVENT_TIME) < F.lit(as_of)).persist()
     window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
               "baseline_days": g.trending_baseline_days}
     a_stats = artist_stats(events, to_artists(events), as_of, **window).persist()
@@ -77,11 +77,11 @@ def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version
         id_map_path = lake.table_path(cfg.lake, "gold", f"id_map_{table}")
         inputs[f"gold/id_map_{table}"] = lake.current_version(spark, id_map_path)
 
-    metadata = json.dumps({"build_id": build_id, "as_of": as_of.isoformat(), "inputs": inputs}, sort_keys=True)
+    metadata = json.dumps({"build_id": build_id, AS_OF: as_of.isoformat(), "inputs": inputs}, sort_keys=True)
     outputs = {}
     for name, df in tables.items():
         path = lake.table_path(cfg.lake, "gold", name)
-        lake.overwrite(df.withColumn("as_of", F.lit(as_of)), path, metadata)
+        lake.overwrite(df.withColumn(AS_OF, F.lit(as_of)), path, metadata)
         outputs[f"gold/{name}"] = lake.current_version(spark, path)
     row = (build_id, as_of, datetime.now(as_of.tzinfo), inputs, outputs)
     lake.append(spark.createDataFrame([row], GOLD_BUILDS.schema), GOLD_BUILDS.path(cfg.lake))

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.frames import with_row_number
+from recsys.tables import ARTIST_ID, EVENT_TIME, EVENT_TYPE, USER_KEY
 
 DEFAULT_WEIGHTS = {
     "play_full": 1.0, "play_partial": 0.5, "play_skipped": -0.25, "play_untracked": 1.0,
@@ -36,7 +37,7 @@ def weights_from(overrides: Mapping[str, float]) -> dict[str, float]:
 
 def event_weight(weights: Mapping[str, float]) -> Column:
     """Each event's weight by kind (and completion for plays), as a column."""
-    kind = F.col("event_type")
+    kind = F.col(EVENT_TYPE)
     play = (
         F.when(F.col("completion") == "full", weights["play_full"])
         .when(F.col("completion") == "partial", weights["play_partial"])
@@ -53,19 +54,19 @@ def interactions(events: DataFrame, weights: Mapping[str, float], scaling: str =
     """(user_key, artist_id) -> raw_score, confidence, plays, last_ts."""
     if scaling not in ("log", "linear"):
         raise ValueError(f"gold.confidence must be 'log' or 'linear', got {scaling!r}")
-    scored = events.filter(F.col("event_type") != "impression").withColumn(
+    scored = events.filter(F.col(EVENT_TYPE) != "impression").withColumn(
         "_w", event_weight(weights) * F.col("count"))
-    pairs = scored.groupBy("user_key", "artist_id").agg(
+    pairs = scored.groupBy(USER_KEY, ARTIST_ID).agg(
         F.sum("_w").alias("raw_score"),
-        F.sum(F.when(F.col("event_type") == "play", F.col("count")).otherwise(0)).alias("plays"),
-        F.max("event_time").alias("last_ts"),
+        F.sum(F.when(F.col(EVENT_TYPE) == "play", F.col("count")).otherwise(0)).alias("plays"),
+        F.max(EVENT_TIME).alias("last_ts"),
     )
     positive = F.greatest(F.col("raw_score"), F.lit(0.0))
     confidence = F.log1p(positive) if scaling == "log" else positive
     return pairs.withColumn("confidence", confidence)
 
 
-ID_MAP = {"users": ("user_key", "user_idx"), "artists": ("artist_id", "artist_idx")}
+ID_MAP = {"users": (USER_KEY, "user_idx"), "artists": (ARTIST_ID, "artist_idx")}
 
 
 def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx: str) -> None:
@@ -85,4 +86,4 @@ def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx
 
 def with_ids(pairs: DataFrame, users: DataFrame, artists: DataFrame) -> DataFrame:
     """Pairs with the integer ids ALS needs, dropping users or artists without one."""
-    return pairs.join(users, on="user_key", how="inner").join(artists, on="artist_id", how="inner")
+    return pairs.join(users, on=USER_KEY, how="inner").join(artists, on=ARTIST_ID, how="inner")

@@ -14,10 +14,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recsys.frames import with_row_number
+from recsys.tables import ARTIST_ID, EVENT_DATE, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
 
 
 def _between(start: datetime, end: datetime) -> Column:
-    return (F.col("event_time") >= F.lit(start)) & (F.col("event_time") < F.lit(end))
+    return (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(end))
 
 
 def trending_rank(plays: DataFrame, key: str, as_of: datetime, recent_days: int, baseline_days: int) -> DataFrame:
@@ -35,11 +36,11 @@ def trending_rank(plays: DataFrame, key: str, as_of: datetime, recent_days: int,
 
 
 def _window_plays(events: DataFrame, as_of: datetime, window_days: int) -> DataFrame:
-    return events.filter((F.col("event_type") == "play") & _between(as_of - timedelta(days=window_days), as_of))
+    return events.filter((F.col(EVENT_TYPE) == "play") & _between(as_of - timedelta(days=window_days), as_of))
 
 
 def _net_likes(events: DataFrame, key: str) -> DataFrame:
-    sign = F.when(F.col("event_type") == "like", 1).when(F.col("event_type") == "unlike", -1).otherwise(0)
+    sign = F.when(F.col(EVENT_TYPE) == "like", 1).when(F.col(EVENT_TYPE) == "unlike", -1).otherwise(0)
     return events.groupBy(key).agg(F.greatest(F.sum(sign), F.lit(0)).alias("likes"))
 
 
@@ -47,28 +48,28 @@ def artist_stats(events: DataFrame, artists: DataFrame, as_of: datetime, *, wind
                  recent_days: int, baseline_days: int) -> DataFrame:
     """Per artist seen before `as_of`: plays, listeners, active days, trending rank, followers, likes."""
     plays = _window_plays(events, as_of, window_days)
-    usage = plays.groupBy("artist_id").agg(
+    usage = plays.groupBy(ARTIST_ID).agg(
         F.sum("count").alias("plays"),
-        F.countDistinct("user_key").alias("listeners"),
-        F.countDistinct("event_date").alias("active_days"),
+        F.countDistinct(USER_KEY).alias("listeners"),
+        F.countDistinct(EVENT_DATE).alias("active_days"),
     )
     # A user's follow state is their latest follow/unfollow; net followers count those following.
-    follows = events.filter(F.col("event_type").isin("follow", "unfollow"))
-    latest = F.max_by(F.col("event_type"), F.col("event_time"))
-    state = follows.groupBy("artist_id", "user_key").agg(latest.alias("_state"))
-    net = state.groupBy("artist_id").agg(F.sum((F.col("_state") == "follow").cast("long")).alias("_net_followers"))
-    displayed = events.filter(F.col("artist_followers").isNotNull()).groupBy("artist_id").agg(
-        F.max_by("artist_followers", "event_time").alias("_shown_followers"))
-    known = events.select("artist_id").distinct()
+    follows = events.filter(F.col(EVENT_TYPE).isin("follow", "unfollow"))
+    latest = F.max_by(F.col(EVENT_TYPE), F.col(EVENT_TIME))
+    state = follows.groupBy(ARTIST_ID, USER_KEY).agg(latest.alias("_state"))
+    net = state.groupBy(ARTIST_ID).agg(F.sum((F.col("_state") == "follow").cast("long")).alias("_net_followers"))
+    displayed = events.filter(F.col("artist_followers").isNotNull()).groupBy(ARTIST_ID).agg(
+        F.max_by("artist_followers", EVENT_TIME).alias("_shown_followers"))
+    known = events.select(ARTIST_ID).distinct()
     return (
-        known.join(artists.select("artist_id", "artist_name", "genres"), on="artist_id", how="left")
-        .join(usage, on="artist_id", how="left")
-        .join(trending_rank(plays, "artist_id", as_of, recent_days, baseline_days), on="artist_id", how="left")
-        .join(net, on="artist_id", how="left")
-        .join(displayed, on="artist_id", how="left")
-        .join(_net_likes(events, "artist_id"), on="artist_id", how="left")
+        known.join(artists.select(ARTIST_ID, "artist_name", "genres"), on=ARTIST_ID, how="left")
+        .join(usage, on=ARTIST_ID, how="left")
+        .join(trending_rank(plays, ARTIST_ID, as_of, recent_days, baseline_days), on=ARTIST_ID, how="left")
+        .join(net, on=ARTIST_ID, how="left")
+        .join(displayed, on=ARTIST_ID, how="left")
+        .join(_net_likes(events, ARTIST_ID), on=ARTIST_ID, how="left")
         .select(
-            "artist_id", "artist_name", F.coalesce("genres", F.array().cast("array<string>")).alias("genres"),
+            ARTIST_ID, "artist_name", F.coalesce("genres", F.array().cast("array<string>")).alias("genres"),
             F.coalesce("plays", F.lit(0)).alias("plays"), F.coalesce("listeners", F.lit(0)).alias("listeners"),
             F.coalesce("active_days", F.lit(0)).alias("active_days"),
             "trending_rank",
@@ -81,27 +82,27 @@ def artist_stats(events: DataFrame, artists: DataFrame, as_of: datetime, *, wind
 def track_stats(events: DataFrame, tracks: DataFrame, as_of: datetime, *, window_days: int,
                 recent_days: int, baseline_days: int) -> DataFrame:
     """Per track seen before `as_of`: plays, listeners, likes, active days, trending, listen time, completion."""
-    plays = _window_plays(events, as_of, window_days).filter(F.col("track_id").isNotNull())
+    plays = _window_plays(events, as_of, window_days).filter(F.col(TRACK_ID).isNotNull())
 
     def share(kind: str) -> Column:
         return F.avg((F.col("completion") == kind).cast("double")).alias(f"{kind}_share")
 
-    usage = plays.groupBy("track_id").agg(
+    usage = plays.groupBy(TRACK_ID).agg(
         F.sum("count").alias("plays"),
-        F.countDistinct("user_key").alias("listeners"),
-        F.countDistinct("event_date").alias("active_days"),
+        F.countDistinct(USER_KEY).alias("listeners"),
+        F.countDistinct(EVENT_DATE).alias("active_days"),
         F.avg("played_ms").alias("avg_listen_ms"),
         F.stddev_samp("played_ms").alias("std_listen_ms"),
         share("full"), share("partial"), share("skipped"),
     )
-    known = events.filter(F.col("track_id").isNotNull()).select("track_id").distinct()
+    known = events.filter(F.col(TRACK_ID).isNotNull()).select(TRACK_ID).distinct()
     return (
-        known.join(tracks.select("track_id", "track_name", "artist_id"), on="track_id", how="left")
-        .join(usage, on="track_id", how="left")
-        .join(trending_rank(plays, "track_id", as_of, recent_days, baseline_days), on="track_id", how="left")
-        .join(_net_likes(events.filter(F.col("track_id").isNotNull()), "track_id"), on="track_id", how="left")
+        known.join(tracks.select(TRACK_ID, "track_name", ARTIST_ID), on=TRACK_ID, how="left")
+        .join(usage, on=TRACK_ID, how="left")
+        .join(trending_rank(plays, TRACK_ID, as_of, recent_days, baseline_days), on=TRACK_ID, how="left")
+        .join(_net_likes(events.filter(F.col(TRACK_ID).isNotNull()), TRACK_ID), on=TRACK_ID, how="left")
         .select(
-            "track_id", "track_name", "artist_id",
+            TRACK_ID, "track_name", ARTIST_ID,
             F.coalesce("plays", F.lit(0)).alias("plays"), F.coalesce("listeners", F.lit(0)).alias("listeners"),
             F.coalesce("likes", F.lit(0)).alias("likes"), F.coalesce("active_days", F.lit(0)).alias("active_days"),
             "trending_rank", "avg_listen_ms", F.coalesce("std_listen_ms", F.lit(0.0)).alias("std_listen_ms"),

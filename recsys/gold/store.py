@@ -28,7 +28,7 @@ from recsys.stores.postgres import connect, write_jdbc
 from recsys.stores.redis import connect as redis_connect
 from recsys.stores.redis import load_hashes
 from recsys.stores.resp import bulk_strings
-from recsys.tables import GOLD_FEATURE_STORE_SYNCS
+from recsys.tables import AS_OF, GOLD_FEATURE_STORE_SYNCS, USER_KEY
 
 PG_TABLE = "user_features"
 PG_DDL = f"""
@@ -48,7 +48,7 @@ JSON_COLUMNS = ("top_genres", "favourite_artists", "recent_tracks")
 
 def with_feature_hash(features: DataFrame) -> DataFrame:
     """Features with `feature_hash`: a digest of everything but the key and the build time."""
-    payload = F.to_json(F.struct(*[c for c in features.columns if c not in ("user_key", "as_of")]))
+    payload = F.to_json(F.struct(*[c for c in features.columns if c not in (USER_KEY, AS_OF)]))
     return features.withColumn("feature_hash", F.sha2(payload, 256))
 
 
@@ -66,23 +66,23 @@ def changed_since(spark: SparkSession, path: str, previous_version: int | None) 
         return current.limit(0), spark.createDataFrame([], "user_key string")
     if previous_version is None:
         return current, spark.createDataFrame([], "user_key string")
-    before = with_feature_hash(lake.read(spark, path, version=previous_version)).select("user_key", "feature_hash")
-    changed = current.join(before, on=["user_key", "feature_hash"], how="left_anti")
-    removed = before.select("user_key").join(current.select("user_key"), on="user_key", how="left_anti")
+    before = with_feature_hash(lake.read(spark, path, version=previous_version)).select(USER_KEY, "feature_hash")
+    changed = current.join(before, on=[USER_KEY, "feature_hash"], how="left_anti")
+    removed = before.select(USER_KEY).join(current.select(USER_KEY), on=USER_KEY, how="left_anti")
     return changed, removed
 
 
 def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_suffix: str) -> None:
     """Upsert changed users into the PostgreSQL features table through a staging table; delete removed ones."""
     stage = f"{PG_TABLE}_stage_{stage_suffix}"
-    columns = ["user_key", "as_of", *SCALARS, *JSON_COLUMNS, "feature_hash"]
-    staged = changed.select("user_key", "as_of", *SCALARS, *[F.to_json(c).alias(c) for c in JSON_COLUMNS],
+    columns = [USER_KEY, AS_OF, *SCALARS, *JSON_COLUMNS, "feature_hash"]
+    staged = changed.select(USER_KEY, AS_OF, *SCALARS, *[F.to_json(c).alias(c) for c in JSON_COLUMNS],
                             "feature_hash")
     with connect(cfg.postgres) as conn, conn.cursor() as cur:
         cur.execute(PG_DDL)
     write_jdbc(staged, cfg.postgres, stage, mode="overwrite")
     select = ", ".join(f"{c}::jsonb" if c in JSON_COLUMNS else c for c in columns)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "user_key")
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != USER_KEY)
     with connect(cfg.postgres) as conn, conn.cursor() as cur:
         cur.execute(f"INSERT INTO {PG_TABLE} ({', '.join(columns)}) SELECT {select} FROM {stage} "
                     f"ON CONFLICT (user_key) DO UPDATE SET {updates}, updated_at = now()")
@@ -97,7 +97,7 @@ def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
     Through the one Redis sink (`stores.redis.load_hashes`): each user's fields as adjacent rows.
     """
     entries = changed.select(
-        F.col("user_key").alias("hash"),
+        F.col(USER_KEY).alias("hash"),
         F.explode(F.array(*[F.struct(F.lit(name).alias("field"), value.alias("value"))
                             for name, value in _redis_fields().items()])).alias("e"),
     ).select("hash", bulk_strings(F.col("e.field"), F.col("e.value")).alias("entry"))
@@ -115,7 +115,7 @@ def _redis_fields() -> dict[str, Column]:
     """The hash's fields as string columns; a missing scalar is the empty string."""
     fields = {c: F.coalesce(F.col(c).cast("string"), F.lit("")) for c in SCALARS}
     return {**fields,
-            "as_of": F.date_format("as_of", "yyyy-MM-dd'T'HH:mm:ss"),
+            AS_OF: F.date_format(AS_OF, "yyyy-MM-dd'T'HH:mm:ss"),
             "top_genres": F.to_json(F.coalesce("top_genres", F.array().cast("array<string>"))),
             "favourite_artist_ids": F.to_json(F.coalesce(F.col("favourite_artists.artist_id"),
                                                          F.array().cast("array<string>"))),

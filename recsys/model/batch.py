@@ -36,6 +36,7 @@ from recsys.model.als import ITEM, USER
 from recsys.model.rerank import load_reranker, rerank, with_ranker_features
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
 from recsys.model.topk import recommend_top_k
+from recsys.tables import ARTIST_ID, USER_KEY
 from recsys.tracking import setup_mlflow
 
 GLOBAL = "*"
@@ -101,8 +102,8 @@ def cold_start(users: DataFrame, lists: DataFrame, k: int) -> DataFrame:
     fill = users.crossJoin(lists.filter(F.col(SEGMENT) == GLOBAL).drop(SEGMENT)) \
         .withColumn("source", F.lit("global")).withColumn("_order", F.col("rank") + k)
     both = own.unionByName(fill)
-    w = Window.partitionBy("user_key").orderBy("_order")
-    dedup = both.withColumn("_first", F.row_number().over(Window.partitionBy("user_key", ITEM).orderBy("_order")))
+    w = Window.partitionBy(USER_KEY).orderBy("_order")
+    dedup = both.withColumn("_first", F.row_number().over(Window.partitionBy(USER_KEY, ITEM).orderBy("_order")))
     return dedup.filter(F.col("_first") == 1).withColumn("rank", F.row_number().over(w)) \
         .filter(F.col("rank") <= k).drop("_order", "_first")
 
@@ -123,14 +124,14 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
     gold = {t: lake.read(spark, lake.table_path(cfg.lake, "gold", t))
             for t in ("interactions", "id_map_users", "id_map_artists", "user_features", "artist_stats")}
     seen = gold["interactions"].select(USER, ITEM)
-    artists = gold["id_map_artists"].join(gold["artist_stats"].select("artist_id", "artist_name"), "artist_id", "left")
+    artists = gold["id_map_artists"].join(gold["artist_stats"].select(ARTIST_ID, "artist_name"), ARTIST_ID, "left")
     # accounts (features) and users with history in this build (not the id map, which keeps
     # forgotten users' ids forever); a known segment sorts before "unknown|unknown"
     segment = segment_of(F.col("age_group"), F.col("country")).alias(SEGMENT)
-    everyone = gold["user_features"].select("user_key", segment) \
-        .unionByName(gold["interactions"].select("user_key", F.lit(UNKNOWN_SEGMENT).alias(SEGMENT))) \
-        .groupBy("user_key").agg(F.min(SEGMENT).alias(SEGMENT))
-    everyone = everyone.join(gold["id_map_users"], on="user_key", how="left").persist()
+    everyone = gold["user_features"].select(USER_KEY, segment) \
+        .unionByName(gold["interactions"].select(USER_KEY, F.lit(UNKNOWN_SEGMENT).alias(SEGMENT))) \
+        .groupBy(USER_KEY).agg(F.min(SEGMENT).alias(SEGMENT))
+    everyone = everyone.join(gold["id_map_users"], on=USER_KEY, how="left").persist()
     lists = segment_lists(gold["interactions"], everyone.filter(F.col(USER).isNotNull()), k).persist()
 
     loaded = {ref: load_model(cfg, ref) for ref in dict.fromkeys(refs)}
@@ -138,10 +139,10 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
     for ref, m in loaded.items():
         als = recommend_top_k(m.model.userFactors, m.model.itemFactors, k, seen, cfg.model.recommend_threshold,
                               cfg.recommend.block_users) \
-            .join(everyone, on=USER, how="inner").select("user_key", SEGMENT, ITEM, "rank", "score",
+            .join(everyone, on=USER, how="inner").select(USER_KEY, SEGMENT, ITEM, "rank", "score",
                                                          F.lit("als").alias("source"))
-        served = als.select("user_key").distinct()
-        cold = cold_start(everyone.join(served, on="user_key", how="left_anti").select("user_key", SEGMENT), lists, k)
+        served = als.select(USER_KEY).distinct()
+        cold = cold_start(everyone.join(served, on=USER_KEY, how="left_anti").select(USER_KEY, SEGMENT), lists, k)
         parts.append(als.unionByName(cold.select(*als.columns)).select(
             "*", F.lit(ref).alias("model_alias"), F.lit(m.version).alias("model_version"),
             F.lit(m.run_id).alias("model_run_id")))
@@ -152,10 +153,10 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
     if cfg.rerank.enabled:
         recs = _reranked(cfg, recs, gold["artist_stats"], gold["user_features"])
     recs = recs.select(
-        "user_key", "model_alias", "model_version", "model_run_id", F.col("rank").cast("int"), "artist_id",
+        USER_KEY, "model_alias", "model_version", "model_run_id", F.col("rank").cast("int"), ARTIST_ID,
         "artist_name", F.col("score").cast("float"), "source", SEGMENT, F.lit(batch_id).alias("batch_id"))
     seg = lists.join(artists, on=ITEM, how="left").select(
-        SEGMENT, F.col("rank").cast("int"), "artist_id", "artist_name", "score", F.lit(batch_id).alias("batch_id"))
+        SEGMENT, F.col("rank").cast("int"), ARTIST_ID, "artist_name", "score", F.lit(batch_id).alias("batch_id"))
 
     metadata = json.dumps({"batch_id": batch_id, "models": {r: m.version for r, m in loaded.items()}})
     for name, df in (("segment_recommendations", seg), ("recommendations", recs)):
@@ -164,7 +165,7 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
     written = lake.read(spark, path)
     by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
     report = BatchReport(batch_id, {r: m.version for r, m in loaded.items()},
-                         written.select("user_key").distinct().count(), sum(by_source.values()), by_source,
+                         written.select(USER_KEY).distinct().count(), sum(by_source.values()), by_source,
                          lake.current_version(spark, path))
     everyone.unpersist()
     lists.unpersist()

@@ -21,6 +21,7 @@ from recsys.model.search import SearchSpace, TrialOutcome, configuration_failure
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
 from recsys.model.split import random_holdout
 from recsys.model.topk import recommend
+from recsys.tables import USER_KEY
 
 K = 10
 VALIDATION_SEED = 43  # the search's validation split inside the training part
@@ -31,13 +32,13 @@ def evaluate(spark: SparkSession, interactions: DataFrame, space: SearchSpace, *
     """Metrics at `k` on the test pairs for both popularity baselines and the searched ALS, and
     the search's trials (scored on validation).
     """
-    train, test = random_holdout(interactions.select(USER, ITEM, "confidence", "user_key"))
+    train, test = random_holdout(interactions.select(USER, ITEM, "confidence", USER_KEY))
     train, test = train.persist(), test.persist()
     fit_part, validation = (df.persist() for df in random_holdout(train, seed=VALIDATION_SEED))
     n_items = interactions.select(ITEM).distinct().count()
-    users = test.select(USER, "user_key").distinct()
+    users = test.select(USER, USER_KEY).distinct()
     if segments is not None:
-        users = users.join(segments, on="user_key", how="left") \
+        users = users.join(segments, on=USER_KEY, how="left") \
             .withColumn(SEGMENT, segment_of(F.col("age_group"), F.col("country")))
     else:
         users = users.withColumn(SEGMENT, F.lit(UNKNOWN_SEGMENT))

@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys.config import Config
+from recsys.tables import ARTIST_ID, USER_KEY
 
 NUMERIC = ("score", "position", "log_listeners", "trending_rank", "log_followers", "genre_overlap")
 CATEGORICAL = ("age_group", "country")
@@ -22,12 +23,12 @@ UNRANKED = 1000.0  # artists off the trending chart
 
 def with_ranker_features(feedback: DataFrame, artist_stats: DataFrame, user_features: DataFrame) -> DataFrame:
     """Attach the artist's and the user's features to impression-level rows (artist_id, user_key)."""
-    artists = artist_stats.select("artist_id", F.col("listeners").cast("double").alias("artist_listeners"),
+    artists = artist_stats.select(ARTIST_ID, F.col("listeners").cast("double").alias("artist_listeners"),
                                   F.col("trending_rank").cast("double").alias("trending_rank"),
                                   F.col("followers").cast("double").alias("artist_followers"),
                                   F.col("genres").alias("_genres"))
-    users = user_features.select("user_key", "age_group", "country", F.col("top_genres").alias("_top"))
-    joined = feedback.join(artists, on="artist_id", how="left").join(users, on="user_key", how="left")
+    users = user_features.select(USER_KEY, "age_group", "country", F.col("top_genres").alias("_top"))
+    joined = feedback.join(artists, on=ARTIST_ID, how="left").join(users, on=USER_KEY, how="left")
     overlap = F.size(F.array_intersect(F.coalesce("_genres", F.array()), F.coalesce("_top", F.array()))) / \
         F.greatest(F.size(F.coalesce("_top", F.array())), F.lit(1))
     return joined.withColumn("genre_overlap", overlap.cast("double")).drop("_genres", "_top") \
@@ -67,5 +68,5 @@ def rerank(model: PipelineModel, recs: DataFrame) -> DataFrame:
     `rank` (the ALS order, becoming `position`) and `score`.
     """
     scored = probability(model, recs.withColumn("position", F.col("rank") - 1))
-    w = Window.partitionBy("user_key", "model_alias").orderBy(F.desc("p_click"), F.asc("rank"))
+    w = Window.partitionBy(USER_KEY, "model_alias").orderBy(F.desc("p_click"), F.asc("rank"))
     return scored.withColumn("rank", F.row_number().over(w)).select(*recs.columns)

@@ -13,6 +13,7 @@ from recsys import lake
 from recsys.config import Config
 from recsys.keys import UNKNOWN, segment_name
 from recsys.model.als import USER
+from recsys.tables import USER_KEY
 
 SEGMENT = "segment"
 UNKNOWN_SEGMENT = segment_name(None, None)
@@ -25,10 +26,10 @@ def segment_of(age_group: Column, country: Column) -> Column:
 
 def user_segments(spark: SparkSession, cfg: Config) -> DataFrame:
     """(user_idx, user_key, segment) for every user in the id map."""
-    id_map = lake.read(spark, lake.table_path(cfg.lake, "gold", "id_map_users")).select("user_key", USER)
+    id_map = lake.read(spark, lake.table_path(cfg.lake, "gold", "id_map_users")).select(USER_KEY, USER)
     features_path = lake.table_path(cfg.lake, "gold", "user_features")
     if not lake.exists(spark, features_path):
         return id_map.withColumn(SEGMENT, F.lit(UNKNOWN_SEGMENT))
-    features = lake.read(spark, features_path).select("user_key", segment_of(F.col("age_group"), F.col("country"))
+    features = lake.read(spark, features_path).select(USER_KEY, segment_of(F.col("age_group"), F.col("country"))
                                                       .alias(SEGMENT))
-    return id_map.join(features, on="user_key", how="left").fillna({SEGMENT: UNKNOWN_SEGMENT})
+    return id_map.join(features, on=USER_KEY, how="left").fillna({SEGMENT: UNKNOWN_SEGMENT})

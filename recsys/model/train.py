@@ -46,6 +46,7 @@ from recsys.model.split import latest_holdout, random_holdout
 from recsys.model.topk import recommend
 from recsys.model.truth import future_discoveries
 from recsys.reporting import image, line_chart, table, write_report
+from recsys.tables import AS_OF
 from recsys.tracking import SPARK_MODEL_REQUIREMENTS, quiet_registry, setup_mlflow
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ def _truth_scores(spark: SparkSession, cfg: Config, model: ALSModel, interaction
 def _inputs(spark: SparkSession, cfg: Config) -> tuple[DataFrame, dict[str, int]]:
     """gold/interactions (persisted) and the Delta version of every gold table training reads."""
     path = lake.table_path(cfg.lake, "gold", "interactions")
-    interactions = lake.read(spark, path).select(USER, ITEM, "confidence", "last_ts", "as_of").persist()
+    interactions = lake.read(spark, path).select(USER, ITEM, "confidence", "last_ts", AS_OF).persist()
     inputs = {"gold/interactions": lake.current_version(spark, path)}
     for table_name in ("id_map_users", "id_map_artists", "user_features"):
         table_path = lake.table_path(cfg.lake, "gold", table_name)
@@ -264,7 +265,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     space = SearchSpace.from_config(m)
     setup_mlflow(cfg)
     interactions, inputs = _inputs(spark, cfg)
-    as_of = interactions.agg(F.max("as_of")).collect()[0][0]
+    as_of = interactions.agg(F.max(AS_OF)).collect()[0][0]
     train_df, test_df = (df.persist() for df in split(interactions, m))
     data = _Split(train_df, test_df, _with_segments(spark, cfg, test_df.select(USER).distinct()).persist(),
                   interactions.select(ITEM).distinct().count(), max(m.k, m.curve_max_k), m.recommend_threshold)
@@ -273,7 +274,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     with mlflow.start_run(run_name="train-als") as parent:
         mlflow.log_params({"k": m.k, "split": m.split, "holdout_share": m.holdout_share, "max_trials": m.trials,
                            "search_budget_s": m.search_budget_s, "space": str(space), "min_lift": m.min_lift,
-                           "recommend_threshold": data.threshold, "as_of": str(as_of),
+                           "recommend_threshold": data.threshold, AS_OF: str(as_of),
                            **{f"input_version.{k}": v for k, v in inputs.items()}})
         lists = {name: popularity(train_df, data.users, data.depth, segment=segment).persist()
                  for name, segment in BASELINES.items()}

@@ -20,6 +20,7 @@ from recsys import lake
 from recsys.config import Config
 from recsys.model.als import ITEM, USER
 from recsys.silver.privacy import pseudonymizer
+from recsys.tables import ARTIST_ID, USER_ID, USER_KEY
 
 FUTURE_PLAYS = "_meta/truth/future_plays.csv.gz"
 SCHEMA = "user_id string, artist_id string, plays int"
@@ -39,10 +40,10 @@ def future_discoveries(spark: SparkSession, cfg: Config, interactions: DataFrame
         return None
     pseudonymize = pseudonymizer(spark, cfg.privacy.pseudonym_secret)
     plays = spark.read.csv(path, header=True, schema=SCHEMA).filter(F.col("plays") > 0)
-    users = lake.read(spark, lake.table_path(cfg.lake, "gold", "id_map_users")).select("user_key", USER)
-    artists = lake.read(spark, lake.table_path(cfg.lake, "gold", "id_map_artists")).select("artist_id", ITEM)
-    keyed = plays.select(pseudonymize(F.trim("user_id")).alias("user_key"), F.trim("artist_id").alias("artist_id"))
-    pairs = keyed.join(users, on="user_key", how="inner").join(artists, on="artist_id", how="inner")
+    users = lake.read(spark, lake.table_path(cfg.lake, "gold", "id_map_users")).select(USER_KEY, USER)
+    artists = lake.read(spark, lake.table_path(cfg.lake, "gold", "id_map_artists")).select(ARTIST_ID, ITEM)
+    keyed = plays.select(pseudonymize(F.trim(USER_ID)).alias(USER_KEY), F.trim(ARTIST_ID).alias(ARTIST_ID))
+    pairs = keyed.join(users, on=USER_KEY, how="inner").join(artists, on=ARTIST_ID, how="inner")
     known = interactions.select(USER).distinct()
     return (pairs.select(USER, ITEM).distinct()
             .join(known, on=USER, how="inner")

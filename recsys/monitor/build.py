@@ -31,6 +31,7 @@ from recsys import lake
 from recsys.config import Config
 from recsys.monitor.drift import Check, categorical_counts, compare, numeric_counts
 from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
+from recsys.tables import ARTIST_ID, EVENT_DATE, EVENT_TYPE, USER_KEY
 from recsys.tracking import setup_mlflow
 
 EXIT_DRIFT = 6
@@ -100,10 +101,10 @@ def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], 
     checks.append(check("genre_mix", "data", r, c))
     if "silver/events" in cur:
         events_ref, events_cur = both("silver/events")
-        _, r, c = categorical_counts(events_ref, events_cur, "event_type")
+        _, r, c = categorical_counts(events_ref, events_cur, EVENT_TYPE)
         checks.append(check("event_type_mix", "data", r, c))
     inter_ref, inter_cur = both("gold/interactions")
-    _, r, c = numeric_counts(inter_ref.groupBy("user_key").count(), inter_cur.groupBy("user_key").count(),
+    _, r, c = numeric_counts(inter_ref.groupBy(USER_KEY).count(), inter_cur.groupBy(USER_KEY).count(),
                              "count", m.bins)
     checks.append(check("artists_per_user", "data", r, c))
     for column in ("plays_30d", "distinct_artists"):
@@ -114,8 +115,8 @@ def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], 
         recs_cur = _read(spark, cfg, "gold/recommendations", cur["gold/recommendations"])
         _, r, c = numeric_counts(recs_ref, recs_cur, "score", m.bins)
         checks.append(check("recommended_score", "prediction", r, c))
-        listeners = lake.read(spark, lake.table_path(cfg.lake, "gold", "artist_stats")).select("artist_id", "listeners")
-        _, r, c = numeric_counts(recs_ref.join(listeners, "artist_id"), recs_cur.join(listeners, "artist_id"),
+        listeners = lake.read(spark, lake.table_path(cfg.lake, "gold", "artist_stats")).select(ARTIST_ID, "listeners")
+        _, r, c = numeric_counts(recs_ref.join(listeners, ARTIST_ID), recs_cur.join(listeners, ARTIST_ID),
                                  "listeners", m.bins)
         checks.append(check("recommended_popularity", "prediction", r, c))
     return checks
@@ -138,8 +139,8 @@ def _model_checks(spark: SparkSession, cfg: Config) -> tuple[list[Check], dict[s
                               order_by=["attributes.start_time ASC"]) if experiment else None
     ndcg = [float(v) for v in runs["metrics.best.ndcg"].dropna()] if runs is not None and len(runs) else []
     ctr_path = lake.table_path(cfg.lake, "gold", "ctr")
-    daily = lake.read(spark, ctr_path).groupBy("event_date").agg(
-        (F.sum("clicks") / F.sum("impressions")).alias("ctr")).orderBy("event_date").collect() \
+    daily = lake.read(spark, ctr_path).groupBy(EVENT_DATE).agg(
+        (F.sum("clicks") / F.sum("impressions")).alias("ctr")).orderBy(EVENT_DATE).collect() \
         if lake.exists(spark, ctr_path) else []
     ctr = [float(r[1]) for r in daily]
     trends: dict[str, list] = {"ndcg": ndcg, "ctr_days": [str(r[0]) for r in daily], "ctr": ctr}

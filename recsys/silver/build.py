@@ -18,7 +18,7 @@ from recsys.silver.catalog import to_artists, to_tracks
 from recsys.silver.events import SilverEventsReport, build_silver_events
 from recsys.silver.privacy import geocoder, pseudonymizer
 from recsys.silver.users import to_silver_users
-from recsys.tables import SILVER_QUALITY_REPORTS
+from recsys.tables import SILVER_QUALITY_REPORTS, USER_ID
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def forget_deleted_users(spark: SparkSession, cfg: Config, secret: str) -> int:
     deletions = lake.table_path(cfg.lake, "bronze", "account_deletions")
     if not lake.exists(spark, deletions):
         return 0
-    keys = sorted({pseudonym(secret, r["user_id"]) for r in lake.read(spark, deletions).select("user_id").collect()})
+    keys = sorted({pseudonym(secret, r[USER_ID]) for r in lake.read(spark, deletions).select(USER_ID).collect()})
     if not keys:
         return 0
     events = lake.table_path(cfg.lake, "silver", "events")

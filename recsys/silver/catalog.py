@@ -10,30 +10,32 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from recsys.tables import ARTIST_ID, EVENT_TIME, TRACK_ID
+
 
 def _most_frequent(df: DataFrame, key: str, value: str) -> DataFrame:
     counted = df.filter(F.col(value).isNotNull()).groupBy(key, value).agg(
-        F.count("*").alias("_n"), F.max("event_time").alias("_last"))
+        F.count("*").alias("_n"), F.max(EVENT_TIME).alias("_last"))
     w = Window.partitionBy(key).orderBy(F.desc("_n"), F.desc("_last"), F.asc(value))
     return counted.withColumn("_r", F.row_number().over(w)).filter("_r = 1").select(key, value)
 
 
 def _latest(df: DataFrame, key: str, value: str) -> DataFrame:
-    picked = F.max_by(F.col(value), F.col("event_time"))
+    picked = F.max_by(F.col(value), F.col(EVENT_TIME))
     return df.filter(F.col(value).isNotNull()).groupBy(key).agg(picked.alias(value))
 
 
 def to_artists(events: DataFrame) -> DataFrame:
     """One row per artist: its most frequent name and key, genres, and when it was last seen."""
     with_genres = events.withColumn("genres", F.when(F.size("genres") > 0, F.col("genres")))
-    base = events.groupBy("artist_id").agg(F.max("event_time").alias("last_seen"))
-    out = base.join(_most_frequent(events, "artist_id", "artist_name"), on="artist_id", how="left")
+    base = events.groupBy(ARTIST_ID).agg(F.max(EVENT_TIME).alias("last_seen"))
+    out = base.join(_most_frequent(events, ARTIST_ID, "artist_name"), on=ARTIST_ID, how="left")
     for column in ("artist_key",):
-        out = out.join(_most_frequent(events, "artist_id", column), on="artist_id", how="left")
+        out = out.join(_most_frequent(events, ARTIST_ID, column), on=ARTIST_ID, how="left")
     for column, source in (("genres", with_genres), ("artist_rank", events), ("artist_followers", events)):
-        out = out.join(_latest(source, "artist_id", column), on="artist_id", how="left")
+        out = out.join(_latest(source, ARTIST_ID, column), on=ARTIST_ID, how="left")
     return out.select(
-        "artist_id", "artist_name", "artist_key",
+        ARTIST_ID, "artist_name", "artist_key",
         F.coalesce("genres", F.array().cast("array<string>")).alias("genres"),
         "artist_rank", "artist_followers", "last_seen",
     )
@@ -41,11 +43,11 @@ def to_artists(events: DataFrame) -> DataFrame:
 
 def to_tracks(events: DataFrame) -> DataFrame:
     """One row per track: its most frequent name, key, artist, album and duration, and when last seen."""
-    tracks = events.filter(F.col("track_id").isNotNull())
-    base = tracks.groupBy("track_id").agg(F.max("event_time").alias("last_seen"))
+    tracks = events.filter(F.col(TRACK_ID).isNotNull())
+    base = tracks.groupBy(TRACK_ID).agg(F.max(EVENT_TIME).alias("last_seen"))
     out = base
-    for column in ("track_name", "track_key", "artist_id", "album_name", "duration_ms"):
-        out = out.join(_most_frequent(tracks, "track_id", column), on="track_id", how="left")
-    out = out.join(_latest(tracks, "track_id", "track_likes"), on="track_id", how="left")
-    return out.select("track_id", "track_name", "track_key", "artist_id", "album_name", "duration_ms",
+    for column in ("track_name", "track_key", ARTIST_ID, "album_name", "duration_ms"):
+        out = out.join(_most_frequent(tracks, TRACK_ID, column), on=TRACK_ID, how="left")
+    out = out.join(_latest(tracks, TRACK_ID, "track_likes"), on=TRACK_ID, how="left")
+    return out.select(TRACK_ID, "track_name", "track_key", ARTIST_ID, "album_name", "duration_ms",
                       "track_likes", "last_seen")

@@ -17,6 +17,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
+from recsys.tables import EVENT_TIME, EVENT_TYPE
+
 EPOCH_MS = r"^\s*\d{1,16}\s*$"
 FULL_SHARE, SKIP_SHARE, SKIP_MS = 0.8, 0.5, 30_000
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
@@ -52,7 +54,7 @@ def normalize_name(names: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"display": names.map(display_name), "key": names.map(name_key)})
 
 
-def with_event_time(df: DataFrame, ts_col: str = "event_ts", out_col: str = "event_time") -> DataFrame:
+def with_event_time(df: DataFrame, ts_col: str = "event_ts", out_col: str = EVENT_TIME) -> DataFrame:
     """`event_ts` (ISO-8601 with Z or offset, or epoch milliseconds) as a UTC timestamp."""
     text = F.trim(F.col(ts_col))
     epoch = F.timestamp_millis(F.expr(f"try_cast(trim({ts_col}) AS BIGINT)"))
@@ -72,7 +74,7 @@ def with_completion(df: DataFrame) -> DataFrame:
     """Full / partial / skipped per the contract's thresholds; NULL for plays without a track."""
     played, duration = F.col("played_ms"), F.col("duration_ms")
     completion = (
-        F.when((F.col("event_type") != "play") | duration.isNull() | played.isNull(), F.lit(None))
+        F.when((F.col(EVENT_TYPE) != "play") | duration.isNull() | played.isNull(), F.lit(None))
         .when(played >= FULL_SHARE * duration, F.lit("full"))
         .when((played < SKIP_MS) & (played < SKIP_SHARE * duration), F.lit("skipped"))
         .otherwise(F.lit("partial"))
@@ -85,7 +87,7 @@ def with_untrusted_reason(now: datetime, future_tolerance: timedelta, min_truste
     """`_reason` for events silver must not trust: bad times and impossible durations."""
 
     def transform(df: DataFrame) -> DataFrame:
-        t, duration, played = F.col("event_time"), F.col("duration_ms"), F.col("played_ms")
+        t, duration, played = F.col(EVENT_TIME), F.col("duration_ms"), F.col("played_ms")
         reason = (
             F.when(t.isNull(), F.lit("bad_timestamp"))
             .when(t < F.lit(datetime.combine(min_trusted, datetime.min.time())), F.lit("ts_before_trusted"))

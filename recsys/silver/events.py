@@ -21,7 +21,18 @@ from recsys import lake
 from recsys.config import Config
 from recsys.silver.clean import with_completion, with_event_time, with_genres, with_names, with_untrusted_reason
 from recsys.silver.privacy import geocoder, pseudonymizer
-from recsys.tables import SILVER_EVENTS, SILVER_EVENTS_QUARANTINE
+from recsys.tables import (
+    ARTIST_ID,
+    EVENT_DATE,
+    EVENT_ID,
+    EVENT_TIME,
+    EVENT_TYPE,
+    SILVER_EVENTS,
+    SILVER_EVENTS_QUARANTINE,
+    TRACK_ID,
+    USER_ID,
+    USER_KEY,
+)
 
 
 @dataclass
@@ -43,7 +54,7 @@ def clean_events(bronze: DataFrame, *, pseudonymize: Callable, geocode: Callable
     """Bronze rows -> silver columns plus `_reason` (NULL when the event is trusted)."""
     card, rec, ctx = F.col("card"), F.col("recommendation"), F.col("context")
     return (
-        bronze.withColumn("user_key", pseudonymize(F.trim("user_id")))
+        bronze.withColumn(USER_KEY, pseudonymize(F.trim(USER_ID)))
         .withColumn("_place", geocode(ctx["geo"]["lat"], ctx["geo"]["lon"]))
         .transform(with_event_time)
         .withColumn("duration_ms", card["duration_ms"])
@@ -53,10 +64,10 @@ def clean_events(bronze: DataFrame, *, pseudonymize: Callable, geocode: Callable
         .transform(with_completion)
         .transform(with_names)
         .select(
-            "event_id", "event_type", "event_time", F.to_date("event_time").alias("event_date"), "user_key",
+            EVENT_ID, EVENT_TYPE, EVENT_TIME, F.to_date(EVENT_TIME).alias(EVENT_DATE), USER_KEY,
             F.coalesce("count", F.lit(1)).alias("count"),
-            F.trim(card["artist_id"]).alias("artist_id"), "artist_name", "artist_key",
-            F.trim(card["track_id"]).alias("track_id"), "track_name", "track_key",
+            F.trim(card[ARTIST_ID]).alias(ARTIST_ID), "artist_name", "artist_key",
+            F.trim(card[TRACK_ID]).alias(TRACK_ID), "track_name", "track_key",
             card["album_name"].alias("album_name"), "genres",
             card["artist_rank"].alias("artist_rank"), card["artist_followers"].alias("artist_followers"),
             card["track_likes"].alias("track_likes"), "duration_ms", "played_ms", "completion",
@@ -75,7 +86,7 @@ def clean_events(bronze: DataFrame, *, pseudonymize: Callable, geocode: Callable
 
 def first_per_event(df: DataFrame) -> DataFrame:
     """One row per `event_id`: the earliest ingested copy."""
-    w = Window.partitionBy("event_id").orderBy("_ingested_at", "_source_file")
+    w = Window.partitionBy(EVENT_ID).orderBy("_ingested_at", "_source_file")
     return df.withColumn("_n", F.row_number().over(w)).filter(F.col("_n") == 1).drop("_n")
 
 

@@ -12,9 +12,10 @@ from pyspark.sql import DataFrame
 
 from recsys.config import PostgresConfig
 from recsys.stores.postgres import connect, write_jdbc
+from recsys.tables import ARTIST_ID, EVENT_ID, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
 
 TABLE = "click_events"
-COLUMNS = ("event_id", "event_type", "event_time", "user_key", "count", "artist_id", "track_id", "completion",
+COLUMNS = (EVENT_ID, EVENT_TYPE, EVENT_TIME, USER_KEY, "count", ARTIST_ID, TRACK_ID, "completion",
            "request_id", "model_version", "variant", "position", "score", "source")
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (

@@ -13,8 +13,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys.silver.privacy import with_age_group
+from recsys.tables import USER_ID, USER_KEY
 
-USER_COLUMNS = ("user_key", "age_group", "city", "region", "country", "signup_date", "updated_at")
+USER_COLUMNS = (USER_KEY, "age_group", "city", "region", "country", "signup_date", "updated_at")
 
 
 def to_silver_users(accounts: DataFrame, *, pseudonymize: Callable, geocode: Callable, today: date) -> DataFrame:
@@ -22,10 +23,10 @@ def to_silver_users(accounts: DataFrame, *, pseudonymize: Callable, geocode: Cal
     place = geocode(F.col("latitude"), F.col("longitude"))
     return (
         accounts.transform(with_age_group(today))
-        .withColumn("user_key", pseudonymize(F.trim("user_id")))
+        .withColumn(USER_KEY, pseudonymize(F.trim(USER_ID)))
         .withColumn("_place", place)
         .select(
-            "user_key",
+            USER_KEY,
             "age_group",
             F.col("_place.city").alias("city"),
             F.col("_place.region").alias("region"),
