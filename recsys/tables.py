@@ -84,6 +84,10 @@ BRONZE_INGEST_RUNS = Table(
     "bronze", "ingest_runs", "finished events ingest run",
     "run_id string, started_at timestamp, finished_at timestamp, batches bigint, files bigint, "
     "lines_read bigint, rows_bronze bigint, rows_quarantined bigint, reasons map<string,bigint>", key=("run_id",))
+BRONZE_INGEST_BATCHES = Table(
+    "bronze", "ingest_batches", "committed micro-batch of an events ingest (the ledger that reconciles after crashes)",
+    "app_id string, batch_id bigint, run_id string, committed_at timestamp, files bigint, lines bigint, "
+    "rows_bronze bigint, rows_quarantined bigint, reasons map<string,bigint>", key=("app_id", "batch_id"))
 BRONZE_ACCOUNTS = Table("bronze", "accounts", "account (holds PII)", _ACCOUNT, key=(USER_ID,))
 BRONZE_ACCOUNTS_EXTRACT = Table(
     "bronze", "accounts_extract", "account changed since the watermark, the last run's extract (holds PII)",
@@ -182,9 +186,10 @@ GOLD_AB_RESULTS = Table(
     "srm boolean, mde double, alpha double", key=("experiment", "variant"))
 
 TABLES: dict[str, Table] = {t.qualified: t for t in (
-    BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, BRONZE_INGEST_RUNS, BRONZE_ACCOUNTS, BRONZE_ACCOUNTS_EXTRACT,
-    BRONZE_ACCOUNT_DELETIONS, SILVER_EVENTS, SILVER_EVENTS_QUARANTINE, SILVER_USERS, SILVER_ARTISTS, SILVER_TRACKS,
-    SILVER_QUALITY_REPORTS, GOLD_ARTIST_STATS, GOLD_TRACK_STATS, GOLD_USER_FEATURES, GOLD_INTERACTIONS,
+    BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, BRONZE_INGEST_RUNS, BRONZE_INGEST_BATCHES, BRONZE_ACCOUNTS,
+    BRONZE_ACCOUNTS_EXTRACT, BRONZE_ACCOUNT_DELETIONS,
+    SILVER_EVENTS, SILVER_EVENTS_QUARANTINE, SILVER_USERS, SILVER_ARTISTS, SILVER_TRACKS, SILVER_QUALITY_REPORTS,
+    GOLD_ARTIST_STATS, GOLD_TRACK_STATS, GOLD_USER_FEATURES, GOLD_INTERACTIONS,
     GOLD_ID_MAP_USERS, GOLD_ID_MAP_ARTISTS, GOLD_BUILDS, GOLD_FEATURE_STORE_SYNCS, GOLD_RECOMMENDATIONS,
     GOLD_SEGMENT_RECOMMENDATIONS, GOLD_FEEDBACK, GOLD_CTR, GOLD_AB_RESULTS,
 )}

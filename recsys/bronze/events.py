@@ -29,7 +29,7 @@ from recsys.bronze.schema import (
 )
 from recsys.config import Config
 from recsys.landing.zone import EVENT_TYPES, EVENTS_DIR
-from recsys.tables import ARTIST_ID, BRONZE_INGEST_RUNS, EVENT_ID, EVENT_TYPE, TRACK_ID, USER_ID
+from recsys.tables import ARTIST_ID, BRONZE_INGEST_BATCHES, BRONZE_INGEST_RUNS, EVENT_ID, EVENT_TYPE, TRACK_ID, USER_ID
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,8 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
     report = IngestReport(run_id=run_id or uuid.uuid4().hex, started_at=datetime.now(UTC))
     bronze_path = lake.table_path(cfg.lake, "bronze", "events")
     quarantine_path = lake.table_path(cfg.lake, "bronze", "events_quarantine")
-    for path in (bronze_path, quarantine_path):
+    ledger_path = BRONZE_INGEST_BATCHES.path(cfg.lake)
+    for path in (bronze_path, quarantine_path, ledger_path):
         lake.ensure_table(spark, path)
     checkpoint = lake.checkpoint_path(cfg.lake, "bronze_events")
     app_id = f"recsys-bronze-events-{lake.ensure_checkpoint_id(spark, checkpoint)}"
@@ -179,6 +180,14 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
             lake.append_once(to_quarantine(parsed), quarantine_path, app_id, batch_id)
         finally:
             parsed.unpersist()
+        good = counts.get("ok", 0)
+        bad = {reason: n for reason, n in counts.items() if reason != "ok"}
+        # The ledger row is written like the data (same app id and batch id): a batch replayed after a
+        # crash adds it once, so the ledger sums to the landed lines however often the job was killed.
+        ledger = spark.createDataFrame(
+            [(app_id, batch_id, report.run_id, datetime.now(UTC), files, good + sum(bad.values()), good,
+              sum(bad.values()), bad)], BRONZE_INGEST_BATCHES.schema)
+        lake.append_once(ledger, ledger_path, app_id, batch_id)
         report.batches += 1
         report.files += files
         report.rows_bronze += counts.pop("ok", 0)
