@@ -5,7 +5,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
-from recsys.cli import job_parser, run_job
+from recsys.cli import EXIT_QUALITY, job_parser, run_job
 from recsys.silver.build import QualityGateFailed, build_silver
 from recsys.spark import get_spark
 
@@ -16,7 +16,7 @@ def main(cfg, args) -> int:
         report = build_silver(spark, cfg, run_id=uuid.uuid4().hex, now=datetime.now(UTC))
     except QualityGateFailed as err:
         print(f"recsys: quality gate: {err}", file=sys.stderr)
-        return 4
+        return EXIT_QUALITY
     print(json.dumps(report, indent=2))
     return 0
 

@@ -5,7 +5,7 @@ import sys
 from dataclasses import asdict
 
 from recsys.bronze.events import ingest_events
-from recsys.cli import job_parser, run_job
+from recsys.cli import EXIT_QUALITY, job_parser, run_job
 from recsys.spark import get_spark
 
 
@@ -18,7 +18,7 @@ def main(cfg, args) -> int:
     if rate > cfg.quality.max_quarantine_rate:
         print(f"recsys: bronze quarantined {rate:.2%} of lines, above quality.max_quarantine_rate "
               f"{cfg.quality.max_quarantine_rate:.2%}: {report.reasons}", file=sys.stderr)
-        return 4
+        return EXIT_QUALITY
     return 0
 
 

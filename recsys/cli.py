@@ -12,6 +12,7 @@ from recsys.endpoints import ServiceUnavailable
 
 EXIT_CONFIG = 2
 EXIT_SERVICE = 3
+EXIT_QUALITY = 4  # a quality gate failed (too much quarantined)
 EXIT_MODEL = 5  # a model or a publish is not there or not right; nothing changed
 
 JobMain = Callable[[Config, argparse.Namespace], "int | None"]

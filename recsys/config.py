@@ -126,6 +126,7 @@ class IngestConfig:
     max_files_per_trigger: int = 1000
     accounts_partitions: int = 4
     click_events_to_postgres: bool = True
+    dedup_window_days: int = 2      # silver's dedupe looks for an event id this many days around a batch's dates
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ class ModelConfig:
     min_coverage: float = 0.05
     recommend_threshold: float = 0.0
     curve_max_k: int = 50
+    retrain_every_h: float = 24.0   # `make refresh` trains when the last training run is older than this
 
     def __post_init__(self) -> None:
         for key in ("ranks", "scalings", "max_iters"):

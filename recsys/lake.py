@@ -69,11 +69,25 @@ def _differences(declared_schema: T.StructType, actual: T.StructType, what: str)
     return problems
 
 
+def _partitioning(spark: SparkSession, path: str) -> list[str]:
+    return list(DeltaTable.forPath(spark, path).detail().select("partitionColumns").collect()[0][0])
+
+
+def _stored_differences(spark: SparkSession, path: str) -> list[str]:
+    table = declared(path)
+    problems = _differences(table.schema, read(spark, path).schema, "the stored table")
+    stored = _partitioning(spark, path)
+    if stored != list(table.partitioned_by):
+        problems.append(f"the stored table is partitioned by {stored or 'nothing'}, "
+                        f"declared {list(table.partitioned_by) or 'nothing'}")
+    return problems
+
+
 def _check_stored(spark: SparkSession, path: str) -> None:
     """Fail before writing when the stored table differs from its declaration."""
     if exists(spark, path):
         table = declared(path)
-        problems = _differences(table.schema, read(spark, path).schema, "the stored table")
+        problems = _stored_differences(spark, path)
         if problems:
             raise SchemaMismatch(f"{table.qualified}: {'; '.join(problems)}; run `make migrate` to bring it "
                                  "to its declaration in recsys/tables.py")
@@ -131,7 +145,7 @@ def upsert(df: DataFrame, path: str, keys: Sequence[str]) -> None:
     spark = df.sparkSession
     df = conform(df, path)
     if not exists(spark, path):
-        df.write.format("delta").save(path)
+        df.write.format("delta").partitionBy(*declared(path).partitioned_by).save(path)
         return
     _check_stored(spark, path)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
@@ -151,7 +165,7 @@ def overwrite(df: DataFrame, path: str, metadata: str | None = None) -> None:
     """
     df = conform(df, path)
     _check_stored(df.sparkSession, path)
-    writer = df.write.format("delta").mode("overwrite")
+    writer = df.write.format("delta").mode("overwrite").partitionBy(*declared(path).partitioned_by)
     if metadata is not None:
         writer = writer.option("userMetadata", metadata)
     writer.save(path)
@@ -161,7 +175,10 @@ def append(df: DataFrame, path: str) -> None:
     """Append rows in one Delta commit."""
     df = conform(df, path)
     _check_stored(df.sparkSession, path)
-    df.write.format("delta").mode("append").save(path)
+    writer = df.write.format("delta").mode("append")
+    if not exists(df.sparkSession, path):
+        writer = writer.partitionBy(*declared(path).partitioned_by)
+    writer.save(path)
 
 
 def ensure_table(spark: SparkSession, path: str) -> None:
@@ -169,7 +186,8 @@ def ensure_table(spark: SparkSession, path: str) -> None:
     if exists(spark, path):
         _check_stored(spark, path)
     else:
-        spark.createDataFrame([], declared(path).schema).write.format("delta").mode("append").save(path)
+        table = declared(path)
+        spark.createDataFrame([], table.schema).write.format("delta").partitionBy(*table.partitioned_by).save(path)
 
 
 def append_once(df: DataFrame, path: str, app_id: str, version: int) -> None:
@@ -183,20 +201,22 @@ def append_once(df: DataFrame, path: str, app_id: str, version: int) -> None:
 
 def migrate(spark: SparkSession, path: str) -> list[str]:
     """Bring a stored table to its declaration in one commit: declared columns it lacks are added
-    (NULL), undeclared ones dropped, others cast; what changed, or [] when nothing had to.
+    (NULL), undeclared ones dropped, others cast, and the declared partitioning applied; what
+    changed, or [] when nothing had to.
 
     The one place a schema is overwritten. Time travel to versions before the migration still
     reads them with their old schema.
     """
     table = declared(path)
     current = read(spark, path)
-    changes = _differences(table.schema, current.schema, "the stored table")
+    changes = _stored_differences(spark, path)
     if changes:
         have = set(current.columns)
         migrated = current.select(*[
             (F.col(f.name) if f.name in have else F.lit(None)).cast(f.dataType).alias(f.name)
             for f in table.schema.fields])
         (migrated.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+         .partitionBy(*table.partitioned_by)
          .option("userMetadata", json.dumps({"migration": changes})).save(path))
     return changes
 

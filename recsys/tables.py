@@ -105,7 +105,7 @@ SILVER_EVENTS = Table(
     "request_id string, model_version string, variant string, position bigint, score double, "
     "session_id string, device_os string, app_version string, source string, geo_city string, "
     "geo_region string, geo_country string, _source_file string, _ingested_at timestamp, "
-    "_silver_at timestamp, _run_id string", key=(EVENT_ID,))
+    "_silver_at timestamp, _run_id string", key=(EVENT_ID,), partitioned_by=(EVENT_DATE,))
 SILVER_EVENTS_QUARANTINE = Table(
     "silver", "events_quarantine", "event silver does not trust, without PII",
     "event_id string, event_type string, user_key string, event_ts string, _reason string, _source_file string, "

@@ -178,3 +178,35 @@ def test_the_quality_gate_names_rate_limit_and_reasons():
         quality_gate(report, 0.05)
     assert str(err.value) == ("silver quarantined 6.00% of 100 events, above quality.max_quarantine_rate 5.00%: "
                               "{'ts_in_future': 4, 'bad_timestamp': 2}")
+
+
+def test_the_dedupe_merge_reads_only_the_date_partitions_near_the_batch(spark, tmp_path):
+    """Files of dates outside the window are deleted from disk (not from the table): a MERGE that
+    read them would fail, so passing proves it pruned them; a wide window then does fail."""
+    import shutil
+
+    from recsys import lake
+    from recsys.config import LakeConfig
+    from recsys.silver.events import merge_new_events
+    from recsys.tables import SILVER_EVENTS
+
+    path = SILVER_EVENTS.path(LakeConfig(root=str(tmp_path)))
+    lake.ensure_table(spark, path)
+    days = [date(2026, 10, 1) + timedelta(days=i) for i in range(10)]
+
+    def events(*pairs):
+        rows = [{**dict.fromkeys(SILVER_EVENTS.schema.fieldNames()), "event_id": e, "event_type": "play",
+                 "event_time": datetime.combine(d, datetime.min.time()), "event_date": d, "count": 1}
+                for e, d in pairs]
+        return spark.createDataFrame(rows, SILVER_EVENTS.schema)
+
+    lake.append(events(*[(f"e{i}", d) for i, d in enumerate(days)]), path)
+    for d in days[:3] + days[8:]:
+        shutil.rmtree(f"{path}/event_date={d}")
+
+    metrics = merge_new_events(events(("e5", days[5]), ("new", days[5])), path, window_days=2)
+
+    assert (metrics["numSourceRows"], metrics["numTargetRowsInserted"]) == (2, 1)  # e5 is a copy
+    assert lake.read(spark, path).filter("event_date = '2026-10-06'").count() == 2
+    with pytest.raises(Exception, match="(?i)file.*(not exist|not found)|FileNotFound"):
+        merge_new_events(events(("late", days[5])), path, window_days=5)

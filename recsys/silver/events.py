@@ -90,6 +90,27 @@ def first_per_event(df: DataFrame) -> DataFrame:
     return df.withColumn("_n", F.row_number().over(w)).filter(F.col("_n") == 1).drop("_n")
 
 
+def merge_new_events(unique: DataFrame, events_path: str, window_days: int) -> dict[str, int]:
+    """Insert the events `silver/events` does not hold yet; the MERGE's metrics ({} for no commit).
+
+    `silver/events` is partitioned by event date, and copies of an event carry its time, so the
+    MERGE reads only the partitions within `window_days` of the batch's dates: its cost follows
+    the batch, not the history.
+    """
+    spark = unique.sparkSession
+    low, high = unique.agg(F.min(EVENT_DATE), F.max(EVENT_DATE)).collect()[0]
+    if low is None:
+        return {}
+    dates = (f"t.{EVENT_DATE} BETWEEN DATE'{low - timedelta(days=window_days)}' "
+             f"AND DATE'{high + timedelta(days=window_days)}'")
+    version = lake.current_version(spark, events_path)
+    (DeltaTable.forPath(spark, events_path).alias("t")
+     .merge(unique.alias("s"), f"{dates} AND t.{EVENT_ID} = s.{EVENT_ID}")
+     .whenNotMatchedInsertAll()
+     .execute())
+    return lake.metrics_since(spark, events_path, version)
+
+
 def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: datetime,
                         on_batch: Callable[[DataFrame, int], None] | None = None) -> SilverEventsReport:
     """Process the bronze rows not processed before; `on_batch(new_events, batch_id)` sees each batch."""
@@ -120,14 +141,8 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
             lake.append_once(cleaned.filter(F.col("_reason").isNotNull())
                              .select(*SILVER_EVENTS_QUARANTINE.schema.fieldNames()),
                              quarantine_path, app_id, batch_id)
-            version = lake.current_version(spark, events_path)
-            (
-                DeltaTable.forPath(spark, events_path).alias("t")
-                .merge(unique.alias("s"), "t.event_id = s.event_id")
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
-            inserted = lake.metrics_since(spark, events_path, version).get("numTargetRowsInserted", 0)
+            inserted = merge_new_events(unique, events_path, cfg.ingest.dedup_window_days) \
+                .get("numTargetRowsInserted", 0)
             if on_batch is not None:
                 on_batch(unique, batch_id)
             unique.unpersist()

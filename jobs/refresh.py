@@ -1,0 +1,26 @@
+"""The incremental refresh a scheduler runs: ingest, silver, gold + feature store, train when due,
+recommend, publish. One line per stage; a failure exits non-zero naming its stage."""
+
+import sys
+
+from recsys.cli import job_parser, run_job
+from recsys.orchestration.refresh import RefreshFailed, StageResult, refresh
+from recsys.spark import get_spark
+
+
+def _line(result: StageResult) -> None:
+    print(f"refresh: {result.stage:15} {result.summary} ({result.seconds:.1f}s)", flush=True)
+
+
+def main(cfg, args) -> int:
+    spark = get_spark(cfg.spark, app_name="recsys-refresh")
+    try:
+        refresh(spark, cfg, on_stage=_line)
+    except RefreshFailed as err:
+        print(f"recsys: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main, job_parser(__doc__)))

@@ -1,0 +1,65 @@
+"""`make refresh`: the incremental chain end to end, twice (the second run trains only when due),
+and a failing stage named with its exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from recsys.config import ModelConfig
+from recsys.datagen.generator import GeneratorSpec, generate
+from recsys.orchestration.refresh import RefreshFailed, refresh
+from recsys.sources.accounts import upsert_accounts
+from recsys.stores.redis import connect, text
+from tests.conftest import ROOT, isolated
+
+SPEC = GeneratorSpec(users=200, artists=150, days=2, dirt_rate=0.02, future_days=0, seed=13)
+STAGES = ["bronze events", "bronze accounts", "silver", "gold", "train", "recommend", "publish"]
+
+
+@pytest.mark.slow
+def test_two_refreshes_publish_twice_and_train_only_when_due(services, spark, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    cfg = isolated(services, tmp_path, "refresh")
+    cfg = dataclasses.replace(
+        cfg, privacy=dataclasses.replace(cfg.privacy, pseudonym_secret="refresh-secret"),
+        mlflow=dataclasses.replace(cfg.mlflow, experiment=f"refresh-{run}"),
+        services=dataclasses.replace(cfg.services, state_dir=str(tmp_path / "state")),
+        # a walk through the chain, not a model contest (the promotion rules are tested in test_model_train)
+        model=ModelConfig(name=f"refresh-{run}", ranks=(8,), max_iters=(5,), reg_param_range=(0.1,), trials=1,
+                          min_lift=-1.0, min_coverage=0.0, curve_max_k=20, retrain_every_h=24),
+        recommend=dataclasses.replace(cfg.recommend, top_k=20))
+    generate(cfg.landing.path, SPEC, on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
+
+    first = refresh(spark, cfg, on_stage=lambda r: None)
+    generate(cfg.landing.path, SPEC, append_days=1)
+    second = refresh(spark, cfg, on_stage=lambda r: None)
+
+    assert [r.stage for r in first] == STAGES and [r.stage for r in second] == STAGES
+    assert not first[4].summary.startswith("skipped") and second[4].summary.startswith("skipped")
+    assert int(second[0].summary.split()[0]) > 0  # the appended day's lines, and only those
+    live = text(connect(cfg.redis).get(f"{cfg.publish.prefix}:recs:live"))
+    assert live and second[6].summary == f"version {live} live" and first[6].summary != second[6].summary
+
+
+@pytest.mark.slow
+def test_a_failing_stage_stops_the_chain_and_the_job_names_it_with_its_exit_code(services, spark, tmp_path):
+    cfg = isolated(services, tmp_path, "refresh_fail")
+    generate(cfg.landing.path, dataclasses.replace(SPEC, dirt_rate=0.2))
+    strict = dataclasses.replace(cfg, quality=dataclasses.replace(cfg.quality, max_quarantine_rate=0.0))
+    with pytest.raises(RefreshFailed) as err:
+        refresh(spark, strict, on_stage=lambda r: None)
+    assert err.value.stage == "bronze events" and err.value.exit_code == 4
+
+    job = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "refresh.py"), "--env", "test", "--set", f"lake.root={tmp_path / 'lake2'}",
+         "--set", f"landing.path={cfg.landing.path}", "--set", "quality.max_quarantine_rate=0"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "RECSYS__PRIVACY__PSEUDONYM_SECRET": "refresh-secret"})
+    assert job.returncode == 4, job.stderr[-2000:]
+    assert "recsys: refresh failed at stage bronze events: QualityGateFailed: bronze quarantined" in job.stderr
