@@ -17,7 +17,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 WITH_SECRET = RECSYS__PRIVACY__PSEUDONYM_SECRET="$${RECSYS__PRIVACY__PSEUDONYM_SECRET:-$$(cat $(SECRET_FILE))}"
 
 .PHONY: help setup jars services-up services-down test test-fast lint demo generate import-lastfm eval-lastfm \
-	train recommend publish rollback serve feedback train-reranker monitor migrate refresh bench bench-topk bench-publish bench-api wheel clean
+	train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -99,6 +99,9 @@ train-reranker: services-up ## learn which impression features drive clicks; reg
 
 refresh: services-up ## the incremental chain a scheduler runs (ingest .. publish; trains when model.retrain_every_h passed)
 	@$(WITH_SECRET) $(PY) jobs/refresh.py $(ARGS)
+
+maintain: services-up ## compact small files and VACUUM every lake table (lake.retention_hours; refuses one too short for the monitor)
+	$(PY) jobs/maintain.py $(ARGS)
 
 migrate: setup ## bring stored lake tables to their declarations in recsys/tables.py (adds, drops, casts columns)
 	$(PY) jobs/migrate.py $(ARGS)

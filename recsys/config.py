@@ -71,6 +71,7 @@ class LakeConfig:
     """Where the Delta Lake tables live (a local path or an object-store URI)."""
 
     root: str = _path(".state/lake")
+    retention_hours: float = 168.0  # VACUUM keeps what versions this young need (make maintain)
 
 
 @dataclass(frozen=True)
