@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 export SPARK_LOCAL_IP ?= 127.0.0.1
 WITH_SECRET = RECSYS__PRIVACY__PSEUDONYM_SECRET="$${RECSYS__PRIVACY__PSEUDONYM_SECRET:-$$(cat $(SECRET_FILE))}"
 
-.PHONY: help setup jars services-up services-down test test-fast lint demo generate import-lastfm eval-lastfm \
+.PHONY: help setup jars services-up services-down test cluster-test test-fast lint demo generate import-lastfm eval-lastfm \
 	train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api wheel clean
 
 help: ## list the targets
@@ -55,6 +55,9 @@ services-down: ## stop the local servers that services-up started
 
 test: setup ## run every test, the slow end-to-end ones too (what CI runs)
 	RECSYS_ENV=test $(PY) -m pytest $(PYTEST_ARGS)
+
+cluster-test: services-up ## the chain on a real Spark standalone cluster (master + 2 workers) vs local[2]; part of make test
+	RECSYS_ENV=test $(PY) -m pytest tests/test_cluster.py $(PYTEST_ARGS)
 
 test-fast: setup ## run the tests, skipping those marked slow
 	RECSYS_ENV=test $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

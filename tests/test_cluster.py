@@ -1,0 +1,167 @@
+"""A real Spark standalone cluster: a master and two 1-core workers from the installed pyspark, the
+jobs sent with `spark-submit --py-files <wheel> --jars .jars/*`, exactly as the README says. The
+tables they write equal a `local[2]` run of the same files, also when an executor JVM is killed
+(SIGKILL) in the middle of silver. Every process started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyspark
+import pytest
+
+from recsys import lake
+from recsys.bronze.accounts import ingest_accounts
+from recsys.bronze.events import ingest_events
+from recsys.config import LakeConfig, PrivacyConfig
+from recsys.datagen.generator import GeneratorSpec, generate
+from recsys.gold.build import build_gold
+from recsys.silver.build import build_silver
+from recsys.sources.accounts import upsert_accounts
+from tests.conftest import ROOT, isolated
+
+SPARK_HOME = Path(pyspark.__file__).parent
+SPEC = GeneratorSpec(users=120, artists=130, days=1, dirt_rate=0.05, future_days=0, seed=41)
+AS_OF = "2026-10-02T00:00:00+00:00"
+SECRET = "cluster-secret"
+COMPARED = {"silver": ("events", "events_quarantine", "users", "artists", "tracks"),
+            "gold": ("artist_stats", "track_stats", "user_features", "interactions", "id_map_users",
+                     "id_map_artists")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _alive_workers(ui_port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as answer:  # noqa: S310
+            return int(json.load(answer)["aliveworkers"])
+    except OSError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
+    work = tmp_path_factory.mktemp("cluster")
+    env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
+           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "RECSYS_ENV": "test",
+           "RECSYS__PRIVACY__PSEUDONYM_SECRET": SECRET}
+    port, ui = _free_port(), _free_port()
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    processes = [_spawn([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                         "--port", str(port), "--webui-port", str(ui)], work / "master.log", env)]
+    try:
+        for i in range(2):
+            processes.append(_spawn(
+                [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--cores", "1",
+                 "--memory", "2g", "--host", "127.0.0.1", "--webui-port", str(_free_port()),
+                 "--work-dir", str(work / f"worker{i}")], work / f"worker{i}.log", env))
+        deadline = time.monotonic() + 90
+        while _alive_workers(ui) < 2:
+            assert time.monotonic() < deadline, (work / "master.log").read_text()[-3000:]
+            time.sleep(0.5)
+        subprocess.run([str(ROOT / ".venv" / "bin" / "uv"), "build", "--wheel", "-q", "-o", str(work / "dist")],
+                       cwd=ROOT, check=True, capture_output=True)
+        yield f"spark://127.0.0.1:{port}", env, work
+    finally:
+        for process in reversed(processes):
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def _submit(cluster, cfg, job: str, *args: str) -> subprocess.Popen:
+    master, env, work = cluster
+    wheel = next((work / "dist").glob("recsys-*.whl"))
+    jars = ",".join(str(p) for p in sorted((ROOT / ".jars").glob("*.jar")))
+    command = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", master, "--py-files", str(wheel),
+               "--jars", jars, "--conf", "spark.executor.memory=1g", "--conf", "spark.executor.cores=1",
+               str(ROOT / "jobs" / job), "--env", "test", "--set", "spark.master=", "--set", "spark.jars_dir=",
+               "--set", f"lake.root={cfg.lake.root}", "--set", f"landing.path={cfg.landing.path}",
+               "--set", f"postgres.database={cfg.postgres.database}", "--set", "ingest.max_files_per_trigger=16",
+               "--set", f"gold.redis_prefix={cfg.gold.redis_prefix}", *args]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _finish(job: subprocess.Popen) -> None:
+    output, _ = job.communicate(timeout=900)
+    assert job.returncode == 0, output[-4000:]
+
+
+def _executors() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "CoarseGrainedExecutorBackend"], capture_output=True, text=True,
+                           check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _kill_an_executor_while(job: subprocess.Popen, killed: list[int]) -> None:
+    """Once the job has run on its executors for a while, SIGKILL one of them (the JVM, not the worker)."""
+    deadline = time.monotonic() + 300
+    while job.poll() is None and time.monotonic() < deadline:
+        executors = _executors()
+        if len(executors) >= 2:
+            time.sleep(8)  # into the job's batches
+            if job.poll() is None:
+                os.kill(executors[0], signal.SIGKILL)
+                killed.append(executors[0])
+            return
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_the_chain_on_a_standalone_cluster_equals_local_also_when_an_executor_dies(services, spark, cluster,
+                                                                                 tmp_path):
+    local = dataclasses.replace(isolated(services, tmp_path, "cluster"),
+                                privacy=PrivacyConfig(pseudonym_secret=SECRET))
+    on_cluster = dataclasses.replace(local, lake=LakeConfig(root=str(tmp_path / "cluster-lake")))
+    generate(local.landing.path, SPEC, on_accounts=lambda rows: upsert_accounts(local.postgres, rows))
+
+    _finish(_submit(cluster, on_cluster, "ingest_events.py"))
+    _finish(_submit(cluster, on_cluster, "ingest_accounts.py"))
+    silver_job = _submit(cluster, on_cluster, "build_silver.py")
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_an_executor_while, args=(silver_job, killed))
+    killer.start()
+    _finish(silver_job)
+    killer.join()
+    _finish(_submit(cluster, on_cluster, "build_gold.py", "--as-of", AS_OF, "--no-sync"))
+    assert killed, "no executor was killed during silver: the job finished too fast to test recovery"
+
+    cfg = local
+    ingest_events(spark, cfg)
+    ingest_accounts(spark, cfg, run_id="local")
+    build_silver(spark, cfg, run_id="local", now=datetime.now(UTC))
+    build_gold(spark, cfg, as_of=datetime.fromisoformat(AS_OF))
+
+    for layer, names in COMPARED.items():
+        for name in names:
+            a, b = (lake.read(spark, lake.table_path(c.lake, layer, name)) for c in (cfg, on_cluster))
+            columns = [c for c in a.columns if not c.startswith("_")]
+            a, b = a.select(columns), b.select(columns)
+            assert a.count() > 0, f"{layer}/{name} is empty"
+            assert (a.exceptAll(b).count(), b.exceptAll(a).count()) == (0, 0), f"{layer}/{name} differs"
