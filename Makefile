@@ -17,7 +17,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 WITH_SECRET = RECSYS__PRIVACY__PSEUDONYM_SECRET="$${RECSYS__PRIVACY__PSEUDONYM_SECRET:-$$(cat $(SECRET_FILE))}"
 
 .PHONY: help setup jars services-up services-down test cluster-test test-fast lint demo generate import-lastfm eval-lastfm \
-	train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api wheel clean
+	train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api bench-pipeline wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -116,6 +116,9 @@ bench: bench-topk bench-publish bench-api ## every benchmark below
 
 bench-topk: setup ## top-K: blocked matmul vs recommendForAllUsers, cross join + window, numpy floor
 	$(PY) benchmarks/bench_topk.py $(ARGS)
+
+bench-pipeline: services-up ## every stage on U users x D days (default ~10 M lines): s, lines/s, peak RSS, floor, refresh cost
+	@$(WITH_SECRET) $(PY) benchmarks/bench_pipeline.py $(ARGS)
 
 bench-publish: services-up ## publish throughput vs redis-benchmark SET with the same value size
 	$(PY) benchmarks/bench_publish.py $(ARGS)

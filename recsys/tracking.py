@@ -32,7 +32,11 @@ def artifact_root(cfg: Config) -> str:
 
 @contextmanager
 def quiet_registry() -> Iterator[None]:
-    """Around a registration: MLflow prints "Created version ..." itself, recsys reports the version."""
+    """Silence MLflow's own "Created version ..." prints around `mlflow.register_model`.
+
+    recsys reports the version itself. Not around `log_model`: its autologging guard switches
+    MLflow's event stream back on.
+    """
     before = MLFLOW_LOGGING_STREAM.enabled
     MLFLOW_LOGGING_STREAM.enabled = False
     try:

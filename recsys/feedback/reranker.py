@@ -124,10 +124,9 @@ def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None 
             ])
             for path in (chart, report, Path(tmp) / "weights.json"):
                 mlflow.log_artifact(str(path), artifact_path="report")
-            with quiet_registry():
-                info = mlflow.spark.log_model(model, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS,
-                                              registered_model_name=cfg.rerank.name, dfs_tmpdir=tmp)
-        version = str(info.registered_model_version)
+            info = mlflow.spark.log_model(model, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS, dfs_tmpdir=tmp)
+        with quiet_registry():
+            version = str(mlflow.register_model(info.model_uri, cfg.rerank.name).version)
         promoted = reranked > als_order
         client = MlflowClient()
         client.set_registered_model_alias(cfg.rerank.name, "challenger", version)

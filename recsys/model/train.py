@@ -232,10 +232,9 @@ def _log_id_maps_and_model(spark: SparkSession, cfg: Config, final: ALSModel) ->
             out = Path(tmp) / f"{table_name}.parquet"
             lake.read(spark, lake.table_path(cfg.lake, "gold", table_name)).toPandas().to_parquet(out)  # small
             mlflow.log_artifact(str(out), artifact_path="id_maps")
-        with quiet_registry():
-            info = mlflow.spark.log_model(final, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS,
-                                          registered_model_name=cfg.model.name, dfs_tmpdir=tmp)
-    return str(info.registered_model_version)
+        info = mlflow.spark.log_model(final, "model", pip_requirements=SPARK_MODEL_REQUIREMENTS, dfs_tmpdir=tmp)
+    with quiet_registry():
+        return str(mlflow.register_model(info.model_uri, cfg.model.name).version)
 
 
 @dataclass

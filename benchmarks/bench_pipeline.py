@@ -1,0 +1,158 @@
+"""`make bench-pipeline`: every stage of the journey on U users x D days of generated events.
+
+Per stage: seconds, landing lines per second, and the peak resident memory of the Spark JVM
+during the stage (driver and executors share it in local mode; read from /proc, peak reset per
+stage). The floor is measured in the same run: the same landing files read as text, parsed with
+`from_json` and the bronze schema, and written as one Delta table; bronze is reported as a
+multiple of it. Then the incremental cost: a lake of 1 day and a lake of D days each get one more
+day and a refresh (ingest .. publish, no training); their seconds and ratio show whether a
+refresh's cost grows with history.
+
+Defaults are sized to about 10 M landing lines (60,000 users x 20 days); `ARGS="--users 2000
+--days 3"` for a quick run. Everything runs in a scratch folder with its own lake, database and
+Redis prefix, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recsys.bronze.accounts import ingest_accounts
+from recsys.bronze.events import ingest_events
+from recsys.bronze.schema import EVENT
+from recsys.config import Config, DatagenConfig, load_config
+from recsys.datagen.generator import generate
+from recsys.gold.build import build_gold
+from recsys.gold.store import sync_feature_store
+from recsys.model.batch import build_recommendations
+from recsys.model.train import train
+from recsys.orchestration.refresh import refresh
+from recsys.serving.publish import publish
+from recsys.silver.build import build_silver
+from recsys.sources.accounts import upsert_accounts
+from recsys.spark import get_spark, jvm
+from recsys.stores.postgres import ensure_database
+
+
+class PeakMemory:
+    """Peak resident set size of one process since the last reset (Linux /proc)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def reset(self) -> None:
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # 5: reset the peak RSS counter
+
+    def peak_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def scratch_config(base: Config, root: Path, name: str) -> Config:
+    cfg = dataclasses.replace(
+        base,
+        lake=dataclasses.replace(base.lake, root=str(root / name / "lake")),
+        landing=dataclasses.replace(base.landing, path=str(root / name / "landing")),
+        postgres=dataclasses.replace(base.postgres, database=f"recsys_bench_{name}"),
+        gold=dataclasses.replace(base.gold, redis_prefix=f"bench-{name}"),
+        publish=dataclasses.replace(base.publish, prefix=f"bench-{name}"),
+        mlflow=dataclasses.replace(base.mlflow, experiment=f"bench-pipeline-{uuid.uuid4().hex[:8]}"),
+        model=dataclasses.replace(base.model, name=f"bench-{name}-{uuid.uuid4().hex[:6]}", trials=1,
+                                  min_lift=-1.0, min_coverage=0.0),
+        ingest=dataclasses.replace(base.ingest, click_events_to_postgres=False),
+    )
+    ensure_database(cfg.postgres)
+    return cfg
+
+
+def incremental_cost(spark: SparkSession, base: Config, root: Path, full: Config, spec: DatagenConfig, days: int,
+                     stage: Callable[[str, int, Callable[[], object]], float]) -> None:
+    """One more day refreshed on a 1-day lake and on the D-day lake: does a refresh grow with history?"""
+    small = scratch_config(base, root, "day1")
+    generate(small.landing.path, dataclasses.replace(spec, days=1),
+             on_accounts=lambda r: upsert_accounts(small.postgres, r))
+    training = dataclasses.replace(small, model=dataclasses.replace(small.model, retrain_every_h=0))
+    refresh(spark, training, on_stage=lambda r: None)  # the 1-day lake, built through the same chain
+    seconds = []
+    for name, c in (("day 1", small), (f"day {days}", full)):
+        generate(c.landing.path, spec, append_days=1)
+        no_training = dataclasses.replace(c, model=dataclasses.replace(c.model, retrain_every_h=1e9))
+        seconds.append(stage(f"refresh after {name}", 0, lambda q=no_training: refresh(
+            spark, q, on_stage=lambda r: None)))
+    print(f"refresh of one new day: after day 1 {seconds[0]:.0f} s, after day {days} {seconds[1]:.0f} s "
+          f"({seconds[1] / seconds[0]:.2f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=60_000)
+    parser.add_argument("--days", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = parser.parse_args()
+
+    base = load_config()
+    spark = get_spark(base.spark, app_name="recsys-bench-pipeline")
+    memory = PeakMemory(int(jvm(spark).java.lang.ProcessHandle.current().pid()))
+    root = Path(tempfile.mkdtemp(prefix="recsys-bench-"))
+    rows: list[tuple[str, float, float, float]] = []
+
+    def stage(name: str, lines: int, work: Callable[[], object]) -> float:
+        memory.reset()
+        started = time.monotonic()
+        work()
+        seconds = time.monotonic() - started
+        rows.append((name, seconds, lines / seconds if seconds else 0.0, memory.peak_mb()))
+        print(f"  {name:24} {seconds:8.1f} s {rows[-1][2]:12,.0f} lines/s  peak RSS {rows[-1][3]:7,.0f} MB",
+              flush=True)
+        return seconds
+
+    try:
+        cfg = scratch_config(base, root, "full")
+        spec = dataclasses.replace(base.datagen, users=args.users, days=args.days, future_days=0)
+        started = time.monotonic()
+        manifest = generate(cfg.landing.path, spec, on_accounts=lambda r: upsert_accounts(cfg.postgres, r))
+        lines = manifest["lines"]
+        print(f"generated {lines:,} lines in {manifest['files']} files ({time.monotonic() - started:.0f} s); "
+              f"{args.users} users x {args.days} days", flush=True)
+        now = datetime.now(UTC)
+        floor_path = str(root / "floor")
+        floor = stage("floor: text+from_json+Delta", lines, lambda: (
+            spark.read.text(f"{cfg.landing.path}/events", recursiveFileLookup=True)
+            .select(F.from_json("value", EVENT).alias("j")).select("j.*")
+            .write.format("delta").save(floor_path)))
+        bronze = stage("bronze events", lines, lambda: ingest_events(spark, cfg))
+        stage("bronze accounts", lines, lambda: ingest_accounts(spark, cfg, run_id="bench"))
+        stage("silver", lines, lambda: build_silver(spark, cfg, run_id="bench", now=now))
+        stage("gold + feature store", lines, lambda: sync_feature_store(
+            spark, cfg, stage_suffix=build_gold(spark, cfg, as_of=now).build_id[:12]))
+        stage("train (1 trial)", lines, lambda: train(spark, cfg))
+        stage("recommend", lines, lambda: build_recommendations(spark, cfg))
+        stage("publish", lines, lambda: publish(spark, cfg))
+        total = sum(r[1] for r in rows[1:])
+        print(f"landing to published lists: {total:,.0f} s for {lines:,} lines; bronze {bronze / floor:.2f}x the "
+              f"floor ({floor:.1f} s)")
+
+        incremental_cost(spark, base, root, cfg, spec, args.days, stage)
+    finally:
+        spark.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"kept {root}")
+
+
+if __name__ == "__main__":
+    main()
