@@ -1,8 +1,9 @@
 """`make bench-pipeline`: every stage of the journey on U users x D days of generated events.
 
 Per stage: seconds, landing lines per second, and the peak resident memory of the Spark JVM
-during the stage (driver and executors share it in local mode; read from /proc, peak reset per
-stage). The floor is measured in the same run: the same landing files read as text, parsed with
+during the stage (driver and executors share it in local mode; /proc's high-water mark, reset to
+the current size before each stage: a JVM keeps the heap it grew, so later stages include it).
+The floor is measured in the same run: the same landing files read as text, parsed with
 `from_json` and the bronze schema, and written as one Delta table; bronze is reported as a
 multiple of it. Then the incremental cost: a lake of 1 day and a lake of D days each get one more
 day and a refresh (ingest .. publish, no training); their seconds and ratio show whether a
@@ -115,8 +116,8 @@ def main() -> None:
         work()
         seconds = time.monotonic() - started
         rows.append((name, seconds, lines / seconds if seconds else 0.0, memory.peak_mb()))
-        print(f"  {name:24} {seconds:8.1f} s {rows[-1][2]:12,.0f} lines/s  peak RSS {rows[-1][3]:7,.0f} MB",
-              flush=True)
+        rate = f"{rows[-1][2]:12,.0f} lines/s" if lines else f"{'':20}"
+        print(f"  {name:24} {seconds:8.1f} s {rate}  peak RSS {rows[-1][3]:7,.0f} MB", flush=True)
         return seconds
 
     try:
