@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -143,16 +143,15 @@ def upsert(df: DataFrame, path: str, keys: Sequence[str]) -> None:
     Creates the table from `df` on first use. `df` must hold one row per key.
     """
     spark = df.sparkSession
-    df = conform(df, path)
     if not exists(spark, path):
-        df.write.format("delta").partitionBy(*declared(path).partitioned_by).save(path)
+        _checked_writer(df, path, "append").save(path)
         return
     _check_stored(spark, path)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     (
         DeltaTable.forPath(spark, path)
         .alias("t")
-        .merge(df.alias("s"), condition)
+        .merge(conform(df, path).alias("s"), condition)
         .whenMatchedUpdateAll()
         .whenNotMatchedInsertAll()
         .execute()
@@ -163,9 +162,7 @@ def overwrite(df: DataFrame, path: str, metadata: str | None = None) -> None:
     """Replace a table's contents in one Delta commit (readers see the old or the new, never a mix),
     with `metadata` as the commit's user metadata when given.
     """
-    df = conform(df, path)
-    _check_stored(df.sparkSession, path)
-    writer = df.write.format("delta").mode("overwrite").partitionBy(*declared(path).partitioned_by)
+    writer = _checked_writer(df, path, "overwrite")
     if metadata is not None:
         writer = writer.option("userMetadata", metadata)
     writer.save(path)
@@ -173,12 +170,7 @@ def overwrite(df: DataFrame, path: str, metadata: str | None = None) -> None:
 
 def append(df: DataFrame, path: str) -> None:
     """Append rows in one Delta commit."""
-    df = conform(df, path)
-    _check_stored(df.sparkSession, path)
-    writer = df.write.format("delta").mode("append")
-    if not exists(df.sparkSession, path):
-        writer = writer.partitionBy(*declared(path).partitioned_by)
-    writer.save(path)
+    _checked_writer(df, path, "append").save(path)
 
 
 def ensure_table(spark: SparkSession, path: str) -> None:
@@ -186,8 +178,15 @@ def ensure_table(spark: SparkSession, path: str) -> None:
     if exists(spark, path):
         _check_stored(spark, path)
     else:
-        table = declared(path)
-        spark.createDataFrame([], table.schema).write.format("delta").partitionBy(*table.partitioned_by).save(path)
+        _checked_writer(spark.createDataFrame([], declared(path).schema), path, "append").save(path)
+
+
+def _checked_writer(df: DataFrame, path: str, mode: str) -> DataFrameWriter:
+    """A Delta writer of `df` conformed to its declaration, with the declared partitioning, once the
+    stored table (if any) has been checked against the declaration too.
+    """
+    _check_stored(df.sparkSession, path)
+    return conform(df, path).write.format("delta").mode(mode).partitionBy(*declared(path).partitioned_by)
 
 
 def append_once(df: DataFrame, path: str, app_id: str, version: int) -> None:
