@@ -14,10 +14,9 @@ def main(cfg, args) -> int:
     report = ingest_events(spark, cfg)
     print(json.dumps(asdict(report), default=str, indent=2))
     print(f"lines read {report.lines_read} = bronze {report.rows_bronze} + quarantined {report.rows_quarantined}")
-    rate = report.rows_quarantined / report.lines_read if report.lines_read else 0.0
-    if rate > cfg.quality.max_quarantine_rate:
-        print(f"recsys: bronze quarantined {rate:.2%} of lines, above quality.max_quarantine_rate "
-              f"{cfg.quality.max_quarantine_rate:.2%}: {report.reasons}", file=sys.stderr)
+    failed = report.over_quarantine_limit(cfg.quality.max_quarantine_rate)
+    if failed:
+        print(f"recsys: {failed}", file=sys.stderr)
         return EXIT_QUALITY
     return 0
 

@@ -148,6 +148,14 @@ class IngestReport:
     rows_quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
+    def over_quarantine_limit(self, max_rate: float) -> str | None:
+        """Why this run fails bronze's quality gate (quarantined share above `max_rate`), or None."""
+        rate = self.rows_quarantined / self.lines_read if self.lines_read else 0.0
+        if rate <= max_rate:
+            return None
+        return (f"bronze quarantined {rate:.2%} of {self.lines_read} lines, above quality.max_quarantine_rate "
+                f"{max_rate:.2%}: {self.reasons}")
+
     def as_row(self, finished_at: datetime) -> tuple:
         """The report as a row of `bronze/ingest_runs`."""
         return (self.run_id, self.started_at, finished_at, self.batches, self.files, self.lines_read,

@@ -84,10 +84,9 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
 
     def bronze_events() -> str:
         r = ingest_events(spark, cfg, run_id=run_id)
-        rate = r.rows_quarantined / r.lines_read if r.lines_read else 0.0
-        if rate > cfg.quality.max_quarantine_rate:
-            raise QualityGateFailed(f"bronze quarantined {rate:.2%} of {r.lines_read} lines, above "
-                                    f"quality.max_quarantine_rate {cfg.quality.max_quarantine_rate:.2%}: {r.reasons}")
+        failed = r.over_quarantine_limit(cfg.quality.max_quarantine_rate)
+        if failed:
+            raise QualityGateFailed(failed)
         return f"{r.lines_read} new lines = {r.rows_bronze} events + {r.rows_quarantined} quarantined"
 
     def silver() -> str:
