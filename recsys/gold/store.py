@@ -25,8 +25,8 @@ from recsys import lake
 from recsys.config import Config
 from recsys.keys import features_key
 from recsys.stores.postgres import connect, write_jdbc
+from recsys.stores.redis import by_hash, load_hashes
 from recsys.stores.redis import connect as redis_connect
-from recsys.stores.redis import load_hashes
 from recsys.stores.resp import bulk_strings
 from recsys.tables import AS_OF, GOLD_FEATURE_STORE_SYNCS, USER_KEY
 
@@ -101,8 +101,7 @@ def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
         F.explode(F.array(*[F.struct(F.lit(name).alias("field"), value.alias("value"))
                             for name, value in _redis_fields().items()])).alias("e"),
     ).select("hash", bulk_strings(F.col("e.field"), F.col("e.value")).alias("entry"))
-    cores = changed.sparkSession.sparkContext.defaultParallelism
-    load_hashes(entries.coalesce(cores).sortWithinPartitions("hash"), cfg.redis,
+    load_hashes(by_hash(entries), cfg.redis,
                 features_key(cfg.gold.redis_prefix, ""), cfg.publish.batch_size,
                 replace=True, ttl_s=cfg.gold.feature_ttl_s).collect()
     if removed:

@@ -38,7 +38,7 @@ from recsys.serving.store import (
     version_prefix,
     versions_key,
 )
-from recsys.stores.redis import connect, load_hashes, text, texts
+from recsys.stores.redis import by_hash, connect, load_hashes, text, texts
 from recsys.stores.resp import bulk_strings
 
 
@@ -86,8 +86,7 @@ def _entries(recs: DataFrame, segs: DataFrame, shards: int) -> DataFrame:
     artists = named.groupBy("artist_id").agg(F.max(F.coalesce("artist_name", F.lit(""))).alias("name")).select(
         F.lit(None).cast("string").alias("model_alias"), F.lit(ARTISTS).alias("hash"),
         bulk_strings(F.col("artist_id"), F.col("name")).alias("entry"))
-    cores = recs.sparkSession.sparkContext.defaultParallelism
-    return users.unionByName(artists).coalesce(cores).sortWithinPartitions("hash")
+    return by_hash(users.unionByName(artists))
 
 
 def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None = None,
