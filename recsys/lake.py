@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -196,6 +197,21 @@ def append_once(df: DataFrame, path: str, app_id: str, version: int) -> None:
         .option("txnAppId", app_id).option("txnVersion", version)
         .save(path)
     )
+
+
+@contextmanager
+def transaction(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
+    """Delta DML (MERGE, UPDATE, DELETE) inside the block commits as transaction (`app_id`,
+    `version`): a replay of a version already committed to a table is skipped, like `append_once`.
+    """
+    conf = spark.conf
+    conf.set("spark.databricks.delta.write.txnAppId", app_id)
+    conf.set("spark.databricks.delta.write.txnVersion", str(version))
+    try:
+        yield
+    finally:
+        conf.unset("spark.databricks.delta.write.txnAppId")
+        conf.unset("spark.databricks.delta.write.txnVersion")
 
 
 def migrate(spark: SparkSession, path: str) -> list[str]:

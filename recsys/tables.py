@@ -122,6 +122,10 @@ SILVER_TRACKS = Table(
     "silver", "tracks", "track, most frequent name, key, artist and album",
     "track_id string, track_name string, track_key string, artist_id string, album_name string, "
     "duration_ms bigint, track_likes bigint, last_seen timestamp", key=(TRACK_ID,))
+SILVER_CATALOG_VALUES = Table(
+    "silver", "catalog_values", "(artist or track, field, value) seen in events: how often, when last",
+    "kind string, id string, field string, value string, n bigint, last_seen timestamp",
+    key=("kind", "id", "field", "value"))
 SILVER_QUALITY_REPORTS = Table(
     "silver", "quality_reports", "silver run's data quality report",
     "run_id string, at timestamp, quarantine_rate double, report string", key=("run_id",))
@@ -188,7 +192,8 @@ GOLD_AB_RESULTS = Table(
 TABLES: dict[str, Table] = {t.qualified: t for t in (
     BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, BRONZE_INGEST_RUNS, BRONZE_INGEST_BATCHES, BRONZE_ACCOUNTS,
     BRONZE_ACCOUNTS_EXTRACT, BRONZE_ACCOUNT_DELETIONS,
-    SILVER_EVENTS, SILVER_EVENTS_QUARANTINE, SILVER_USERS, SILVER_ARTISTS, SILVER_TRACKS, SILVER_QUALITY_REPORTS,
+    SILVER_EVENTS, SILVER_EVENTS_QUARANTINE, SILVER_USERS, SILVER_ARTISTS, SILVER_TRACKS, SILVER_CATALOG_VALUES,
+    SILVER_QUALITY_REPORTS,
     GOLD_ARTIST_STATS, GOLD_TRACK_STATS, GOLD_USER_FEATURES, GOLD_INTERACTIONS,
     GOLD_ID_MAP_USERS, GOLD_ID_MAP_ARTISTS, GOLD_BUILDS, GOLD_FEATURE_STORE_SYNCS, GOLD_RECOMMENDATIONS,
     GOLD_SEGMENT_RECOMMENDATIONS, GOLD_FEEDBACK, GOLD_CTR, GOLD_AB_RESULTS,

@@ -38,6 +38,7 @@ MAX_LATITUDE, MAX_LONGITUDE = 90, 180
 
 ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}:?\d{2})$"
 EPOCH_MS = r"^\d{1,16}$"
+FIELDS = "map<string,string>"  # a JSON object's fields, nested values as their JSON text
 REASONS = ("not_json", "wrong_type", "missing_required", "unknown_event_type", "invalid_value")
 
 
@@ -59,11 +60,13 @@ def parse_events(raw: DataFrame) -> DataFrame:
     """Parse `value` (one landing line) with the declared schema; add `_reason` and `_detail`.
 
     Rows with a NULL `_reason` keep the contract; the others say which rule they broke first,
-    in the order of `REASONS`.
+    in the order of `REASONS`. A line is parsed twice: with the declared schema (`j`) and as a
+    map of its fields (`_fields`: which keys it has, and the unknown ones bronze keeps); a line
+    that is not a JSON object has no `_fields`.
     """
     j = F.col("j")
-    keys = F.expr("json_object_keys(value)")
-    is_object = F.expr("try_parse_json(value)").isNotNull() & keys.isNotNull()
+    keys = F.map_keys("_fields")
+    is_object = F.col("_fields").isNotNull()
     ts_text = F.trim(j["event_ts"])
     wrong_type = _names_where(
         [(name, F.array_contains(keys, name) & j[name].isNull()) for name in KNOWN_TOP_LEVEL]
@@ -103,14 +106,14 @@ def parse_events(raw: DataFrame) -> DataFrame:
     )
     return (
         raw.withColumn("j", F.from_json("value", EVENT_WITH_CORRUPT, {"columnNameOfCorruptRecord": CORRUPT}))
+        .withColumn("_fields", F.from_json("value", FIELDS))
         .withColumn("_why", reason)
         .select("*", F.col("_why.r").alias("_reason"), F.col("_why.d").alias("_detail"))
         .drop("_why")
     )
 
 
-def _unknown_fields(json_text: Column, known: tuple[str, ...]) -> Column:
-    fields = F.from_json(json_text, "map<string,string>")
+def _unknown_fields(fields: Column, known: tuple[str, ...]) -> Column:
     extra = F.map_filter(fields, lambda k, v: ~k.isin(*known))
     return F.when(F.size(extra) > 0, extra)
 
@@ -122,8 +125,8 @@ def to_bronze(parsed: DataFrame) -> DataFrame:
         .select(
             F.col("value").alias("_raw"),
             *[F.col("j")[name].alias(name) for name in KNOWN_TOP_LEVEL],
-            _unknown_fields(F.col("value"), KNOWN_TOP_LEVEL).alias("_extra"),
-            _unknown_fields(F.get_json_object("value", "$.card"), KNOWN_CARD).alias("_extra_card"),
+            _unknown_fields(F.col("_fields"), KNOWN_TOP_LEVEL).alias("_extra"),
+            _unknown_fields(F.from_json(F.col("_fields")["card"], FIELDS), KNOWN_CARD).alias("_extra_card"),
             "_source_file", "_ingested_at", "_run_id",
         )
     )
@@ -178,18 +181,25 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
     app_id = f"recsys-bronze-events-{lake.ensure_checkpoint_id(spark, checkpoint)}"
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
+        # Pass 1 parses every line and caches a slim outcome per line (its file and reason, and
+        # the raw line only when it failed): counts and the quarantine come from the cache. Pass 2
+        # parses again and writes the valid lines. Caching the parsed lines themselves would hold
+        # the whole batch, spilling to disk once a batch outgrows memory.
         parsed = parse_events(batch.withColumn("_ingested_at", F.current_timestamp())
-                              .withColumn("_run_id", F.lit(report.run_id))).persist()
+                              .withColumn("_run_id", F.lit(report.run_id)))
+        failed = F.col("_reason").isNotNull()
+        outcome = parsed.select("_source_file", "_reason", "_detail", F.when(failed, F.col("value")).alias("value"),
+                                "_ingested_at", "_run_id").persist()
         try:
-            counts = {r["_reason"] or "ok": r["n"] for r in parsed.groupBy("_reason").agg(F.count("*").alias("n"))
-                      .collect()}
-            files = parsed.select(F.countDistinct("_source_file")).collect()[0][0]
-            lake.append_once(to_bronze(parsed), bronze_path, app_id, batch_id)
-            lake.append_once(to_quarantine(parsed), quarantine_path, app_id, batch_id)
+            counts = {r["_reason"] or "ok": r["n"] for r in
+                      outcome.groupBy("_reason").agg(F.count("*").alias("n")).collect()}
+            files = outcome.select(F.countDistinct("_source_file")).collect()[0][0]
+            lake.append_once(to_quarantine(outcome), quarantine_path, app_id, batch_id)
         finally:
-            parsed.unpersist()
-        good = counts.get("ok", 0)
-        bad = {reason: n for reason, n in counts.items() if reason != "ok"}
+            outcome.unpersist()
+        lake.append_once(to_bronze(parsed), bronze_path, app_id, batch_id)
+        good = counts.pop("ok", 0)
+        bad = counts
         # The ledger row is written like the data (same app id and batch id): a batch replayed after a
         # crash adds it once, so the ledger sums to the landed lines however often the job was killed.
         ledger = spark.createDataFrame(
@@ -198,10 +208,10 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
         lake.append_once(ledger, ledger_path, app_id, batch_id)
         report.batches += 1
         report.files += files
-        report.rows_bronze += counts.pop("ok", 0)
-        report.rows_quarantined += sum(counts.values())
+        report.rows_bronze += good
+        report.rows_quarantined += sum(bad.values())
         report.lines_read = report.rows_bronze + report.rows_quarantined
-        for reason, n in counts.items():
+        for reason, n in bad.items():
             report.reasons[reason] = report.reasons.get(reason, 0) + n
         if after_batch is not None:
             after_batch(batch_id)

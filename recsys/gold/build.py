@@ -1,4 +1,5 @@
-"""One gold build "as of" a timestamp: every table from silver events strictly before it.
+"""One gold build "as of" a timestamp: every table from the silver events of the
+`gold.feature_window_days` strictly before it (older events are not read at all).
 
 The Delta versions of the inputs are recorded in each gold table's commit (`userMetadata`) and
 in `gold/builds`, and `silver_version` replays a build on exactly the silver it saw, so a
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,7 +22,7 @@ from recsys.gold.features import signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
 from recsys.gold.stats import artist_stats, track_stats
 from recsys.silver.catalog import to_artists, to_tracks
-from recsys.tables import AS_OF, EVENT_TIME, GOLD_BUILDS
+from recsys.tables import AS_OF, EVENT_DATE, EVENT_TIME, GOLD_BUILDS
 
 GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
 
@@ -43,6 +44,16 @@ def users_as_of(spark: SparkSession, users_path: str, as_of: datetime) -> tuple[
     return lake.read(spark, users_path, version=version).transform(signed_up_before(as_of)), version
 
 
+def in_window(events: DataFrame, as_of: datetime, days: int) -> DataFrame:
+    """Silver events of the `days` before `as_of`. The date bound prunes `silver/events`' partitions,
+    so a build reads the window it needs, whatever the length of the history.
+    """
+    start = as_of - timedelta(days=days)
+    return events.filter(
+        (F.col(EVENT_DATE) >= F.lit(start.date())) & (F.col(EVENT_DATE) <= F.lit(as_of.date()))
+        & (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(as_of)))
+
+
 def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None
                 ) -> tuple[dict[str, DataFrame], dict[str, int]]:
     """The gold DataFrames as of `as_of` (not yet written) and the silver versions they read."""
@@ -52,7 +63,7 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
     version = lake.current_version(spark, events_path) if silver_version is None else silver_version
     users, users_version = users_as_of(spark, users_path, as_of)
     inputs = {"silver/events": version, "silver/users": users_version}
-    events = lake.read(spark, events_path, version=version).filter(F.col(EVENT_TIME) < F.lit(as_of)).persist()
+    events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days).persist()
     window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
               "baseline_days": g.trending_baseline_days}
     a_stats = artist_stats(events, to_artists(events), as_of, **window).persist()

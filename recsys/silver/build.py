@@ -1,4 +1,4 @@
-"""One silver run: events (incremental), forgotten users, users, artists, tracks, quality report."""
+"""One silver run: forgotten users, events (incremental), users, artists, tracks, quality report."""
 
 from __future__ import annotations
 
@@ -9,16 +9,28 @@ from datetime import datetime
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
 from recsys.keys import pseudonym
 from recsys.silver import postgres_sink
-from recsys.silver.catalog import to_artists, to_tracks
+from recsys.silver.catalog import artists_from, catalog_values, recount, touched_by, tracks_from
 from recsys.silver.events import SilverEventsReport, build_silver_events
 from recsys.silver.privacy import geocoder, pseudonymizer
 from recsys.silver.users import to_silver_users
-from recsys.tables import SILVER_QUALITY_REPORTS, USER_ID
+from recsys.tables import (
+    ARTIST_ID,
+    BRONZE_ACCOUNT_DELETIONS,
+    SILVER_ARTISTS,
+    SILVER_CATALOG_VALUES,
+    SILVER_EVENTS,
+    SILVER_QUALITY_REPORTS,
+    SILVER_TRACKS,
+    TRACK_ID,
+    USER_ID,
+    USER_KEY,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +38,75 @@ class QualityGateFailed(RuntimeError):
     """The run's quarantine rate passed `quality.max_quarantine_rate`."""
 
 
-def forget_deleted_users(spark: SparkSession, cfg: Config, secret: str) -> int:
-    """Remove users deleted from `accounts` from silver events (and PostgreSQL click_events).
+def deleted_keys(spark: SparkSession, cfg: Config, secret: str) -> DataFrame:
+    """The pseudonymous keys of every account deleted at the source (a small table: users, not events).
 
-    The deletion log is small and holds account ids; keys are derived on the driver.
+    Ids are trimmed of spaces before hashing, as silver does with events' ids.
     """
-    deletions = lake.table_path(cfg.lake, "bronze", "account_deletions")
-    if not lake.exists(spark, deletions):
-        return 0
-    keys = sorted({pseudonym(secret, r[USER_ID]) for r in lake.read(spark, deletions).select(USER_ID).collect()})
-    if not keys:
-        return 0
-    events = lake.table_path(cfg.lake, "silver", "events")
-    gone = spark.createDataFrame([(k,) for k in keys], "user_key string")
-    DeltaTable.forPath(spark, events).alias("t").merge(gone.alias("s"), "t.user_key = s.user_key") \
+    deletions = lake.read(spark, BRONZE_ACCOUNT_DELETIONS.path(cfg.lake)).select(USER_ID).distinct()
+    keys = sorted({pseudonym(secret, r[USER_ID].strip(" ")) for r in deletions.collect() if r[USER_ID]})
+    return spark.createDataFrame([(k,) for k in keys], f"{USER_KEY} string")
+
+
+def forget(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
+    """Remove the events of the `gone` user keys from silver (catalog counts, events, PostgreSQL).
+
+    The catalog is recounted first, over the events that stay, then the events are deleted: a
+    crash between the two leaves the events in place, and a rerun recounts the same way. The
+    DELETE rewrites only the files holding those users' events.
+    """
+    events_path = SILVER_EVENTS.path(cfg.lake)
+    events = lake.read(spark, events_path)
+    theirs = events.join(F.broadcast(gone), on=USER_KEY, how="left_semi")
+    touched = touched_by(theirs).persist()
+    try:
+        if touched.isEmpty():
+            return
+        artists = touched.filter("kind = 'artist'").select(F.col("id").alias(ARTIST_ID))
+        tracks = touched.filter("kind = 'track'").select(F.col("id").alias(TRACK_ID))
+        remaining = (events.join(F.broadcast(gone), on=USER_KEY, how="left_anti")
+                     .join(F.broadcast(artists.withColumn("_a", F.lit(True))), on=ARTIST_ID, how="left")
+                     .join(F.broadcast(tracks.withColumn("_t", F.lit(True))), on=TRACK_ID, how="left")
+                     .filter(F.col("_a") | F.col("_t")))
+        recount(spark, SILVER_CATALOG_VALUES.path(cfg.lake), remaining, touched)
+    finally:
+        touched.unpersist()
+    DeltaTable.forPath(spark, events_path).alias("t").merge(gone.alias("s"), f"t.{USER_KEY} = s.{USER_KEY}") \
         .whenMatchedDelete().execute()
     if cfg.ingest.click_events_to_postgres:
-        postgres_sink.delete_users(cfg.postgres, keys)
-    return len(keys)
+        postgres_sink.delete_users(cfg.postgres, [r[USER_KEY] for r in gone.collect()])
+
+
+def forget_deleted_users(spark: SparkSession, cfg: Config, secret: str) -> int:
+    """Forget the accounts deleted since the last run (a Delta stream over `bronze/account_deletions`);
+    how many deletions were read.
+    """
+    deletions = BRONZE_ACCOUNT_DELETIONS.path(cfg.lake)
+    lake.ensure_table(spark, deletions)
+    seen = [0]
+
+    def forget_batch(batch: DataFrame, batch_id: int) -> None:
+        ids = sorted({r[USER_ID].strip(" ") for r in batch.select(USER_ID).collect() if r[USER_ID]})
+        seen[0] += len(ids)
+        if ids:
+            gone = spark.createDataFrame([(pseudonym(secret, i),) for i in ids], f"{USER_KEY} string")
+            forget(spark, cfg, gone)
+
+    (spark.readStream.format("delta").load(deletions).writeStream.foreachBatch(forget_batch)
+     .option("checkpointLocation", lake.checkpoint_path(cfg.lake, "silver_forget"))
+     .trigger(availableNow=True).start().awaitTermination())
+    return seen[0]
+
+
+def ensure_catalog_values(spark: SparkSession, cfg: Config) -> None:
+    """Create `silver/catalog_values` from every silver event when it does not exist yet (a lake
+    from before the table, or a rebuild after it was dropped); afterwards batches keep it current.
+    """
+    path = SILVER_CATALOG_VALUES.path(cfg.lake)
+    if not lake.exists(spark, path):
+        events_path = SILVER_EVENTS.path(cfg.lake)
+        lake.ensure_table(spark, events_path)
+        lake.overwrite(catalog_values(lake.read(spark, events_path)), path)
 
 
 def build_silver(spark: SparkSession, cfg: Config, run_id: str, now: datetime) -> dict:
@@ -56,8 +119,10 @@ def build_silver(spark: SparkSession, cfg: Config, run_id: str, now: datetime) -
         def on_batch(new_events: DataFrame, batch_id: int) -> None:
             postgres_sink.append_click_events(new_events, cfg.postgres, f"{run_id[:12]}_{batch_id}")
 
-    events_report = build_silver_events(spark, cfg, run_id, now, on_batch=on_batch)
+    ensure_catalog_values(spark, cfg)
     forgotten = forget_deleted_users(spark, cfg, secret)
+    events_report = build_silver_events(spark, cfg, run_id, now, forgotten=deleted_keys(spark, cfg, secret),
+                                        on_batch=on_batch)
 
     users = to_silver_users(
         lake.read(spark, lake.table_path(cfg.lake, "bronze", "accounts")),
@@ -65,9 +130,9 @@ def build_silver(spark: SparkSession, cfg: Config, run_id: str, now: datetime) -
         today=now.date(),
     )
     lake.overwrite(users, lake.table_path(cfg.lake, "silver", "users"))
-    events = lake.read(spark, lake.table_path(cfg.lake, "silver", "events"))
-    lake.overwrite(to_artists(events), lake.table_path(cfg.lake, "silver", "artists"))
-    lake.overwrite(to_tracks(events), lake.table_path(cfg.lake, "silver", "tracks"))
+    values = lake.read(spark, SILVER_CATALOG_VALUES.path(cfg.lake))
+    lake.overwrite(artists_from(values), SILVER_ARTISTS.path(cfg.lake))
+    lake.overwrite(tracks_from(values), SILVER_TRACKS.path(cfg.lake))
 
     counts = {
         name: lake.read(spark, lake.table_path(cfg.lake, "silver", name)).count()

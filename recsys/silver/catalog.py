@@ -1,53 +1,142 @@
-"""`silver/events` -> `silver/artists` and `silver/tracks`: one row per artist and per track.
+"""`silver/events` -> `silver/artists` and `silver/tracks`: one row per artist and per track,
+maintained from each batch's aggregates rather than rebuilt from all history.
 
-Names: the most frequent clean display form across events (ties: the latest seen), so stray
-case and punctuation from one client lose to the catalog's own spelling. Genres and the
-displayed rank, followers and likes come from the latest event that carried them.
+Names: the most frequent clean display form across events (ties: the latest seen, then the
+smallest), so stray case and punctuation from one client lose to the catalog's own spelling.
+Genres and the displayed rank, followers and likes come from the latest event that carried them
+(ties: the smallest value).
+
+Both rules need only, per (artist or track, field, value): how many events carried the value and
+when it was last seen. `silver/catalog_values` keeps exactly that. Each silver batch adds its new
+events' counts with one MERGE (sums and maxima combine), forgetting a user recounts the artists
+and tracks their events touched, and the catalog tables are derived from `silver/catalog_values`,
+whose size follows the catalog, not the history. `catalog_values(all events)` gives the same
+table, so a rebuild from scratch and the incremental path meet in the same place.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+import functools
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from recsys import lake
 from recsys.tables import ARTIST_ID, EVENT_TIME, TRACK_ID
 
+SEEN = "_seen"  # a field every event carries: its count is the events seen, its time `last_seen`
+# (kind, key column, fields picked by frequency, fields picked by recency)
+_ARTIST = ("artist", ARTIST_ID, ("artist_name", "artist_key"), ("genres", "artist_rank", "artist_followers"))
+_TRACK = ("track", TRACK_ID, ("track_name", "track_key", ARTIST_ID, "album_name", "duration_ms"), ("track_likes",))
+_TYPES = {"genres": "array<string>", "artist_rank": "bigint", "artist_followers": "bigint",
+          "duration_ms": "bigint", "track_likes": "bigint"}
+_KEY = ("kind", "id", "field", "value")
 
-def _most_frequent(df: DataFrame, key: str, value: str) -> DataFrame:
-    counted = df.filter(F.col(value).isNotNull()).groupBy(key, value).agg(
-        F.count("*").alias("_n"), F.max(EVENT_TIME).alias("_last"))
-    w = Window.partitionBy(key).orderBy(F.desc("_n"), F.desc("_last"), F.asc(value))
-    return counted.withColumn("_r", F.row_number().over(w)).filter("_r = 1").select(key, value)
+
+def _as_text(field: str) -> Column:
+    """A field's value as the text `silver/catalog_values` stores (arrays as JSON, empty as missing)."""
+    if field == "genres":
+        return F.when(F.size("genres") > 0, F.to_json("genres"))
+    return F.col(field).cast("string")
 
 
-def _latest(df: DataFrame, key: str, value: str) -> DataFrame:
-    picked = F.max_by(F.col(value), F.col(EVENT_TIME))
-    return df.filter(F.col(value).isNotNull()).groupBy(key).agg(picked.alias(value))
+def _typed(field: str) -> Column:
+    kind = _TYPES.get(field)
+    if kind == "array<string>":
+        return F.from_json(F.col(field), kind)
+    return F.col(field).cast(kind) if kind else F.col(field)
+
+
+def catalog_values(events: DataFrame, specs: tuple = (_ARTIST, _TRACK)) -> DataFrame:
+    """Silver events -> `silver/catalog_values` rows: (kind, id, field, value, n, last_seen)."""
+    parts = []
+    for kind, key, frequent, latest in specs:
+        rows = events.filter(F.col(key).isNotNull())
+        pairs = [F.struct(F.lit(SEEN).alias("field"), F.lit("").alias("value"))]
+        pairs += [F.struct(F.lit(f).alias("field"), _as_text(f).alias("value")) for f in (*frequent, *latest)]
+        exploded = rows.select(F.col(key).alias("id"), EVENT_TIME, F.explode(F.array(*pairs)).alias("p"))
+        parts.append(exploded.filter(F.col("p.value").isNotNull()).select(
+            F.lit(kind).alias("kind"), "id", "p.field", "p.value", EVENT_TIME))
+    union = functools.reduce(DataFrame.unionByName, parts)
+    return union.groupBy(*_KEY).agg(F.count("*").alias("n"), F.max(EVENT_TIME).alias("last_seen"))
+
+
+def add_values(values: DataFrame, path: str) -> None:
+    """MERGE one batch's `catalog_values` into the table: counts add up, last-seen times take the maximum."""
+    spark = values.sparkSession
+    lake.ensure_table(spark, path)
+    condition = " AND ".join(f"t.{k} = s.{k}" for k in _KEY)
+    (DeltaTable.forPath(spark, path).alias("t").merge(lake.conform(values, path).alias("s"), condition)
+     .whenMatchedUpdate(set={"n": "t.n + s.n", "last_seen": "greatest(t.last_seen, s.last_seen)"})
+     .whenNotMatchedInsertAll().execute())
+
+
+def recount(spark: SparkSession, path: str, remaining: DataFrame, touched: DataFrame) -> None:
+    """Replace, in one commit, the rows of the (kind, id)s in `touched` by their counts over
+    `remaining` events: values no remaining event carries are deleted. For forgetting users.
+    """
+    fresh = catalog_values(remaining).join(touched, on=["kind", "id"], how="left_semi")
+    stored = lake.read(spark, path).join(touched, on=["kind", "id"], how="left_semi").select(*_KEY)
+    source = stored.join(fresh, on=list(_KEY), how="left").select(
+        *_KEY, F.coalesce("n", F.lit(0)).alias("n"), "last_seen")
+    condition = " AND ".join(f"t.{k} = s.{k}" for k in _KEY)
+    (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
+     .whenMatchedDelete("s.n = 0")
+     .whenMatchedUpdate(set={"n": "s.n", "last_seen": "s.last_seen"})
+     .execute())
+
+
+def touched_by(events: DataFrame) -> DataFrame:
+    """The (kind, id)s of artists and tracks that `events` carry."""
+    def ids(kind: str, key: str) -> DataFrame:
+        return events.filter(F.col(key).isNotNull()).select(F.lit(kind).alias("kind"), F.col(key).alias("id"))
+
+    return ids("artist", ARTIST_ID).unionByName(ids("track", TRACK_ID)).distinct()
+
+
+def _derive(values: DataFrame, spec: tuple) -> DataFrame:
+    kind, key, frequent, latest = spec
+    rows = values.filter(F.col("kind") == kind)
+    by_frequency = rows.filter(F.col("field").isin(*frequent))
+    by_recency = rows.filter(F.col("field").isin(*latest))
+    picked = (
+        with_rank(by_frequency, F.desc("n"), F.desc("last_seen"), F.asc("value"))
+        .unionByName(with_rank(by_recency, F.desc("last_seen"), F.asc("value")))
+        .filter(F.col("_r") == 1)
+    )
+    wide = picked.groupBy("id").agg(*[F.max(F.when(F.col("field") == f, F.col("value"))).alias(f)
+                                      for f in (*frequent, *latest)])
+    seen = rows.filter(F.col("field") == SEEN).select("id", "last_seen")
+    return seen.join(wide, on="id", how="left").withColumnRenamed("id", key).select(
+        key, *[_typed(f).alias(f) for f in (*frequent, *latest)], "last_seen")
+
+
+def with_rank(rows: DataFrame, *order: Column) -> DataFrame:
+    """`_r`: each value's place within its (kind, id, field), by `order`."""
+    return rows.withColumn("_r", F.row_number().over(Window.partitionBy("kind", "id", "field").orderBy(*order)))
+
+
+def artists_from(values: DataFrame) -> DataFrame:
+    """`silver/artists` from `silver/catalog_values`."""
+    out = _derive(values, _ARTIST)
+    return out.select(ARTIST_ID, "artist_name", "artist_key",
+                      F.coalesce("genres", F.array().cast("array<string>")).alias("genres"),
+                      "artist_rank", "artist_followers", "last_seen")
+
+
+def tracks_from(values: DataFrame) -> DataFrame:
+    """`silver/tracks` from `silver/catalog_values`."""
+    return _derive(values, _TRACK).select(TRACK_ID, "track_name", "track_key", ARTIST_ID, "album_name",
+                                          "duration_ms", "track_likes", "last_seen")
 
 
 def to_artists(events: DataFrame) -> DataFrame:
-    """One row per artist: its most frequent name and key, genres, and when it was last seen."""
-    with_genres = events.withColumn("genres", F.when(F.size("genres") > 0, F.col("genres")))
-    base = events.groupBy(ARTIST_ID).agg(F.max(EVENT_TIME).alias("last_seen"))
-    out = base.join(_most_frequent(events, ARTIST_ID, "artist_name"), on=ARTIST_ID, how="left")
-    for column in ("artist_key",):
-        out = out.join(_most_frequent(events, ARTIST_ID, column), on=ARTIST_ID, how="left")
-    for column, source in (("genres", with_genres), ("artist_rank", events), ("artist_followers", events)):
-        out = out.join(_latest(source, ARTIST_ID, column), on=ARTIST_ID, how="left")
-    return out.select(
-        ARTIST_ID, "artist_name", "artist_key",
-        F.coalesce("genres", F.array().cast("array<string>")).alias("genres"),
-        "artist_rank", "artist_followers", "last_seen",
-    )
+    """One row per artist in `events`: its most frequent name and key, latest genres, rank and followers."""
+    return artists_from(catalog_values(events, (_ARTIST,)))
 
 
 def to_tracks(events: DataFrame) -> DataFrame:
-    """One row per track: its most frequent name, key, artist, album and duration, and when last seen."""
-    tracks = events.filter(F.col(TRACK_ID).isNotNull())
-    base = tracks.groupBy(TRACK_ID).agg(F.max(EVENT_TIME).alias("last_seen"))
-    out = base
-    for column in ("track_name", "track_key", ARTIST_ID, "album_name", "duration_ms"):
-        out = out.join(_most_frequent(tracks, TRACK_ID, column), on=TRACK_ID, how="left")
-    out = out.join(_latest(tracks, TRACK_ID, "track_likes"), on=TRACK_ID, how="left")
-    return out.select(TRACK_ID, "track_name", "track_key", ARTIST_ID, "album_name", "duration_ms",
-                      "track_likes", "last_seen")
+    """One row per track in `events`: its most frequent name, key, artist, album and duration, latest likes."""
+    return tracks_from(catalog_values(events, (_TRACK,)))
+

@@ -2,9 +2,10 @@
 
 A Delta streaming source with a checkpoint reads only bronze rows not seen before. Each batch
 is pseudonymized, cleaned and split: untrusted rows go to the quarantine (no PII: the raw
-line stays in bronze), the rest is MERGEd into `silver/events` by `event_id`, inserting only
-unseen ids, so a replayed file or a re-sent event adds nothing. Batches are idempotent:
-quarantine appends carry the batch id as a Delta transaction, and the MERGE is insert-only.
+line stays in bronze), the rest is appended to `silver/events` when its `event_id` is not
+there yet (looked up only in the dates nearby), so a replayed file or a re-sent event adds
+nothing; the new events' counts also go to `silver/catalog_values` (see `silver/catalog.py`). Batches are idempotent:
+every write carries the batch id as a Delta transaction.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.silver.catalog import add_values, catalog_values
 from recsys.silver.clean import with_completion, with_event_time, with_genres, with_names, with_untrusted_reason
 from recsys.silver.privacy import geocoder, pseudonymizer
 from recsys.tables import (
@@ -27,6 +28,7 @@ from recsys.tables import (
     EVENT_ID,
     EVENT_TIME,
     EVENT_TYPE,
+    SILVER_CATALOG_VALUES,
     SILVER_EVENTS,
     SILVER_EVENTS_QUARANTINE,
     TRACK_ID,
@@ -90,40 +92,45 @@ def first_per_event(df: DataFrame) -> DataFrame:
     return df.withColumn("_n", F.row_number().over(w)).filter(F.col("_n") == 1).drop("_n")
 
 
-def merge_new_events(unique: DataFrame, events_path: str, window_days: int) -> dict[str, int]:
-    """Insert the events `silver/events` does not hold yet; the MERGE's metrics ({} for no commit).
+def new_events(unique: DataFrame, events_path: str, window_days: int) -> DataFrame:
+    """The batch's events `silver/events` does not hold yet (by `event_id`).
 
-    `silver/events` is partitioned by event date, and copies of an event carry its time, so the
-    MERGE reads only the partitions within `window_days` of the batch's dates: its cost follows
-    the batch, not the history.
+    `silver/events` is partitioned by event date, and copies of an event carry its time, so only
+    the partitions within `window_days` of the batch's dates are read: the cost of deduplicating
+    follows the batch, not the history.
     """
     spark = unique.sparkSession
     low, high = unique.agg(F.min(EVENT_DATE), F.max(EVENT_DATE)).collect()[0]
     if low is None:
-        return {}
-    dates = (f"t.{EVENT_DATE} BETWEEN DATE'{low - timedelta(days=window_days)}' "
-             f"AND DATE'{high + timedelta(days=window_days)}'")
-    version = lake.current_version(spark, events_path)
-    (DeltaTable.forPath(spark, events_path).alias("t")
-     .merge(unique.alias("s"), f"{dates} AND t.{EVENT_ID} = s.{EVENT_ID}")
-     .whenNotMatchedInsertAll()
-     .execute())
-    return lake.metrics_since(spark, events_path, version)
+        return unique
+    window = timedelta(days=window_days)
+    near = F.col(EVENT_DATE).between(F.lit(low - window), F.lit(high + window))
+    stored = lake.read(spark, events_path).filter(near).select(EVENT_ID)
+    return unique.join(stored, on=EVENT_ID, how="left_anti")
 
 
 def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: datetime,
+                        forgotten: DataFrame | None = None,
                         on_batch: Callable[[DataFrame, int], None] | None = None) -> SilverEventsReport:
-    """Process the bronze rows not processed before; `on_batch(new_events, batch_id)` sees each batch."""
+    """Process the bronze rows not processed before, dropping the events of `forgotten` user keys;
+    `on_batch(events, batch_id)` sees each batch's trusted, deduplicated events.
+
+    Per batch, in this order (each step idempotent on the batch id, so a rerun after a crash at
+    any point ends where one clean run would): quarantine append, the new events' counts into
+    `silver/catalog_values`, the new events appended to `silver/events`.
+    """
     secret = cfg.require_secret("privacy.pseudonym_secret")
     events_path = lake.table_path(cfg.lake, "silver", "events")
     quarantine_path = lake.table_path(cfg.lake, "silver", "events_quarantine")
     bronze_path = lake.table_path(cfg.lake, "bronze", "events")
+    values_path = SILVER_CATALOG_VALUES.path(cfg.lake)
     for path in (bronze_path, events_path, quarantine_path):
         lake.ensure_table(spark, path)
     checkpoint = lake.checkpoint_path(cfg.lake, "silver_events")
     app_id = f"recsys-silver-events-{lake.ensure_checkpoint_id(spark, checkpoint)}"
     pseudonymize = pseudonymizer(spark, secret)
     geocode = geocoder(cfg.privacy.geo_min_population)
+    gone = forgotten if forgotten is not None else spark.createDataFrame([], f"{USER_KEY} string")
     q = cfg.quality
     report = SilverEventsReport()
 
@@ -135,16 +142,21 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
         ).persist()
         try:
             trusted = cleaned.filter(F.col("_reason").isNull())
-            unique = first_per_event(trusted).select(*SILVER_EVENTS.schema.fieldNames()).persist()
+            unique = (first_per_event(trusted).join(F.broadcast(gone), on=USER_KEY, how="left_anti")
+                      .select(*SILVER_EVENTS.schema.fieldNames()).persist())
             counts = {r["_reason"] or "ok": r["n"] for r in
                       cleaned.groupBy("_reason").agg(F.count("*").alias("n")).collect()}
             lake.append_once(cleaned.filter(F.col("_reason").isNotNull())
                              .select(*SILVER_EVENTS_QUARANTINE.schema.fieldNames()),
                              quarantine_path, app_id, batch_id)
-            inserted = merge_new_events(unique, events_path, cfg.ingest.dedup_window_days) \
-                .get("numTargetRowsInserted", 0)
+            new = new_events(unique, events_path, cfg.ingest.dedup_window_days).persist()
+            inserted = new.count()
+            with lake.transaction(spark, app_id, batch_id):
+                add_values(catalog_values(new), values_path)
+            lake.append_once(new, events_path, app_id, batch_id)
             if on_batch is not None:
                 on_batch(unique, batch_id)
+            new.unpersist()
             unique.unpersist()
         finally:
             cleaned.unpersist()

@@ -1,0 +1,129 @@
+"""Silver kept current batch by batch equals silver rebuilt from scratch; forgetting a user
+rewrites only the files that held them; gold reads only its window of `silver/events`."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from recsys import lake
+from recsys.bronze.accounts import ingest_accounts
+from recsys.bronze.events import ingest_events
+from recsys.config import IngestConfig, LakeConfig
+from recsys.datagen.generator import GeneratorSpec, generate
+from recsys.gold.build import in_window
+from recsys.keys import pseudonym
+from recsys.silver.build import build_silver
+from recsys.silver.catalog import catalog_values, to_artists, to_tracks
+from recsys.sources.accounts import TABLE, upsert_accounts
+from recsys.stores import postgres
+from recsys.tables import SILVER_EVENTS
+from tests.conftest import isolated
+
+SECRET = "incremental-test-secret"
+SPEC = GeneratorSpec(users=80, artists=120, days=3, dirt_rate=0.1, future_days=0, seed=5)
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+LINEAGE = ("_silver_at", "_run_id")
+
+
+def _silver(spark, cfg, name):
+    return lake.read(spark, lake.table_path(cfg.lake, "silver", name))
+
+
+def _same(left, right):
+    """Equal as multisets: nothing in one that the other lacks, duplicates included."""
+    assert left.exceptAll(right).count() == 0
+    assert right.exceptAll(left).count() == 0
+
+
+@pytest.fixture(scope="module")
+def lakes(services, spark, tmp_path_factory):
+    """Lake A: silver run after each of three landings (day 1; day 2 and a deleted account; day 3
+    and a replayed file). Lake B: a copy of A's bronze, silver built once from scratch."""
+    root = tmp_path_factory.mktemp("incremental")
+    cfg = dataclasses.replace(
+        isolated(services, root, "incremental"),
+        privacy=dataclasses.replace(services.privacy, pseudonym_secret=SECRET),
+        ingest=IngestConfig(max_files_per_trigger=25, accounts_partitions=2, click_events_to_postgres=False),
+    )
+    generate(cfg.landing.path, dataclasses.replace(SPEC, days=1),
+             on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
+
+    def run(tag: str, full_refresh: bool = False) -> dict:
+        ingest_events(spark, cfg, run_id=tag)
+        ingest_accounts(spark, cfg, run_id=tag, full_refresh=full_refresh)
+        return build_silver(spark, cfg, run_id=tag, now=NOW)
+
+    run("day-1")
+    events = _silver(spark, cfg, "events")
+    victim = next(str(1000 + u) for u in range(SPEC.users)
+                  if events.filter(F.col("user_key") == pseudonym(SECRET, str(1000 + u))).count() > 0)
+    key = pseudonym(SECRET, victim)
+    holding = {r[0] for r in events.filter(F.col("user_key") == key).select(F.input_file_name()).distinct().collect()}
+    files_before = len(lake.read(spark, SILVER_EVENTS.path(cfg.lake)).inputFiles())
+
+    generate(cfg.landing.path, SPEC, append_days=1)
+    postgres.execute(cfg.postgres, f"DELETE FROM {TABLE} WHERE user_id = %s", (victim,))
+    before_forget = lake.current_version(spark, SILVER_EVENTS.path(cfg.lake))
+    report = run("day-2", full_refresh=True)
+    history = DeltaTable.forPath(spark, SILVER_EVENTS.path(cfg.lake)).history().collect()
+    forget_commits = [r.asDict(recursive=True) for r in history if r.version > before_forget and r.operation == "MERGE"]
+
+    generate(cfg.landing.path, SPEC, append_days=1)
+    first_file = sorted(Path(cfg.landing.path, "events").rglob("*.json*"))[0]
+    shutil.copy(first_file, first_file.with_name(f"replayed-{first_file.name}"))
+    run("day-3")
+
+    rebuilt = dataclasses.replace(cfg, lake=LakeConfig(root=str(root / "rebuilt")))
+    shutil.copytree(Path(cfg.lake.root, "bronze"), Path(rebuilt.lake.root, "bronze"))
+    build_silver(spark, rebuilt, run_id=uuid.uuid4().hex, now=NOW)
+    return cfg, rebuilt, key, holding, files_before, forget_commits, report
+
+
+@pytest.mark.slow
+def test_silver_kept_current_batch_by_batch_equals_a_rebuild_from_scratch(spark, lakes):
+    incremental, rebuilt, key, *_ = lakes
+    _same(_silver(spark, incremental, "events").drop(*LINEAGE), _silver(spark, rebuilt, "events").drop(*LINEAGE))
+    for table in ("catalog_values", "artists", "tracks"):
+        _same(_silver(spark, incremental, table), _silver(spark, rebuilt, table))
+    events = _silver(spark, incremental, "events")
+    _same(_silver(spark, incremental, "catalog_values"), catalog_values(events))
+    _same(_silver(spark, incremental, "artists"), to_artists(events))
+    _same(_silver(spark, incremental, "tracks"), to_tracks(events))
+    assert events.filter(F.col("user_key") == key).count() == 0
+    assert events.count() == events.select("event_id").distinct().count()
+
+
+@pytest.mark.slow
+def test_forgetting_a_user_rewrites_only_the_files_that_held_them(spark, lakes):
+    incremental, _, _, holding, files_before, forget_commits, report = lakes
+    assert report["forgotten_users"] == 1
+    (delete,) = forget_commits
+    removed = int(delete["operationMetrics"]["numTargetFilesRemoved"])
+    assert removed == len(holding)
+    assert 0 < removed < files_before
+
+
+def test_gold_reads_only_the_partitions_of_its_window(spark, tmp_path):
+    """Partitions before the window are deleted from disk (not from the table): reading them
+    would fail, so the count proves they were pruned; a wider window does fail."""
+    path = SILVER_EVENTS.path(LakeConfig(root=str(tmp_path)))
+    days = [date(2026, 10, 1) + timedelta(days=i) for i in range(10)]
+    rows = [{**dict.fromkeys(SILVER_EVENTS.schema.fieldNames()), "event_id": f"e{i}", "event_type": "play",
+             "event_time": datetime.combine(d, datetime.min.time(), UTC) + timedelta(hours=12),
+             "event_date": d, "count": 1} for i, d in enumerate(days)]
+    lake.append(spark.createDataFrame(rows, SILVER_EVENTS.schema), path)
+    for d in days[:6]:
+        shutil.rmtree(f"{path}/event_date={d}")
+    as_of = datetime(2026, 10, 10, 6, tzinfo=UTC)  # day 10 at 06:00: its noon event is in the future
+
+    assert in_window(lake.read(spark, path), as_of, days=3).count() == 3  # days 7, 8, 9
+    with pytest.raises(Exception, match="(?i)file.*(not exist|not found)|FileNotFound"):
+        in_window(lake.read(spark, path), as_of, days=6).count()
