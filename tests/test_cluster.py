@@ -1,7 +1,8 @@
 """A real Spark standalone cluster: a master and two 1-core workers from the installed pyspark, the
 jobs sent with `spark-submit --py-files <wheel> --jars .jars/*`, exactly as the README says. The
 tables they write equal a `local[2]` run of the same files, also when an executor JVM is killed
-(SIGKILL) in the middle of silver. Every process started here is stopped at the end.
+(SIGKILL) in the middle of silver; then train, recommend and publish run there too, and the API
+serves the published lists. Every process started here is stopped at the end.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.config import LakeConfig, PrivacyConfig
 from recsys.datagen.generator import GeneratorSpec, generate
+from recsys.experiment import assign
 from recsys.gold.build import build_gold
+from recsys.keys import pseudonym
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
 from tests.conftest import ROOT, isolated
@@ -191,3 +194,43 @@ def test_the_chain_on_a_standalone_cluster_equals_local_also_when_an_executor_di
             a, b = _comparable(a), _comparable(b)
             assert a.count() > 0, f"{layer}/{name} is empty"
             assert (a.exceptAll(b).count(), b.exceptAll(a).count()) == (0, 0), f"{layer}/{name} differs"
+
+    _serving_on_the_cluster(spark, cluster, on_cluster, tmp_path)
+
+
+def _serving_on_the_cluster(spark, cluster, cfg, tmp_path: Path) -> None:
+    """Train, recommend and publish through spark-submit; the API then serves the published lists."""
+    model = ("--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "--set", "mlflow.experiment=cluster",
+             "--set", f"model.name=cluster-{tmp_path.name}", "--set", "model.trials=1",
+             "--set", "model.min_lift=-1", "--set", "model.min_coverage=0",  # promote on 120 users
+             "--set", f"publish.prefix={cfg.publish.prefix}")
+    for job in ("train.py", "recommend.py", "publish.py"):
+        _finish(_submit(cluster, cfg, job, *model))
+    lists = lake.read(spark, lake.table_path(cfg.lake, "gold", "recommendations"))
+    served = {(r.user_key, r.model_alias) for r in lists.select("user_key", "model_alias").distinct().collect()}
+    user_id, user_key, alias = next(  # a user whose A/B variant's model has a list
+        (i, k, assign(cfg.experiment, k).alias) for i, k in ((str(1000 + u), pseudonym(SECRET, str(1000 + u)))
+                                                               for u in range(SPEC.users))
+        if (k, assign(cfg.experiment, k).alias) in served)
+    expected = [r.artist_id for r in lists.filter((F.col("user_key") == user_key) & (F.col("model_alias") == alias))
+                .orderBy("rank").collect()]
+
+    port = _free_port()
+    master, env, work = cluster
+    api = _spawn([sys.executable, str(ROOT / "jobs" / "serve.py"), "--env", "test",
+                  "--set", f"serving.port={port}", "--set", f"publish.prefix={cfg.publish.prefix}",
+                  "--set", f"landing.path={cfg.landing.path}", *model], work / "api.log", env)
+    try:
+        deadline, answer = time.monotonic() + 60, None
+        while answer is None:
+            assert api.poll() is None and time.monotonic() < deadline, (work / "api.log").read_text()[-3000:]
+            try:
+                url = f"http://127.0.0.1:{port}/v1/users/{user_id}/recommendations?k={len(expected)}"
+                with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+                    answer = json.load(response)
+            except OSError:
+                time.sleep(0.5)
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=30)
+    assert [item["artist_id"] for item in answer["items"]] == expected
