@@ -131,6 +131,18 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on input: the API answers 413/400 beyond them, and bronze quarantines landed lines
+    beyond `max_count` or with an unsafe label as `invalid_value`.
+    """
+
+    max_body_bytes: int = 1_048_576      # a POST /v1/events body (413 above)
+    max_events_per_request: int = 1000   # events in one POST (413 above)
+    max_string_chars: int = 1000         # any string in a posted event (400 above)
+    max_count: int = 1_000_000           # an event's `count` (Last.fm's largest listening count is 352,698)
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     """Data quality rules: what is trusted, what is quarantined, when a run fails."""
 
@@ -311,6 +323,7 @@ class Config:
     services: ServicesConfig = field(default_factory=ServicesConfig)
     datagen: DatagenConfig = field(default_factory=DatagenConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     gold: GoldConfig = field(default_factory=GoldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

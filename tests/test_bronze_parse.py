@@ -37,6 +37,10 @@ def test_each_broken_contract_gets_its_reason(spark):
         '"card":{"artist_id":"7","artist_name":"x"}}',
         '{"event_id":"e10","event_type":"play","event_ts":"2026-10-01T10:00:00Z","user_id":"1",'
         '"card":{"artist_id":"7","artist_name":"x","track_id":"t"}}',
+        '{"event_id":"e11","event_type":"play","event_ts":1759312800000,"user_id":"1","count":1000001,'
+        '"card":{"artist_id":"7","artist_name":"x"}}',
+        '{"event_id":"e12","event_type":"click","event_ts":1759312800000,"user_id":"1","card":{"artist_id":"7",'
+        '"artist_name":"x"},"recommendation":{"request_id":"r","model_version":"v1/../x","variant":"B","position":0}}',
     ]
     expected = spark.createDataFrame(
         list(zip(lines, [
@@ -44,6 +48,7 @@ def test_each_broken_contract_gets_its_reason(spark):
             ("wrong_type", "event_ts"), ("wrong_type", "card"), ("missing_required", "event_id"),
             ("missing_required", "card.track_id"), ("missing_required", "recommendation"),
             ("unknown_event_type", "skip"), ("invalid_value", "count"), ("missing_required", "card.duration_ms"),
+            ("invalid_value", "count"), ("invalid_value", "recommendation.model_version"),
         ], strict=True)),
         "value string, why struct<r:string,d:string>",
     ).select("value", F.col("why.r").alias("_reason"), F.col("why.d").alias("_detail"))

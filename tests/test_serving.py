@@ -18,7 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 from pyspark.sql import functions as F
 
-from recsys.config import ConfigError, ExperimentConfig
+from recsys.config import ConfigError, ExperimentConfig, LimitsConfig
 from recsys.experiment import assign, variants
 from recsys.keys import pseudonym
 from recsys.landing.contract import event_errors
@@ -216,6 +216,51 @@ def test_events_are_validated_before_anything_lands(api):
     assert client.post("/v1/events", json=click).json() == {"accepted": 1}
     client.__exit__(None, None, None)
     assert [e["event_id"] for e in _landed(cfg)] == ["c1"]
+
+
+@pytest.fixture
+def bounded_api(spark, serving_cfg):
+    cfg = dataclasses.replace(serving_cfg, limits=LimitsConfig(max_body_bytes=2000, max_events_per_request=3,
+                                                               max_string_chars=40, max_count=100))
+    recs, segs = _batch(spark, "bounded", [pseudonym(SECRET, "42")], 0)
+    publish(spark, cfg, recs, segs)
+    with TestClient(create_app(cfg)) as client:
+        yield client, cfg
+
+
+def test_oversized_or_out_of_bounds_input_is_refused_and_nothing_lands(bounded_api):
+    client, cfg = bounded_api
+    play = {"event_id": "p1", "event_type": "play", "event_ts": "2026-11-28T21:04:05Z", "user_id": 42,
+            "card": {"artist_id": "ar1", "artist_name": "Artist 1"}}
+    too_big = json.dumps([play] * 3 + [{**play, "padding": "x" * 2000}]).encode()
+    refused = client.post("/v1/events", content=too_big, headers={"content-type": "application/json"})
+    assert refused.status_code == 413 and "limits.max_body_bytes (2000 bytes)" in refused.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit is counted as the body streams in
+        yield too_big[:1000]
+        yield too_big[1000:]
+    chunked = client.post("/v1/events", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+
+    many = client.post("/v1/events", json=[{**play, "event_id": f"p{i}"} for i in range(4)])
+    assert many.status_code == 413 and "limits.max_events_per_request is 3" in many.json()["detail"]
+
+    click = {**play, "event_id": "c1", "event_type": "click",
+             "recommendation": {"request_id": "r1", "model_version": "2", "variant": "B", "position": 0}}
+    bad = [play,
+           {**play, "event_id": "p2", "count": 101},
+           {**play, "event_id": "p3", "card": {"artist_id": "ar1", "artist_name": "y" * 41}},
+           {**click, "recommendation": {**click["recommendation"], "model_version": "v1; DROP"}}]
+    response = client.post("/v1/events", json=bad[:3])
+    assert response.status_code == 400
+    assert {(r["index"], r["reason"]) for r in response.json()["detail"]} == {
+        (1, "count: above the maximum 100"), (2, "card.artist_name: longer than 40 characters")}
+    label = client.post("/v1/events", json=bad[3]).json()["detail"]
+    assert label == [{"index": 0, "reason": "recommendation.model_version: must be 1-64 of A-Z a-z 0-9 . _ : -"}]
+    assert client.get(f"/v1/users/{'9' * 41}/recommendations").status_code == 422
+    assert client.post("/v1/events", json=[play, click]).json() == {"accepted": 2}
+    client.__exit__(None, None, None)
+    assert sorted(e["event_id"] for e in _landed(cfg)) == ["c1", "p1"]  # only the accepted request landed
 
 
 def test_health_and_docs(api, serving_cfg):

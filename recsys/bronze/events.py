@@ -27,7 +27,8 @@ from recsys.bronze.schema import (
     KNOWN_CARD,
     KNOWN_TOP_LEVEL,
 )
-from recsys.config import Config
+from recsys.config import Config, LimitsConfig
+from recsys.landing.contract import LABEL
 from recsys.landing.zone import EVENT_TYPES, EVENTS_DIR
 from recsys.tables import ARTIST_ID, BRONZE_INGEST_BATCHES, BRONZE_INGEST_RUNS, EVENT_ID, EVENT_TYPE, TRACK_ID, USER_ID
 
@@ -56,14 +57,16 @@ def _why(reason: str, detail: Column) -> Column:
     return F.struct(F.lit(reason).alias("r"), detail.cast("string").alias("d"))
 
 
-def parse_events(raw: DataFrame) -> DataFrame:
+def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFrame:
     """Parse `value` (one landing line) with the declared schema; add `_reason` and `_detail`.
 
     Rows with a NULL `_reason` keep the contract; the others say which rule they broke first,
     in the order of `REASONS`. A line is parsed twice: with the declared schema (`j`) and as a
     map of its fields (`_fields`: which keys it has, and the unknown ones bronze keeps); a line
-    that is not a JSON object has no `_fields`.
+    that is not a JSON object has no `_fields`. Our bounds (`limits.max_count`, the label rule of
+    `recsys.landing.contract.LABEL`) are `invalid_value` too.
     """
+    limits = limits or LimitsConfig()
     j = F.col("j")
     keys = F.map_keys("_fields")
     is_object = F.col("_fields").isNotNull()
@@ -87,13 +90,15 @@ def parse_events(raw: DataFrame) -> DataFrame:
     ])
     geo = j["context"]["geo"]
     invalid = _names_where([
-        ("count", j["count"] < 1),
+        ("count", (j["count"] < 1) | (j["count"] > limits.max_count)),
         ("card.artist_rank", card["artist_rank"] < 1),
         ("card.artist_followers", card["artist_followers"] < 0),
         ("card.track_likes", card["track_likes"] < 0),
         ("card.played_ms", card["played_ms"] < 0),
         ("card.volume", F.exists(card["volume"], lambda v: (v < 0) | (v > MAX_VOLUME))),
         ("recommendation.position", rec["position"] < 0),
+        ("recommendation.model_version", ~rec["model_version"].rlike(LABEL)),
+        ("recommendation.variant", ~rec["variant"].rlike(LABEL)),
         ("context.geo", (F.abs(geo["lat"]) > MAX_LATITUDE) | (F.abs(geo["lon"]) > MAX_LONGITUDE)),
     ])
     reason = (
@@ -186,7 +191,7 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
         # parses again and writes the valid lines. Caching the parsed lines themselves would hold
         # the whole batch, spilling to disk once a batch outgrows memory.
         parsed = parse_events(batch.withColumn("_ingested_at", F.current_timestamp())
-                              .withColumn("_run_id", F.lit(report.run_id)))
+                              .withColumn("_run_id", F.lit(report.run_id)), cfg.limits)
         failed = F.col("_reason").isNotNull()
         outcome = parsed.select("_source_file", "_reason", "_detail", F.when(failed, F.col("value")).alias("value"),
                                 "_ingested_at", "_run_id").persist()

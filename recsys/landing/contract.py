@@ -1,16 +1,25 @@
 """The event contract as code: `event.schema.json` (a verbatim copy of the contract's) plus the
-rules JSON Schema cannot say, for producers that validate before landing (the API).
+rules JSON Schema cannot say, for producers that validate before landing (the API), plus our own
+bounds (`limits.*`): a `count` maximum, a length limit on strings, and a safe character set for
+the labels that become MLflow metric names and file names (`recommendation.model_version`,
+`recommendation.variant`). Bronze applies the same count maximum and label rule to landed files.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator
+
+from recsys.config import LimitsConfig
+
+LABEL = r"^[A-Za-z0-9._:-]{1,64}$"  # model versions and variants: safe as MLflow metric and file names
+_LABEL = re.compile(LABEL)
 
 
 @functools.cache
@@ -24,8 +33,31 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(event_schema())
 
 
-def event_errors(event: Any) -> list[str]:
-    """Why `event` breaks the contract, one reason per problem (empty when it is well-formed)."""
+def _long_strings(value: Any, limit: int, path: str = "") -> list[str]:
+    if isinstance(value, str):
+        return [f"{path or '(event)'}: longer than {limit} characters"] if len(value) > limit else []
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in _long_strings(v, limit, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _long_strings(v, limit, f"{path}[{i}]")]
+    return []
+
+
+def _limit_errors(event: dict, limits: LimitsConfig) -> list[str]:
+    errors = _long_strings(event, limits.max_string_chars)
+    count = event.get("count")
+    if isinstance(count, int) and count > limits.max_count:
+        errors.append(f"count: above the maximum {limits.max_count}")
+    rec = event.get("recommendation")
+    for name in ("model_version", "variant"):
+        label = rec.get(name) if isinstance(rec, dict) else None
+        if isinstance(label, str) and not _LABEL.match(label):
+            errors.append(f"recommendation.{name}: must be 1-64 of A-Z a-z 0-9 . _ : -")
+    return errors
+
+
+def event_errors(event: Any, limits: LimitsConfig | None = None) -> list[str]:
+    """Why `event` breaks the contract or our bounds, one reason per problem (empty when it is well-formed)."""
     errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(event)'}: {e.message}"
               for e in sorted(_validator().iter_errors(event), key=lambda e: list(map(str, e.absolute_path)))]
     ts = event.get("event_ts") if isinstance(event, dict) else None
@@ -40,4 +72,6 @@ def event_errors(event: Any) -> list[str]:
     if isinstance(card, dict) and isinstance(card.get("played_ms"), int) and isinstance(card.get("duration_ms"), int) \
             and card["played_ms"] > card["duration_ms"]:
         errors.append("card.played_ms: longer than card.duration_ms")
+    if isinstance(event, dict):
+        errors += _limit_errors(event, limits or LimitsConfig())
     return errors

@@ -6,13 +6,16 @@
   `impression` event per artist in the landing zone (contract format, batched files), stamped
   with the request id, model version, variant, position and score.
 - `POST /v1/events`: one contract event or a list; all are validated first (400 with every
-  reason, nothing written), then landed the same way (202).
+  reason, nothing written), then landed the same way (202). Bounded (`limits.*`): a body over
+  `max_body_bytes` or more than `max_events_per_request` events is refused with 413 before
+  anything is parsed or written; strings, `count` and labels are checked with the contract (400).
 - `GET /healthz`: Redis reachable and a version live. OpenAPI docs at `/docs`.
 
 The user id is turned into the pseudonymous key at the door; Redis only ever sees the key.
 """
 
 
+import json
 import threading
 import time
 import uuid
@@ -23,7 +26,7 @@ from typing import Annotated, Any
 
 import redis
 import uvicorn
-from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi import Body, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -57,6 +60,48 @@ class Recommendations(BaseModel):
 class Accepted(BaseModel):
     """How many posted events were accepted."""
     accepted: int
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose body passes `max_bytes` gets 413 before the app reads it
+    (declared by Content-Length, or counted as a chunked body streams in).
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Pass the request on, refusing it once its body is known to be too large."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen, refused = 0, False
+
+        async def counted() -> dict:
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes and not refused:
+                refused = True
+                await self._refuse(send)
+                return {"type": "http.disconnect"}  # the app stops reading; its answer is dropped below
+            return message
+
+        async def unless_refused(message: dict) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"request body over limits.max_body_bytes ({self.max_bytes} bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _segment(client: redis.Redis, prefix: str, user_key: str) -> str:
@@ -94,9 +139,11 @@ def create_app(cfg: Config) -> FastAPI:
 
     app = FastAPI(title="recsys", version="1", lifespan=lifespan,
                   description="Artist recommendations, impressions and click feedback.")
+    app.add_middleware(BodyLimit, max_bytes=cfg.limits.max_body_bytes)
+    limits = cfg.limits
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations)
-    def recommendations(user_id: str,
+    def recommendations(user_id: Annotated[str, Path(max_length=limits.max_string_chars)],
                         k: Annotated[int, Query(ge=1, le=cfg.recommend.top_k)] = cfg.serving.default_k,
                         ) -> Recommendations:
         user_id = user_id.strip()
@@ -116,7 +163,11 @@ def create_app(cfg: Config) -> FastAPI:
     @app.post("/v1/events", status_code=202, response_model=Accepted)
     def post_events(payload: Annotated[dict[str, Any] | list[Any], Body()]) -> Accepted:
         events = payload if isinstance(payload, list) else [payload]
-        problems = [{"index": i, "reason": reason} for i, e in enumerate(events) for reason in event_errors(e)]
+        if len(events) > limits.max_events_per_request:
+            raise HTTPException(413, f"{len(events)} events in one request; limits.max_events_per_request is "
+                                     f"{limits.max_events_per_request}")
+        problems = [{"index": i, "reason": reason} for i, e in enumerate(events)
+                    for reason in event_errors(e, limits)]
         if not events:
             problems = [{"index": None, "reason": "no events"}]
         if problems:
