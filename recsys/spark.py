@@ -70,6 +70,7 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")  # every timestamp in recsys is UTC
         .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
+        .config("spark.hadoop.fs.permissions.umask-mode", "077")  # lake files (bronze holds PII): owner only
     )
     if "spark.driver.extraJavaOptions" not in cfg.conf:
         builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J2}")

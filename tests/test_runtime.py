@@ -91,3 +91,15 @@ def test_mlflow_logs_a_run_and_a_spark_model_that_loads_back(spark, mlflow_cfg, 
     assert logged.data.metrics == {"ndcg_at_10": 0.31}
     loaded = mlflow.spark.load_model(f"runs:/{run.info.run_id}/indexer", dfs_tmpdir=str(tmp_path / "dfs2"))
     assert_df_equality(loaded.transform(data), model.transform(data))
+
+
+def test_lake_files_are_readable_by_their_owner_only(spark, tmp_path):
+    """Bronze holds PII: what Spark writes into the lake is 0600 (files) and 0700 (folders)."""
+    import os
+    import stat
+
+    path = tmp_path / "private"
+    spark.range(3).write.format("delta").save(str(path))
+    modes = {stat.S_IMODE(os.stat(os.path.join(d, n)).st_mode) & 0o077
+             for d, dirs, files in os.walk(path) for n in [*dirs, *files]}
+    assert modes == {0}
