@@ -9,25 +9,26 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 STAMP := .state/stamps
 SECRET_FILE := .state/pseudonym_secret
-PASSWORD_FILES := .state/postgres_password .state/redis_password
+LOCAL_SECRETS := .state/postgres_password .state/redis_password .state/jwt_secret
 PYTEST_ARGS ?=
 
 # Local runs keep Spark's driver on loopback; the secret for pseudonyms comes from the
 # environment, or on this machine from a random one made once under .state/.
 export SPARK_LOCAL_IP ?= 127.0.0.1
 WITH_SECRET = RECSYS__PRIVACY__PSEUDONYM_SECRET="$${RECSYS__PRIVACY__PSEUDONYM_SECRET:-$$(cat $(SECRET_FILE))}"
-# The local servers' passwords likewise (read when a recipe runs, after `setup` made them); the
-# demo's and the tests' servers share them.
+# The local servers' passwords and the API's token key likewise (read when a recipe runs, after
+# `setup` made them); the demo's and the tests' servers share them.
 export RECSYS__POSTGRES__PASSWORD ?= $(shell cat .state/postgres_password 2>/dev/null)
 export RECSYS__REDIS__PASSWORD ?= $(shell cat .state/redis_password 2>/dev/null)
+export RECSYS__AUTH__JWT_SECRET ?= $(shell cat .state/jwt_secret 2>/dev/null)
 
 .PHONY: help setup jars services-up services-down test cluster-test test-fast lint demo generate import-lastfm eval-lastfm \
-	train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api bench-pipeline wheel clean
+	token train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api bench-pipeline wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(STAMP)/prereqs $(STAMP)/python $(STAMP)/jars $(SECRET_FILE) $(PASSWORD_FILES) ## prerequisites, virtualenv, packages, jars (idempotent)
+setup: $(STAMP)/prereqs $(STAMP)/python $(STAMP)/jars $(SECRET_FILE) $(LOCAL_SECRETS) ## prerequisites, virtualenv, packages, jars (idempotent)
 
 $(STAMP)/python: setup.py requirements.lock | $(STAMP)/prereqs
 	@mkdir -p $(STAMP)
@@ -48,7 +49,7 @@ $(STAMP)/prereqs: scripts/install-prereqs.sh
 	@bash scripts/install-prereqs.sh
 	@touch $@
 
-$(SECRET_FILE) $(PASSWORD_FILES):
+$(SECRET_FILE) $(LOCAL_SECRETS):
 	@mkdir -p $(dir $@) && chmod 700 $(dir $@)
 	@umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(32))" > $@
 
@@ -95,6 +96,9 @@ publish: services-up ## publish gold/recommendations to Redis as a new version, 
 
 rollback: services-up ## switch Redis back to the previous published version
 	$(PY) jobs/publish.py --rollback $(ARGS)
+
+token: setup ## print an API bearer token: USER_ID=<id> for that user, else a service token that may POST /v1/events
+	@$(PY) jobs/mint_token.py $(if $(USER_ID),--user-id $(USER_ID),--service cli) $(ARGS)
 
 serve: services-up ## the recommendations API on serving.host:serving.port (docs at /docs)
 	$(WITH_SECRET) $(PY) jobs/serve.py $(ARGS)

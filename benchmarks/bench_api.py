@@ -24,6 +24,7 @@ import numpy as np
 
 from recsys import lake
 from recsys.config import load_config
+from recsys.serving.auth import bearer
 from recsys.spark import get_spark
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def level(url: str, users: list[str], clients: int, seconds: float, k: int) -> tuple[list[float], int]:
+async def level(url: str, users: list[tuple[str, dict]], clients: int, seconds: float, k: int
+                ) -> tuple[list[float], int]:
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
@@ -46,7 +48,8 @@ async def level(url: str, users: list[str], clients: int, seconds: float, k: int
             i = n
             while time.monotonic() < deadline:
                 started = time.perf_counter()
-                response = await http.get(f"/v1/users/{users[i % len(users)]}/recommendations", params={"k": k})
+                user, token = users[i % len(users)]
+                response = await http.get(f"/v1/users/{user}/recommendations", params={"k": k}, headers=token)
                 latencies.append(time.perf_counter() - started)
                 errors += response.status_code != 200
                 i += clients
@@ -64,8 +67,10 @@ def main() -> None:
 
     cfg = load_config()
     spark = get_spark(cfg.spark, app_name="recsys-bench-api")
-    users = [r[0] for r in lake.read(spark, lake.table_path(cfg.lake, "bronze", "accounts"))
-             .select("user_id").limit(2000).collect()]
+    key = cfg.require_secret("auth.jwt_secret")
+    accounts = lake.read(spark, lake.table_path(cfg.lake, "bronze", "accounts"))
+    # each user's own token, minted before the clock starts
+    users = [(r[0], bearer(cfg.auth, key, r[0])) for r in accounts.select("user_id").limit(2000).collect()]
     spark.stop()
     port = free_port()
     scratch = tempfile.mkdtemp(prefix="bench-api-landing-")

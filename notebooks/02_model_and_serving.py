@@ -15,6 +15,7 @@ from recsys.config import load_config
 from recsys.model.batch import build_recommendations
 from recsys.model.train import CHALLENGER, CHAMPION, summary_line, train
 from recsys.serving.api import create_app, running
+from recsys.serving.auth import bearer
 from recsys.serving.publish import publish
 from recsys.spark import get_spark
 
@@ -56,5 +57,6 @@ print(published)
 
 some_user = lake.read(spark, lake.table_path(cfg.lake, "bronze", "events")).select("user_id").first()[0]
 with running(create_app(cfg)) as url:
-    answer = httpx.get(f"{url}/v1/users/{some_user}/recommendations", params={"k": 5}).json()
+    token = bearer(cfg.auth, cfg.require_secret("auth.jwt_secret"), some_user)  # the user's own token
+    answer = httpx.get(f"{url}/v1/users/{some_user}/recommendations", params={"k": 5}, headers=token).json()
 print({k: answer[k] for k in ("variant", "model_version", "source")}, [i["name"] for i in answer["items"]])

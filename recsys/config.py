@@ -264,6 +264,19 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Bearer tokens (signed JWTs) for the API, and its rate limit per credential."""
+
+    jwt_secret: str = _secret()     # HS256 signing key, environment only
+    issuer: str = "recsys"
+    audience: str = "recsys-api"
+    token_ttl_s: int = 3600         # lifetime of the tokens `make token` and the demo mint
+    leeway_s: int = 30              # clock skew tolerated on expiry
+    rate_per_s: float = 20.0        # requests per second per credential (429 above) ...
+    burst: int = 40                 # ... with bursts up to this many
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Sticky A/B assignment of users to model aliases."""
 
@@ -330,6 +343,7 @@ class Config:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)

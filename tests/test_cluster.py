@@ -31,11 +31,12 @@ from pyspark.sql import types as T
 from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
-from recsys.config import LakeConfig, PrivacyConfig
+from recsys.config import AuthConfig, LakeConfig, PrivacyConfig
 from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.experiment import assign
 from recsys.gold.build import build_gold
 from recsys.keys import pseudonym
+from recsys.serving.auth import bearer
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
 from tests.conftest import ROOT, isolated
@@ -44,6 +45,7 @@ SPARK_HOME = Path(pyspark.__file__).parent
 SPEC = GeneratorSpec(users=120, artists=130, days=1, dirt_rate=0.05, future_days=0, seed=41)
 AS_OF = "2026-10-02T00:00:00+00:00"
 SECRET = "cluster-secret"
+JWT_SECRET = "cluster-test-jwt-key-of-32-bytes-at-least"
 COMPARED = {"silver": ("events", "events_quarantine", "users", "artists", "tracks"),
             "gold": ("artist_stats", "track_stats", "user_features", "interactions", "id_map_users",
                      "id_map_artists")}
@@ -73,7 +75,7 @@ def cluster(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
     work = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "RECSYS_ENV": "test",
-           "RECSYS__PRIVACY__PSEUDONYM_SECRET": SECRET}
+           "RECSYS__PRIVACY__PSEUDONYM_SECRET": SECRET, "RECSYS__AUTH__JWT_SECRET": JWT_SECRET}
     port, ui = _free_port(), _free_port()
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     processes = [_spawn([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
@@ -226,7 +228,8 @@ def _serving_on_the_cluster(spark, cluster, cfg, tmp_path: Path) -> None:
             assert api.poll() is None and time.monotonic() < deadline, (work / "api.log").read_text()[-3000:]
             try:
                 url = f"http://127.0.0.1:{port}/v1/users/{user_id}/recommendations?k={len(expected)}"
-                with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+                request = urllib.request.Request(url, headers=bearer(AuthConfig(), JWT_SECRET, user_id))
+                with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
                     answer = json.load(response)
             except OSError:
                 time.sleep(0.5)

@@ -18,17 +18,19 @@ import redis
 from fastapi.testclient import TestClient
 from pyspark.sql import functions as F
 
-from recsys.config import ConfigError, ExperimentConfig, LimitsConfig
+from recsys.config import AuthConfig, ConfigError, ExperimentConfig, LimitsConfig
 from recsys.experiment import assign, variants
 from recsys.keys import pseudonym
 from recsys.landing.contract import event_errors
 from recsys.serving.api import create_app
+from recsys.serving.auth import EVENTS_WRITE, bearer, mint
 from recsys.serving.publish import publish, rollback
 from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key
 from recsys.stores.redis import HashLoader, connect, load_hashes
 from recsys.stores.resp import bulk_strings
 
 SECRET = "serving-test-secret"
+JWT_SECRET = "serving-test-jwt-key-of-32-bytes-or-more"
 RECS = ("user_key string, model_alias string, model_version string, model_run_id string, rank int, "
         "artist_id string, artist_name string, score float, source string, segment string, batch_id string")
 SEGS = "segment string, rank int, artist_id string, artist_name string, score float, batch_id string"
@@ -42,7 +44,16 @@ def serving_cfg(cfg, tmp_path):
                                     batch_size=50),
         privacy=dataclasses.replace(cfg.privacy, pseudonym_secret=SECRET),
         experiment=ExperimentConfig(salt="s1", variants={"A": "champion:50", "B": "challenger:50"}),
+        auth=AuthConfig(jwt_secret=JWT_SECRET),
     )
+
+
+def _as(cfg, subject: str, *scopes: str) -> dict[str, str]:
+    return bearer(cfg.auth, JWT_SECRET, subject, scopes)
+
+
+def _service(cfg) -> dict[str, str]:
+    return _as(cfg, "service:test", EVENTS_WRITE)
 
 
 def _batch(spark, batch: str, users: list[str], offset: int):
@@ -173,21 +184,22 @@ def _landed(cfg) -> list[dict]:
 
 def test_recommendations_answer_and_log_impressions(api):
     client, cfg, expected, keys = api
-    body = client.get("/v1/users/42/recommendations", params={"k": 2}).json()
+    body = client.get("/v1/users/42/recommendations", params={"k": 2}, headers=_as(cfg, "42")).json()
     variant = assign(cfg.experiment, keys[0])
     assert body["variant"] == variant.name and body["source"] == "als"
     assert body["model_version"] == {"champion": "1", "challenger": "2"}[variant.alias]
     assert [i["artist_id"] for i in body["items"]] == expected[(keys[0], variant.alias)][:2]
     assert [i["rank"] for i in body["items"]] == [1, 2] and body["request_id"]
-    assert client.get("/v1/users/%2042%20/recommendations").json()["variant"] == body["variant"]  # same user
+    same = client.get("/v1/users/%2042%20/recommendations", headers=_as(cfg, "42")).json()
+    assert same["variant"] == body["variant"]  # same user
 
     assert all(i["name"] == "Artist " + i["artist_id"][2:] for i in body["items"])  # from the version's artists
 
-    cold = client.get("/v1/users/nobody/recommendations").json()
+    cold = client.get("/v1/users/nobody/recommendations", headers=_as(cfg, "nobody")).json()
     assert cold["source"] == "global" and [i["artist_id"] for i in cold["items"]] == ["ar31", "ar32", "ar33"]
     assert [i["name"] for i in cold["items"]] == ["Artist 31", "Artist 32", "Artist 33"]
-    assert client.get("/v1/users/42/recommendations", params={"k": 0}).status_code == 422
-    assert client.get("/v1/users/42/recommendations", params={"k": 51}).status_code == 422
+    assert client.get("/v1/users/42/recommendations", params={"k": 0}, headers=_as(cfg, "42")).status_code == 422
+    assert client.get("/v1/users/42/recommendations", params={"k": 51}, headers=_as(cfg, "42")).status_code == 422
 
     client.__exit__(None, None, None)  # shutting the app down flushes the landing writer
     landed = _landed(cfg)
@@ -205,15 +217,15 @@ def test_events_are_validated_before_anything_lands(api):
              "card": {"artist_id": "ar1", "artist_name": "Artist 1"},
              "recommendation": {"request_id": "r1", "model_version": "2", "variant": "B", "position": 0}}
     bad = [click, {**click, "event_id": "c2", "recommendation": None}, {**click, "event_ts": "yesterday"}]
-    response = client.post("/v1/events", json=bad)
+    response = client.post("/v1/events", json=bad, headers=_service(cfg))
     assert response.status_code == 400
     reasons = response.json()["detail"]
     assert {r["index"] for r in reasons} == {1, 2}
     assert any("recommendation" in r["reason"] for r in reasons if r["index"] == 1)
-    assert client.post("/v1/events", content=b"{not json", headers={"content-type": "application/json"}
-                       ).status_code == 422
-    assert client.post("/v1/events", json=[]).status_code == 400
-    assert client.post("/v1/events", json=click).json() == {"accepted": 1}
+    assert client.post("/v1/events", content=b"{not json",
+                       headers={"content-type": "application/json", **_service(cfg)}).status_code == 422
+    assert client.post("/v1/events", json=[], headers=_service(cfg)).status_code == 400
+    assert client.post("/v1/events", json=click, headers=_service(cfg)).json() == {"accepted": 1}
     client.__exit__(None, None, None)
     assert [e["event_id"] for e in _landed(cfg)] == ["c1"]
 
@@ -242,7 +254,7 @@ def test_oversized_or_out_of_bounds_input_is_refused_and_nothing_lands(bounded_a
     chunked = client.post("/v1/events", content=chunks(), headers={"content-type": "application/json"})
     assert chunked.status_code == 413
 
-    many = client.post("/v1/events", json=[{**play, "event_id": f"p{i}"} for i in range(4)])
+    many = client.post("/v1/events", json=[{**play, "event_id": f"p{i}"} for i in range(4)], headers=_service(cfg))
     assert many.status_code == 413 and "limits.max_events_per_request is 3" in many.json()["detail"]
 
     click = {**play, "event_id": "c1", "event_type": "click",
@@ -251,16 +263,53 @@ def test_oversized_or_out_of_bounds_input_is_refused_and_nothing_lands(bounded_a
            {**play, "event_id": "p2", "count": 101},
            {**play, "event_id": "p3", "card": {"artist_id": "ar1", "artist_name": "y" * 41}},
            {**click, "recommendation": {**click["recommendation"], "model_version": "v1; DROP"}}]
-    response = client.post("/v1/events", json=bad[:3])
+    response = client.post("/v1/events", json=bad[:3], headers=_service(cfg))
     assert response.status_code == 400
     assert {(r["index"], r["reason"]) for r in response.json()["detail"]} == {
         (1, "count: above the maximum 100"), (2, "card.artist_name: longer than 40 characters")}
-    label = client.post("/v1/events", json=bad[3]).json()["detail"]
+    label = client.post("/v1/events", json=bad[3], headers=_service(cfg)).json()["detail"]
     assert label == [{"index": 0, "reason": "recommendation.model_version: must be 1-64 of A-Z a-z 0-9 . _ : -"}]
-    assert client.get(f"/v1/users/{'9' * 41}/recommendations").status_code == 422
-    assert client.post("/v1/events", json=[play, click]).json() == {"accepted": 2}
+    assert client.get(f"/v1/users/{'9' * 41}/recommendations", headers=_as(cfg, "9" * 41)).status_code == 422
+    assert client.post("/v1/events", json=[play, click], headers=_service(cfg)).json() == {"accepted": 2}
     client.__exit__(None, None, None)
     assert sorted(e["event_id"] for e in _landed(cfg)) == ["c1", "p1"]  # only the accepted request landed
+
+
+def test_only_a_valid_token_for_that_user_reads_a_list_and_only_services_post(api):
+    client, cfg, _, _ = api
+    url = "/v1/users/42/recommendations"
+    assert client.get("/healthz").status_code == 200  # open
+    missing = client.get(url)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    expired = mint(cfg.auth, JWT_SECRET, "42", ttl_s=-cfg.auth.leeway_s - 5)
+    assert client.get(url, headers={"Authorization": f"Bearer {expired}"}).json() == {"detail": "the token has expired"}
+    forged = mint(cfg.auth, "not-our-key-but-just-as-long-as-ours!", "42")
+    assert client.get(url, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    elsewhere = mint(dataclasses.replace(cfg.auth, audience="another-api"), JWT_SECRET, "42")
+    assert client.get(url, headers={"Authorization": f"Bearer {elsewhere}"}).status_code == 401
+    assert client.get(url, headers={"Authorization": "Basic NDI6eA=="}).status_code == 401
+    # Another user's token learns nothing, whether or not the id exists.
+    assert client.get(url, headers=_as(cfg, "7")).status_code == 403
+    assert client.get("/v1/users/nobody/recommendations", headers=_as(cfg, "7")).status_code == 403
+    assert client.get(url, headers=_service(cfg)).status_code == 403
+    play = {"event_id": "p1", "event_type": "play", "event_ts": "2026-11-28T21:04:05Z", "user_id": 42,
+            "card": {"artist_id": "ar1", "artist_name": "Artist 1"}}
+    assert client.post("/v1/events", json=play).status_code == 401
+    assert client.post("/v1/events", json=play, headers=_as(cfg, "42")).status_code == 403
+    assert client.get(url, headers=_as(cfg, "42")).status_code == 200
+
+
+def test_each_credential_has_its_own_rate_limit(spark, serving_cfg):
+    cfg = dataclasses.replace(serving_cfg, auth=dataclasses.replace(serving_cfg.auth, rate_per_s=0.5, burst=3))
+    recs, segs = _batch(spark, "limited", [pseudonym(SECRET, "42")], 0)
+    publish(spark, cfg, recs, segs)
+    with TestClient(create_app(cfg)) as client:
+        token = _as(cfg, "42")
+        codes = [client.get("/v1/users/42/recommendations", headers=token).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = client.get("/v1/users/42/recommendations", headers=token)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert client.get("/v1/users/7/recommendations", headers=_as(cfg, "7")).status_code == 200  # not shared
 
 
 def test_health_and_docs(api, serving_cfg):
@@ -269,7 +318,7 @@ def test_health_and_docs(api, serving_cfg):
     assert "/v1/users/{user_id}/recommendations" in client.get("/openapi.json").json()["paths"]
     connect(serving_cfg.redis).delete(live_key(serving_cfg.publish.prefix))
     assert client.get("/healthz").status_code == 503
-    assert client.get("/v1/users/42/recommendations").status_code == 503
+    assert client.get("/v1/users/42/recommendations", headers=_as(serving_cfg, "42")).status_code == 503
 
 
 def test_packaged_schema_is_the_contract():

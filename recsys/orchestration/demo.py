@@ -26,6 +26,7 @@ from recsys.gold.store import sync_feature_store
 from recsys.model.batch import build_recommendations
 from recsys.model.train import CHAMPION, TrainingFailed, summary_line, train
 from recsys.serving.api import create_app, running
+from recsys.serving.auth import EVENTS_WRITE, bearer
 from recsys.serving.publish import publish
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
@@ -85,10 +86,12 @@ def _step(name: str, started: float) -> None:
 
 def _call_api(cfg: Config, user_ids: list[str]) -> None:
     """Serve the API in-process for a moment: a few requests, then a click on the first answer."""
+    key = cfg.require_secret("auth.jwt_secret")
     with running(create_app(cfg), cfg.serving.host) as url, httpx.Client(base_url=url, timeout=10) as api:
         first: dict | None = None
         for user_id in user_ids:
-            body = api.get(f"/v1/users/{user_id}/recommendations", params={"k": 5}).json()
+            body = api.get(f"/v1/users/{user_id}/recommendations", params={"k": 5},
+                           headers=bearer(cfg.auth, key, user_id)).json()
             first = first or body
             print(f"         GET /v1/users/<id>/recommendations -> variant {body['variant']}, model v"
                   f"{body['model_version']}, {body['source']}: {[i['name'] for i in body['items']]}")
@@ -101,7 +104,8 @@ def _call_api(cfg: Config, user_ids: list[str]) -> None:
                  "recommendation": {"request_id": first["request_id"], "model_version": first["model_version"],
                                     "variant": first["variant"], "position": item["rank"] - 1,
                                     "score": item["score"]}}
-        print(f"         POST /v1/events (a click) -> {api.post('/v1/events', json=click).status_code}")
+        posted = api.post("/v1/events", json=click, headers=bearer(cfg.auth, key, "service:demo", [EVENTS_WRITE]))
+        print(f"         POST /v1/events (a click) -> {posted.status_code}")
 
 
 def run_demo(spark: SparkSession, cfg: Config, started: float) -> int:
@@ -166,6 +170,7 @@ def run_demo(spark: SparkSession, cfg: Config, started: float) -> int:
     print(f"  Redis            {cfg.redis.url}/{cfg.redis.db}   (keys {cfg.gold.redis_prefix}:features:<user_key>, "
           f"{cfg.publish.prefix}:recs:*)")
     print(f"  API              make serve, then http://{cfg.serving.host}:{cfg.serving.port}/docs")
-    print(f"                   curl 'http://{cfg.serving.host}:{cfg.serving.port}/v1/users/{user_ids[0]}/recommendations?k=5'")
+    print(f"                   curl -H \"Authorization: Bearer $(make -s token USER_ID={user_ids[0]})\" "
+          f"'http://{cfg.serving.host}:{cfg.serving.port}/v1/users/{user_ids[0]}/recommendations?k=5'")
     _step("done", started)
     return 0

@@ -11,6 +11,10 @@
   anything is parsed or written; strings, `count` and labels are checked with the contract (400).
 - `GET /healthz`: Redis reachable and a version live. OpenAPI docs at `/docs`.
 
+Every `/v1` call needs `Authorization: Bearer <token>` (`recsys/serving/auth.py`): a user token
+reads only its own user's list, a service token with `events:write` posts events; 401 without a
+valid token, 403 for another user or a missing scope, 429 past the per-credential rate limit.
+
 The user id is turned into the pseudonymous key at the door; Redis only ever sees the key.
 """
 
@@ -19,14 +23,14 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import redis
 import uvicorn
-from fastapi import Body, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -35,6 +39,16 @@ from recsys.experiment import assign, variants
 from recsys.keys import features_key, pseudonym, segment_name
 from recsys.landing.contract import event_errors
 from recsys.landing.writer import LandingWriter
+from recsys.serving.auth import (
+    EVENTS_WRITE,
+    Caller,
+    Forbidden,
+    RateLimiter,
+    Unauthorized,
+    require_scope,
+    require_user,
+    verify,
+)
 from recsys.serving.store import RecommendationStore
 from recsys.stores.redis import connect, text
 
@@ -104,6 +118,13 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _allowed(check: Callable[[], None]) -> None:
+    try:
+        check()
+    except Forbidden as err:
+        raise HTTPException(403, str(err)) from None
+
+
 def _segment(client: redis.Redis, prefix: str, user_key: str) -> str:
     age, country = client.hmget(features_key(prefix, user_key), ["age_group", "country"])
     return segment_name(text(age), text(country))
@@ -124,8 +145,21 @@ def impressions(user_id: str, answer: Recommendations) -> list[dict[str, Any]]:
 def create_app(cfg: Config) -> FastAPI:
     """The FastAPI app: recommendations from the live Redis version, events to the landing zone."""
     secret = cfg.require_secret("privacy.pseudonym_secret")
+    jwt_secret = cfg.require_secret("auth.jwt_secret")
     table = variants(cfg.experiment)  # fails at startup, not per request, on a bad split
     state: dict[str, Any] = {}
+    limiter = RateLimiter(cfg.auth.rate_per_s, cfg.auth.burst)
+
+    def caller(authorization: Annotated[str | None, Header()] = None) -> Caller:
+        try:
+            who = verify(cfg.auth, jwt_secret, authorization)
+        except Unauthorized as err:
+            raise HTTPException(401, str(err), headers={"WWW-Authenticate": "Bearer"}) from None
+        wait = limiter.allow(who.subject)
+        if wait:
+            raise HTTPException(429, "rate limit exceeded for this credential",
+                                headers={"Retry-After": str(max(1, round(wait)))})
+        return who
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -144,9 +178,11 @@ def create_app(cfg: Config) -> FastAPI:
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations)
     def recommendations(user_id: Annotated[str, Path(max_length=limits.max_string_chars)],
+                        who: Annotated[Caller, Depends(caller)],
                         k: Annotated[int, Query(ge=1, le=cfg.recommend.top_k)] = cfg.serving.default_k,
                         ) -> Recommendations:
         user_id = user_id.strip()
+        _allowed(lambda: require_user(who, user_id))
         user_key = pseudonym(secret, user_id)
         variant = assign(cfg.experiment, user_key, table)
         answer = state["store"].get(user_key, variant.alias, _segment(state["client"], cfg.gold.redis_prefix,
@@ -161,7 +197,9 @@ def create_app(cfg: Config) -> FastAPI:
         return body
 
     @app.post("/v1/events", status_code=202, response_model=Accepted)
-    def post_events(payload: Annotated[dict[str, Any] | list[Any], Body()]) -> Accepted:
+    def post_events(who: Annotated[Caller, Depends(caller)],
+                    payload: Annotated[dict[str, Any] | list[Any], Body()]) -> Accepted:
+        _allowed(lambda: require_scope(who, EVENTS_WRITE))
         events = payload if isinstance(payload, list) else [payload]
         if len(events) > limits.max_events_per_request:
             raise HTTPException(413, f"{len(events)} events in one request; limits.max_events_per_request is "
