@@ -23,7 +23,7 @@ export RECSYS__REDIS__PASSWORD ?= $(shell cat .state/redis_password 2>/dev/null)
 export RECSYS__AUTH__JWT_SECRET ?= $(shell cat .state/jwt_secret 2>/dev/null)
 
 .PHONY: help setup jars services-up services-down test cluster-test test-fast lint demo generate import-lastfm eval-lastfm \
-	token train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api bench-pipeline wheel clean
+	token pii-scan train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api bench-pipeline wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -96,6 +96,9 @@ publish: services-up ## publish gold/recommendations to Redis as a new version, 
 
 rollback: services-up ## switch Redis back to the previous published version
 	$(PY) jobs/publish.py --rollback $(ARGS)
+
+pii-scan: services-up ## search silver, gold (all kept versions), PostgreSQL, Redis, MLflow and ARGS="--log FILE" for PII; exit 4 on any
+	@$(PY) jobs/pii_scan.py $(ARGS)
 
 token: setup ## print an API bearer token: USER_ID=<id> for that user, else a service token that may POST /v1/events
 	@$(PY) jobs/mint_token.py $(if $(USER_ID),--user-id $(USER_ID),--service cli) $(ARGS)

@@ -58,6 +58,14 @@ def execute(cfg: PostgresConfig, statement: str, params: Sequence | None = None)
         cur.execute(statement, params)
 
 
+def tables(cfg: PostgresConfig) -> list[str]:
+    """The names of the ordinary tables in the database's `public` schema."""
+    with connect(cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name")
+        return [row[0] for row in cur.fetchall()]
+
+
 def jdbc_url(cfg: PostgresConfig) -> str:
     """The JDBC URL of the configured database."""
     return f"jdbc:postgresql://{cfg.host}:{cfg.port}/{cfg.database}"

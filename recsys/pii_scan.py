@@ -1,0 +1,208 @@
+"""`make pii-scan`: search every sink past bronze for the PII that entered the lake.
+
+The needles are the PII bronze holds (it is the only layer allowed to): from `bronze/accounts`
+names, emails, birth dates, exact coordinates and user ids; from `bronze/events` the producers'
+stray `user` fields (email, display name, IP) and exact event coordinates. The haystacks:
+
+- every silver and gold Delta table: all data files still on disk (so every retained version,
+  not only the current one) and its transaction log (commit metadata, column statistics);
+- every PostgreSQL table but `accounts` (the source, which holds PII by contract);
+- every Redis key and value under `redis_patterns`;
+- the MLflow experiment's runs: params, metrics, tags and every artifact (reports, models);
+- log files the caller names (the jobs' own output).
+
+Each haystack is text: a table row as JSON, a file, a key and its value. Emails, IPs, dates and
+coordinates are found by their shapes and joined with the needles of that kind; names as whole
+quoted values (or substrings, in free text); user ids only as the value of a `user_id` field,
+since ids are short numbers that catalog ids share. The report counts hits per sink and kind and
+never prints a value: it must not leak what it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import lake
+from recsys.config import Config
+from recsys.stores import postgres, redis
+from recsys.tables import BRONZE_ACCOUNTS, BRONZE_EVENTS, LAYERS
+from recsys.tracking import setup_mlflow
+
+SHAPES = {  # kind -> the regex that finds candidates of that kind in text (lower-cased)
+    "email": r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+",
+    "ip": r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])",
+    "birth_date": r"\d{4}-\d{2}-\d{2}",
+    "coordinate": r"-?\d{1,3}\.\d{4,}",
+    "user_id": r'"user_?id"\s*:\s*"?\s*([^",}\s]+)',
+    "name": r'"([^"\\]{5,200})"',
+}
+PRIVATE_LAYER = "bronze"  # and the landing zone: both hold PII by design
+MIN_DECIMALS = 4  # a coordinate this precise locates a home; coarser ones are not PII here
+MIN_CHARS = 5     # shorter names, emails and the like would match ordinary words
+
+
+@dataclass(frozen=True)
+class Hit:
+    """PII of one kind found in one place, how often (never the value)."""
+    sink: str
+    where: str
+    kind: str
+    count: int
+
+
+def needles(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(kind, value) of every PII value bronze holds, lower-cased and trimmed."""
+    accounts = lake.read(spark, BRONZE_ACCOUNTS.path(cfg.lake))
+    events = lake.read(spark, BRONZE_EVENTS.path(cfg.lake))
+    geo = events.select(F.col("context.geo.lat").alias("lat"), F.col("context.geo.lon").alias("lon"))
+    parts = [
+        accounts.select(F.lit("email").alias("kind"), F.col("email").alias("value")),
+        accounts.select(F.lit("name"), F.col("full_name")),
+        accounts.select(F.lit("birth_date"), F.col("date_of_birth").cast("string")),
+        accounts.select(F.lit("user_id"), F.col("user_id")),
+        events.select(F.lit("email"), F.col("user.email")),
+        events.select(F.lit("name"), F.col("user.display_name")),
+        events.select(F.lit("ip"), F.col("user.ip")),
+        events.select(F.lit("user_id"), F.col("user_id")),
+    ]
+    for frame, lat, lon in ((accounts, "latitude", "longitude"), (geo, "lat", "lon")):
+        for column in (lat, lon):
+            parts.append(frame.select(F.lit("coordinate"), F.col(column).cast("string")))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part.toDF("kind", "value"))
+    value = F.lower(F.trim("value"))
+    exact = (F.col("kind") != "coordinate") | (F.length(F.regexp_extract("value", r"\.(\d+)$", 1)) >= MIN_DECIMALS)
+    return (union.filter(F.col("value").isNotNull()).withColumn("value", value)
+            .filter((F.length("value") >= MIN_CHARS) | (F.col("kind") == "user_id")).filter(exact).distinct())
+
+
+def _found(texts: DataFrame, wanted: DataFrame) -> DataFrame:
+    """(where, kind, count) of needle hits in a DataFrame of (where, text)."""
+    lowered = texts.select("where", F.lower("text").alias("text"))
+    candidates = None
+    for kind, shape in SHAPES.items():
+        group = 1 if "(" in shape.replace("(?", "") else 0
+        found = lowered.select("where", F.lit(kind).alias("kind"),
+                               F.explode(F.regexp_extract_all("text", F.lit(shape), group)).alias("value"))
+        candidates = found if candidates is None else candidates.unionByName(found)
+    assert candidates is not None
+    matched = candidates.withColumn("value", F.trim("value")).join(F.broadcast(wanted), on=["kind", "value"])
+    return matched.groupBy("where", "kind").agg(F.count("*").alias("count"))
+
+
+def _table_texts(spark: SparkSession, root: str) -> Iterator[DataFrame]:
+    """(where, text) per row of every data file of every table outside bronze, and per log entry."""
+    base = Path(root)
+    for layer in (name for name in LAYERS if name != PRIVATE_LAYER):
+        for table in sorted(p for p in (base / layer).glob("*") if p.is_dir()):
+            where = f"{layer}/{table.name}"
+            files = [str(p) for p in table.rglob("*.parquet") if "_delta_log" not in p.parts]
+            if files:
+                rows = spark.read.option("mergeSchema", "true").parquet(*files)
+                yield rows.select(F.lit(where).alias("where"), F.to_json(F.struct("*")).alias("text"))
+            if (table / "_delta_log").is_dir():
+                log = spark.read.text(str(table / "_delta_log" / "*.json"))
+                yield log.select(F.lit(f"{where} (log)").alias("where"), F.col("value").alias("text"))
+
+
+def _python_hits(sink: str, documents: Iterable[tuple[str, str]], wanted: dict[str, set[str]]) -> list[Hit]:
+    """Hits in small texts scanned on the driver (Redis, MLflow, logs)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    shapes = {kind: re.compile(shape) for kind, shape in SHAPES.items()}
+    for where, text in documents:
+        low = text.lower()
+        for kind, shape in shapes.items():
+            for match in shape.finditer(low):
+                value = (match.group(1) if shape.groups else match.group(0)).strip()
+                if value in wanted.get(kind, ()):
+                    counts[(where, kind)] += 1
+        if "name" in wanted:  # free text: names need not be quoted
+            counts[(where, "name")] += sum(low.count(n) for n in wanted["name"] if f'"{n}"' not in low)
+    return [Hit(sink, where, kind, n) for (where, kind), n in sorted(counts.items()) if n]
+
+
+def _redis_documents(cfg: Config, patterns: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    client = redis.connect(cfg.redis)
+    for pattern in patterns:
+        for key in client.scan_iter(match=pattern, count=1000):
+            kind = _decoded(client.type(key))
+            value: object = ""
+            if kind == "string":
+                value = client.get(key)
+            elif kind == "hash":
+                value = client.hgetall(key)
+            elif kind == "list":
+                value = client.lrange(key, 0, -1)
+            elif kind == "set":
+                value = client.smembers(key)
+            elif kind == "zset":
+                value = client.zrange(key, 0, -1)
+            yield f"key {pattern}", f"{_decoded(key)} {_decoded(value)}"
+
+
+def _decoded(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, dict):
+        return " ".join(f"{_decoded(k)} {_decoded(v)}" for k, v in value.items())
+    if isinstance(value, list | set):
+        return " ".join(_decoded(v) for v in value)
+    return str(value)
+
+
+def _mlflow_documents(cfg: Config) -> Iterator[tuple[str, str]]:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    experiment_id = setup_mlflow(cfg)
+    runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list")
+    for run in runs:
+        data = run.data
+        yield "params, metrics, tags", json.dumps({"params": data.params, "metrics": list(data.metrics),
+                                                   "tags": data.tags})
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=tmp))
+            for path in sorted(p for p in local.rglob("*") if p.is_file()):
+                yield f"artifact {path.relative_to(local).parts[0]}", path.read_bytes().decode(errors="replace")
+
+
+def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = ("*",),
+         logs: tuple[str, ...] = ()) -> list[Hit]:
+    """Every PII hit outside bronze and the landing zone; [] when there is none."""
+    wanted_df = needles(spark, cfg).persist()
+    wanted: dict[str, set[str]] = {}
+    for row in wanted_df.collect():
+        wanted.setdefault(row["kind"], set()).add(row["value"])
+    hits: list[Hit] = []
+    for texts in _table_texts(spark, cfg.lake.root):
+        hits += [Hit("lake", r["where"], r["kind"], r["count"]) for r in _found(texts, wanted_df).collect()]
+    for table in postgres.tables(cfg.postgres):
+        if table == "accounts":
+            continue
+        rows = postgres.read_jdbc(spark, cfg.postgres, f'"{table}"')
+        texts = rows.select(F.lit(table).alias("where"), F.to_json(F.struct("*")).alias("text"))
+        hits += [Hit("postgres", r["where"], r["kind"], r["count"]) for r in _found(texts, wanted_df).collect()]
+    hits += _python_hits("redis", _redis_documents(cfg, redis_patterns), wanted)
+    hits += _python_hits("mlflow", _mlflow_documents(cfg), wanted)
+    hits += _python_hits("logs", ((log, Path(log).read_text(errors="replace")) for log in logs), wanted)
+    wanted_df.unpersist()
+    return hits
+
+
+def report(hits: list[Hit]) -> str:
+    """One line per sink and kind with hits (counts only), or the all-clear."""
+    if not hits:
+        return "pii-scan: no PII found outside bronze and the landing zone"
+    lines = [f"pii-scan: {sum(h.count for h in hits)} PII values found outside bronze and the landing zone"]
+    lines += [f"  {h.sink:9} {h.where:40} {h.kind:11} {h.count}" for h in hits]
+    return "\n".join(lines)
