@@ -214,24 +214,6 @@ def transaction(spark: SparkSession, app_id: str, version: int) -> Iterator[None
         conf.unset("spark.databricks.delta.write.txnVersion")
 
 
-@contextmanager
-def stable_merge_source(spark: SparkSession) -> Iterator[None]:
-    """MERGEs inside the block do not materialize their source with a local checkpoint (which a
-    lost executor cannot recompute). Only for sources whose inputs cannot change while the MERGE
-    runs: immutable batches and tables the job itself writes only after the MERGE.
-    """
-    key = "spark.databricks.delta.merge.materializeSource"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, "none")
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
-
-
 def migrate(spark: SparkSession, path: str) -> list[str]:
     """Bring a stored table to its declaration in one commit: declared columns it lacks are added
     (NULL), undeclared ones dropped, others cast, and the declared partitioning applied; what

@@ -67,10 +67,9 @@ def add_values(values: DataFrame, path: str) -> None:
     spark = values.sparkSession
     lake.ensure_table(spark, path)
     condition = " AND ".join(f"t.{k} = s.{k}" for k in _KEY)
-    with lake.stable_merge_source(spark):  # a bronze batch and silver events not yet appended: both fixed
-        (DeltaTable.forPath(spark, path).alias("t").merge(lake.conform(values, path).alias("s"), condition)
-         .whenMatchedUpdate(set={"n": "t.n + s.n", "last_seen": "greatest(t.last_seen, s.last_seen)"})
-         .whenNotMatchedInsertAll().execute())
+    (DeltaTable.forPath(spark, path).alias("t").merge(lake.conform(values, path).alias("s"), condition)
+     .whenMatchedUpdate(set={"n": "t.n + s.n", "last_seen": "greatest(t.last_seen, s.last_seen)"})
+     .whenNotMatchedInsertAll().execute())
 
 
 def recount(spark: SparkSession, path: str, remaining: DataFrame, touched: DataFrame) -> None:
@@ -82,11 +81,10 @@ def recount(spark: SparkSession, path: str, remaining: DataFrame, touched: DataF
     source = stored.join(fresh, on=list(_KEY), how="left").select(
         *_KEY, F.coalesce("n", F.lit(0)).alias("n"), "last_seen")
     condition = " AND ".join(f"t.{k} = s.{k}" for k in _KEY)
-    with lake.stable_merge_source(spark):  # silver events change only after this MERGE
-        (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
-         .whenMatchedDelete("s.n = 0")
-         .whenMatchedUpdate(set={"n": "s.n", "last_seen": "s.last_seen"})
-         .execute())
+    (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
+     .whenMatchedDelete("s.n = 0")
+     .whenMatchedUpdate(set={"n": "s.n", "last_seen": "s.last_seen"})
+     .execute())
 
 
 def touched_by(events: DataFrame) -> DataFrame:
