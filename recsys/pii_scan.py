@@ -93,7 +93,7 @@ def _found(texts: DataFrame, wanted: DataFrame) -> DataFrame:
     lowered = texts.select("where", F.lower("text").alias("text"))
     candidates = None
     for kind, shape in SHAPES.items():
-        group = 1 if "(" in shape.replace("(?", "") else 0
+        group = re.compile(shape).groups  # 1 when the value is a capture group, as for user ids and names
         found = lowered.select("where", F.lit(kind).alias("kind"),
                                F.explode(F.regexp_extract_all("text", F.lit(shape), group)).alias("value"))
         candidates = found if candidates is None else candidates.unionByName(found)

@@ -38,14 +38,18 @@ class QualityGateFailed(RuntimeError):
     """The run's quarantine rate passed `quality.max_quarantine_rate`."""
 
 
-def deleted_keys(spark: SparkSession, cfg: Config, secret: str) -> DataFrame:
-    """The pseudonymous keys of every account deleted at the source (a small table: users, not events).
-
-    Ids are trimmed of spaces before hashing, as silver does with events' ids.
+def keys_of(deletions: DataFrame, secret: str) -> DataFrame:
+    """The pseudonymous keys of the accounts in `deletions` (rows of `bronze/account_deletions`: users,
+    not events, so keys are derived on the driver). Ids are trimmed of spaces before hashing, as
+    silver does with events' ids.
     """
-    deletions = lake.read(spark, BRONZE_ACCOUNT_DELETIONS.path(cfg.lake)).select(USER_ID).distinct()
-    keys = sorted({pseudonym(secret, r[USER_ID].strip(" ")) for r in deletions.collect() if r[USER_ID]})
-    return spark.createDataFrame([(k,) for k in keys], f"{USER_KEY} string")
+    ids = {r[USER_ID].strip(" ") for r in deletions.select(USER_ID).collect() if r[USER_ID]}
+    return deletions.sparkSession.createDataFrame([(pseudonym(secret, i),) for i in sorted(ids)], f"{USER_KEY} string")
+
+
+def deleted_keys(spark: SparkSession, cfg: Config, secret: str) -> DataFrame:
+    """The pseudonymous keys of every account deleted at the source."""
+    return keys_of(lake.read(spark, BRONZE_ACCOUNT_DELETIONS.path(cfg.lake)), secret)
 
 
 def forget(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
@@ -86,10 +90,10 @@ def forget_deleted_users(spark: SparkSession, cfg: Config, secret: str) -> int:
     seen = [0]
 
     def forget_batch(batch: DataFrame, batch_id: int) -> None:
-        ids = sorted({r[USER_ID].strip(" ") for r in batch.select(USER_ID).collect() if r[USER_ID]})
-        seen[0] += len(ids)
-        if ids:
-            gone = spark.createDataFrame([(pseudonym(secret, i),) for i in ids], f"{USER_KEY} string")
+        gone = keys_of(batch, secret)
+        found = gone.count()  # a local table: counting reads nothing
+        seen[0] += found
+        if found:
             forget(spark, cfg, gone)
 
     (spark.readStream.format("delta").load(deletions).writeStream.foreachBatch(forget_batch)

@@ -32,6 +32,7 @@ _TRACK = ("track", TRACK_ID, ("track_name", "track_key", ARTIST_ID, "album_name"
 _TYPES = {"genres": "array<string>", "artist_rank": "bigint", "artist_followers": "bigint",
           "duration_ms": "bigint", "track_likes": "bigint"}
 _KEY = ("kind", "id", "field", "value")
+_MATCH = " AND ".join(f"t.{k} = s.{k}" for k in _KEY)  # a MERGE's target row for a source row
 
 
 def _as_text(field: str) -> Column:
@@ -66,8 +67,7 @@ def add_values(values: DataFrame, path: str) -> None:
     """MERGE one batch's `catalog_values` into the table: counts add up, last-seen times take the maximum."""
     spark = values.sparkSession
     lake.ensure_table(spark, path)
-    condition = " AND ".join(f"t.{k} = s.{k}" for k in _KEY)
-    (DeltaTable.forPath(spark, path).alias("t").merge(lake.conform(values, path).alias("s"), condition)
+    (DeltaTable.forPath(spark, path).alias("t").merge(lake.conform(values, path).alias("s"), _MATCH)
      .whenMatchedUpdate(set={"n": "t.n + s.n", "last_seen": "greatest(t.last_seen, s.last_seen)"})
      .whenNotMatchedInsertAll().execute())
 
@@ -80,8 +80,7 @@ def recount(spark: SparkSession, path: str, remaining: DataFrame, touched: DataF
     stored = lake.read(spark, path).join(touched, on=["kind", "id"], how="left_semi").select(*_KEY)
     source = stored.join(fresh, on=list(_KEY), how="left").select(
         *_KEY, F.coalesce("n", F.lit(0)).alias("n"), "last_seen")
-    condition = " AND ".join(f"t.{k} = s.{k}" for k in _KEY)
-    (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
+    (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), _MATCH)
      .whenMatchedDelete("s.n = 0")
      .whenMatchedUpdate(set={"n": "s.n", "last_seen": "s.last_seen"})
      .execute())
@@ -101,8 +100,8 @@ def _derive(values: DataFrame, spec: tuple) -> DataFrame:
     by_frequency = rows.filter(F.col("field").isin(*frequent))
     by_recency = rows.filter(F.col("field").isin(*latest))
     picked = (
-        with_rank(by_frequency, F.desc("n"), F.desc("last_seen"), F.asc("value"))
-        .unionByName(with_rank(by_recency, F.desc("last_seen"), F.asc("value")))
+        _ranked(by_frequency, F.desc("n"), F.desc("last_seen"), F.asc("value"))
+        .unionByName(_ranked(by_recency, F.desc("last_seen"), F.asc("value")))
         .filter(F.col("_r") == 1)
     )
     wide = picked.groupBy("id").agg(*[F.max(F.when(F.col("field") == f, F.col("value"))).alias(f)
@@ -112,7 +111,7 @@ def _derive(values: DataFrame, spec: tuple) -> DataFrame:
         key, *[_typed(f).alias(f) for f in (*frequent, *latest)], "last_seen")
 
 
-def with_rank(rows: DataFrame, *order: Column) -> DataFrame:
+def _ranked(rows: DataFrame, *order: Column) -> DataFrame:
     """`_r`: each value's place within its (kind, id, field), by `order`."""
     return rows.withColumn("_r", F.row_number().over(Window.partitionBy("kind", "id", "field").orderBy(*order)))
 
@@ -139,4 +138,3 @@ def to_artists(events: DataFrame) -> DataFrame:
 def to_tracks(events: DataFrame) -> DataFrame:
     """One row per track in `events`: its most frequent name, key, artist, album and duration, latest likes."""
     return tracks_from(catalog_values(events, (_TRACK,)))
-

@@ -4,8 +4,8 @@ A Delta streaming source with a checkpoint reads only bronze rows not seen befor
 is pseudonymized, cleaned and split: untrusted rows go to the quarantine (no PII: the raw
 line stays in bronze), the rest is appended to `silver/events` when its `event_id` is not
 there yet (looked up only in the dates nearby), so a replayed file or a re-sent event adds
-nothing; the new events' counts also go to `silver/catalog_values` (see `silver/catalog.py`). Batches are idempotent:
-every write carries the batch id as a Delta transaction.
+nothing; the new events' counts also go to `silver/catalog_values` (see `silver/catalog.py`).
+Batches are idempotent: every write carries the batch id as a Delta transaction.
 """
 
 from __future__ import annotations
