@@ -41,10 +41,19 @@ PG_SYSTEM_USER = "recsys-pg"
 
 
 def _services_dir(cfg: Config, name: str) -> Path:
+    return Path(cfg.services.state_dir) / "services" / name
+
+
+def _private_home(cfg: Config, name: str) -> Path:
+    """A server's folder, created owner-only, in a state folder that is owner-only too (plus the
+    search permission the PostgreSQL user may need to pass through it).
+    """
     state = Path(cfg.services.state_dir)
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state.chmod(0o700 | (state.stat().st_mode & 0o001))  # owner only (+ search for the PostgreSQL user)
-    return state / "services" / name
+    state.chmod(0o700 | (state.stat().st_mode & 0o001))
+    home = _services_dir(cfg, name)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return home
 
 
 def _private_file(path: Path, text: str, owner: str | None = None) -> None:
@@ -115,7 +124,7 @@ def start_postgres(cfg: Config) -> str:
         return f"{endpoint}: already answering"
     if not (endpoint.is_local and cfg.services.manage):
         raise ServiceUnavailable(f"{endpoint} is not reachable")
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private_home(cfg, "postgres")
     if os.geteuid() == 0:
         _ensure_pg_system_user([bin_dir, home])
         shutil.chown(home, PG_SYSTEM_USER, PG_SYSTEM_USER)
@@ -150,7 +159,7 @@ def _require_passwords(cfg: Config, bin_dir: Path, data: Path, password: str) ->
     if " trust" not in hba.read_text():
         return
     if os.geteuid() == 0:
-        _ensure_pg_system_user([bin_dir, data])  # pg_ctl runs as that user
+        _ensure_pg_system_user([bin_dir, data.parent])  # pg_ctl runs as that user; data itself stays 0700
     with connect(cfg.postgres, database="postgres", autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(cfg.postgres.user)), (password,))
     lines = [line.replace(" trust", " scram-sha-256") if not line.lstrip().startswith("#") else line
@@ -196,8 +205,7 @@ def start_redis(cfg: Config) -> str:
         return f"{endpoint}: already answering"
     if not (endpoint.is_local and cfg.services.manage):
         raise ServiceUnavailable(f"{endpoint} is not reachable")
-    home = _services_dir(cfg, "redis")
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home = _private_home(cfg, "redis")
     conf = home / "redis.conf"
     _private_file(conf, f"requirepass {_password(cfg.redis.password, 'redis.password')}\n")
     argv = [

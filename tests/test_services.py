@@ -84,6 +84,11 @@ def test_local_servers_require_passwords_that_no_command_line_shows(base_cfg, tm
             psycopg2.connect(host=pg.host, port=pg.port, user=cfg.postgres.user, dbname="locked")
         with pytest.raises(redis_py.AuthenticationError):
             redis_py.Redis(host=rd.host, port=rd.port).ping()
+
+        services_down(cfg)  # a converted server starts again (its data folder is still 0700)
+        assert [line.split(": ")[1].split(" ")[0] for line in services_up(cfg)] == ["started", "started"]
+        with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
     finally:
         services_down(cfg)
 
