@@ -23,7 +23,7 @@ export RECSYS__REDIS__PASSWORD ?= $(shell cat .state/redis_password 2>/dev/null)
 export RECSYS__AUTH__JWT_SECRET ?= $(shell cat .state/jwt_secret 2>/dev/null)
 
 .PHONY: help setup jars services-up services-down test cluster-test test-fast lint demo generate import-lastfm eval-lastfm \
-	token pii-scan train recommend publish rollback serve feedback train-reranker monitor migrate refresh maintain bench bench-topk bench-publish bench-api bench-pipeline wheel clean
+	token pii-scan train recommend publish rollback serve feedback train-reranker monitor migrate refresh forget maintain bench bench-topk bench-publish bench-api bench-pipeline wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -114,6 +114,9 @@ train-reranker: services-up ## learn which impression features drive clicks; reg
 
 refresh: services-up ## the incremental chain a scheduler runs (ingest .. publish; trains when model.retrain_every_h passed)
 	@$(WITH_SECRET) $(PY) jobs/refresh.py $(ARGS)
+
+forget: services-up ## forget USER_ID=<id> (or users deleted at the source) everywhere: landing, lake, stores, MLflow; then VACUUM
+	@$(WITH_SECRET) $(PY) jobs/forget.py $(if $(USER_ID),--user-id $(USER_ID)) $(ARGS)
 
 maintain: services-up ## compact small files and VACUUM every lake table (lake.retention_hours; refuses one too short for the monitor)
 	$(PY) jobs/maintain.py $(ARGS)

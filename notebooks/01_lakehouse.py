@@ -20,6 +20,7 @@ from recsys.config import load_config
 from recsys.datagen.generator import generate, read_manifest
 from recsys.gold.build import build_gold
 from recsys.gold.store import sync_feature_store
+from recsys.orchestration.forget import forget_requested
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
 from recsys.spark import get_spark
@@ -50,7 +51,15 @@ run_id = uuid.uuid4().hex
 bronze = ingest_events(spark, cfg, run_id=run_id)
 accounts = ingest_accounts(spark, cfg, run_id=run_id)
 print(f"{bronze.rows_bronze} events, {bronze.rows_quarantined} quarantined {bronze.reasons}; "
-      f"{accounts.rows_read} accounts")
+      f"{accounts.rows_read} accounts, {accounts.forget_requested} deleted at the source")
+
+# COMMAND ----------
+
+# MAGIC %md ## Forget: users deleted at the source (or asked with `make forget`) are erased everywhere
+
+# COMMAND ----------
+
+print(f"{forget_requested(spark, cfg, on_erasure=print)} users forgotten")
 
 # COMMAND ----------
 

@@ -24,6 +24,13 @@ def pseudonym(secret: str, user_id: str) -> str:
     return pseudonym_from_key(secret.encode("utf-8"), user_id)
 
 
+def forget_token(user_key: str) -> str:
+    """SHA-256 of a user key, hex: how the erasure log remembers a forgotten user without naming
+    them (the same as Spark's `sha2(user_key, 256)`; one way, so it does not give the key back).
+    """
+    return hashlib.sha256(user_key.encode("utf-8")).hexdigest()
+
+
 def segment_name(age_group: str | None, country: str | None) -> str:
     """A user's popularity segment: `age_group|country`, `unknown` for either when missing."""
     return f"{age_group or UNKNOWN}|{country or UNKNOWN}"

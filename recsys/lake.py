@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -26,6 +26,13 @@ from recsys.tables import LAYERS, TABLES, Table
 
 class SchemaMismatch(ValueError):
     """A DataFrame or a stored table does not match the table's declaration in `recsys.tables`."""
+
+
+class ErasedVersion(ValueError):
+    """Time travel to a version from before users were forgotten (it would bring them back)."""
+
+
+ERASURE = "recsys:forget"  # the user metadata of every commit that forgets users
 
 
 def table_path(cfg: LakeConfig, layer: str, table: str) -> str:
@@ -111,11 +118,40 @@ def file_exists(spark: SparkSession, path: str) -> bool:
 
 
 def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
-    """Read a Delta table, optionally as of an earlier version (time travel)."""
+    """Read a Delta table, optionally as of an earlier version (time travel). A version older than
+    the table's last erasure is refused: it still holds the users that erasure forgot.
+    """
     reader = spark.read.format("delta")
     if version is not None:
+        erased = last_erasure(spark, path)
+        if erased is not None and version < erased:
+            raise ErasedVersion(f"{path} version {version} is older than its erasure of forgotten users at version "
+                                f"{erased}; read version {erased} or later")
         reader = reader.option("versionAsOf", version)
     return reader.load(path)
+
+
+def last_erasure(spark: SparkSession, path: str) -> int | None:
+    """The latest version of the table committed by `erasure()`, None when users were never forgotten from it."""
+    history = DeltaTable.forPath(spark, path).history().filter(F.col("userMetadata") == ERASURE)
+    found = history.agg(F.max("version")).collect()[0][0]
+    return None if found is None else int(found)
+
+
+def readable(spark: SparkSession, path: str, version: int) -> int:
+    """`version`, or the table's last erasure when that is later: the oldest state time travel may read."""
+    erased = last_erasure(spark, path)
+    return version if erased is None else max(version, erased)
+
+
+@contextmanager
+def erasure(spark: SparkSession) -> Iterator[None]:
+    """Delta commits inside the block are marked as erasures (commit user metadata `ERASURE`)."""
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", ERASURE)
+    try:
+        yield
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
 
 
 def current_version(spark: SparkSession, path: str) -> int:
@@ -125,11 +161,12 @@ def current_version(spark: SparkSession, path: str) -> int:
 
 def version_at(spark: SparkSession, path: str, when: datetime) -> int:
     """The version that was current at `when`: the latest committed at or before it, or the oldest
-    kept version when `when` is earlier than every commit (the closest state the table knows).
+    kept version when `when` is earlier than every commit (the closest state the table knows);
+    never older than the last erasure (`readable`).
     """
     history = DeltaTable.forPath(spark, path).history().select("version", "timestamp")
     at = history.filter(F.col("timestamp") <= F.lit(when)).agg(F.max("version")).collect()[0][0]
-    return int(at) if at is not None else int(history.agg(F.min("version")).collect()[0][0])
+    return readable(spark, path, int(at) if at is not None else int(history.agg(F.min("version")).collect()[0][0]))
 
 
 def metrics_since(spark: SparkSession, path: str, version: int) -> dict[str, int]:
@@ -157,6 +194,16 @@ def upsert(df: DataFrame, path: str, keys: Sequence[str]) -> None:
         .whenNotMatchedInsertAll()
         .execute()
     )
+
+
+def delete_matching(spark: SparkSession, path: str, source: DataFrame, condition: Column) -> int:
+    """Delete the rows of the table (alias `t`) that match a row of `source` (alias `s`) on `condition`;
+    how many went. A MERGE rather than a DELETE with literal values: the commit records the
+    condition, never the values (which, for forgotten users, must not stay in the log).
+    """
+    version = current_version(spark, path)
+    DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition).whenMatchedDelete().execute()
+    return metrics_since(spark, path, version).get("numTargetRowsDeleted", 0)
 
 
 def overwrite(df: DataFrame, path: str, metadata: str | None = None) -> None:
@@ -234,6 +281,12 @@ def migrate(spark: SparkSession, path: str) -> list[str]:
          .partitionBy(*table.partitioned_by)
          .option("userMetadata", json.dumps({"migration": changes})).save(path))
     return changes
+
+
+def delete_path(spark: SparkSession, path: str) -> bool:
+    """Delete a folder (a dropped table, an abandoned checkpoint) on any Hadoop file system; whether it existed."""
+    fs, hpath = _hadoop_path(spark, path)
+    return bool(fs.delete(hpath, True))
 
 
 def _hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:

@@ -11,6 +11,10 @@ stray `user` fields (email, display name, IP) and exact event coordinates. The h
 - the MLflow experiment's runs: params, metrics, tags and every artifact (reports, models);
 - log files the caller names (the jobs' own output).
 
+After forgetting users, `needles_of` (taken before) and `scan(..., everywhere=True)` search for
+what identified them (their ids, pseudonymous keys and the PII values no other user shares) in
+bronze, the landing zone's events and the `accounts` table too: none may be left anywhere.
+
 Each haystack is text: a table row as JSON, a file, a key and its value. Emails, IPs, dates and
 coordinates are found by their shapes and joined with the needles of that kind; names as whole
 quoted values (or substrings, in free text); user ids only as the value of a `user_id` field,
@@ -30,13 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.keys import pseudonym
 from recsys.stores import postgres, redis
-from recsys.tables import BRONZE_ACCOUNTS, BRONZE_EVENTS, LAYERS
+from recsys.tables import BRONZE_ACCOUNTS, BRONZE_EVENTS, LAYERS, USER_ID
 from recsys.tracking import setup_mlflow
 
 SHAPES = {  # kind -> the regex that finds candidates of that kind in text (lower-cased)
@@ -46,6 +52,7 @@ SHAPES = {  # kind -> the regex that finds candidates of that kind in text (lowe
     "coordinate": r"-?\d{1,3}\.\d{4,}",
     "user_id": r'"user_?id"\s*:\s*"?\s*([^",}\s]+)',
     "name": r'"([^"\\]{5,200})"',
+    "user_key": r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])",  # sought only for users forgotten (`needles_of`)
 }
 PRIVATE_LAYER = "bronze"  # and the landing zone: both hold PII by design
 MIN_DECIMALS = 4  # a coordinate this precise locates a home; coarser ones are not PII here
@@ -61,38 +68,60 @@ class Hit:
     count: int
 
 
-def needles(spark: SparkSession, cfg: Config) -> DataFrame:
-    """(kind, value) of every PII value bronze holds, lower-cased and trimmed."""
+def _owned_values(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(who, kind, value): every PII value bronze holds, with the (trimmed) id of the user it is about."""
     accounts = lake.read(spark, BRONZE_ACCOUNTS.path(cfg.lake))
     events = lake.read(spark, BRONZE_EVENTS.path(cfg.lake))
-    geo = events.select(F.col("context.geo.lat").alias("lat"), F.col("context.geo.lon").alias("lon"))
+    geo = events.select(F.col(USER_ID), F.col("context.geo.lat").alias("lat"), F.col("context.geo.lon").alias("lon"))
     parts = [
-        accounts.select(F.lit("email").alias("kind"), F.col("email").alias("value")),
-        accounts.select(F.lit("name"), F.col("full_name")),
-        accounts.select(F.lit("birth_date"), F.col("date_of_birth").cast("string")),
-        accounts.select(F.lit("user_id"), F.col("user_id")),
-        events.select(F.lit("email"), F.col("user.email")),
-        events.select(F.lit("name"), F.col("user.display_name")),
-        events.select(F.lit("ip"), F.col("user.ip")),
-        events.select(F.lit("user_id"), F.col("user_id")),
+        accounts.select(USER_ID, F.lit("email").alias("kind"), F.col("email").alias("value")),
+        accounts.select(USER_ID, F.lit("name"), F.col("full_name")),
+        accounts.select(USER_ID, F.lit("birth_date"), F.col("date_of_birth").cast("string")),
+        accounts.select(USER_ID, F.lit("user_id"), F.col(USER_ID)),
+        events.select(USER_ID, F.lit("email"), F.col("user.email")),
+        events.select(USER_ID, F.lit("name"), F.col("user.display_name")),
+        events.select(USER_ID, F.lit("ip"), F.col("user.ip")),
+        events.select(USER_ID, F.lit("user_id"), F.col(USER_ID)),
     ]
     for frame, lat, lon in ((accounts, "latitude", "longitude"), (geo, "lat", "lon")):
         for column in (lat, lon):
-            parts.append(frame.select(F.lit("coordinate"), F.col(column).cast("string")))
-    union = parts[0]
+            parts.append(frame.select(USER_ID, F.lit("coordinate"), F.col(column).cast("string")))
+    union = parts[0].toDF("who", "kind", "value")
     for part in parts[1:]:
-        union = union.unionByName(part.toDF("kind", "value"))
+        union = union.unionByName(part.toDF("who", "kind", "value"))
     value = F.lower(F.trim("value"))
     exact = (F.col("kind") != "coordinate") | (F.length(F.regexp_extract("value", r"\.(\d+)$", 1)) >= MIN_DECIMALS)
-    return (union.filter(F.col("value").isNotNull()).withColumn("value", value)
-            .filter((F.length("value") >= MIN_CHARS) | (F.col("kind") == "user_id")).filter(exact).distinct())
+    return (union.filter(F.col("value").isNotNull()).withColumn("value", value).withColumn("who", F.trim("who"))
+            .filter((F.length("value") >= MIN_CHARS) | (F.col("kind") == "user_id")).filter(exact))
 
 
-def _found(texts: DataFrame, wanted: DataFrame) -> DataFrame:
-    """(where, kind, count) of needle hits in a DataFrame of (where, text)."""
+def needles(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(kind, value) of every PII value bronze holds, lower-cased and trimmed."""
+    return _owned_values(spark, cfg).select("kind", "value").distinct()
+
+
+def needles_of(spark: SparkSession, cfg: Config, user_ids: list[str]) -> DataFrame:
+    """(kind, value) of what identifies these users: their PII values no other user shares (a birth
+    date or a common name is not theirs alone), their ids and pseudonymous keys. Taken before
+    forgetting them, to search for afterwards everywhere, bronze and the landing zone included.
+    """
+    ids = sorted({i.strip(" ") for i in user_ids})
+    owned = _owned_values(spark, cfg)
+    theirs = owned.filter(F.col("who").isin(ids)).select("kind", "value")
+    others = owned.filter(~F.col("who").isin(ids) | F.col("who").isNull()).select("kind", "value")
+    secret = cfg.require_secret("privacy.pseudonym_secret")
+    keys = spark.createDataFrame([("user_key", pseudonym(secret, i)) for i in ids] + [("user_id", i) for i in ids],
+                                 "kind string, value string")
+    return theirs.join(others, on=["kind", "value"], how="left_anti").unionByName(keys).distinct()
+
+
+def _found(texts: DataFrame, wanted: DataFrame, kinds: set[str]) -> DataFrame:
+    """(where, kind, count) of needle hits (of `kinds`) in a DataFrame of (where, text)."""
     lowered = texts.select("where", F.lower("text").alias("text"))
     candidates = None
     for kind, shape in SHAPES.items():
+        if kind not in kinds:
+            continue
         group = re.compile(shape).groups  # 1 when the value is a capture group, as for user ids and names
         found = lowered.select("where", F.lit(kind).alias("kind"),
                                F.explode(F.regexp_extract_all("text", F.lit(shape), group)).alias("value"))
@@ -102,12 +131,12 @@ def _found(texts: DataFrame, wanted: DataFrame) -> DataFrame:
     return matched.groupBy("where", "kind").agg(F.count("*").alias("count"))
 
 
-def _table_texts(spark: SparkSession, root: str) -> Iterator[DataFrame]:
-    """(where, text) per row of every data file of every table outside bronze, and per log entry."""
+def _table_texts(spark: SparkSession, root: str, layers: tuple[str, ...]) -> Iterator[DataFrame]:
+    """(where, text) per row of every data file of every table of `layers`, and per log entry."""
     base = Path(root)
-    for layer in (name for name in LAYERS if name != PRIVATE_LAYER):
+    for layer in layers:
         for table in sorted(p for p in (base / layer).glob("*") if p.is_dir()):
-            where = f"{layer}/{table.name}"
+            where = f"lake:{layer}/{table.name}"
             files = [str(p) for p in table.rglob("*.parquet") if "_delta_log" not in p.parts]
             if files:
                 rows = spark.read.option("mergeSchema", "true").parquet(*files)
@@ -120,7 +149,7 @@ def _table_texts(spark: SparkSession, root: str) -> Iterator[DataFrame]:
 def _python_hits(sink: str, documents: Iterable[tuple[str, str]], wanted: dict[str, set[str]]) -> list[Hit]:
     """Hits in small texts scanned on the driver (Redis, MLflow, logs)."""
     counts: Counter[tuple[str, str]] = Counter()
-    shapes = {kind: re.compile(shape) for kind, shape in SHAPES.items()}
+    shapes = {kind: re.compile(shape) for kind, shape in SHAPES.items() if kind in wanted}
     for where, text in documents:
         low = text.lower()
         for kind, shape in shapes.items():
@@ -173,28 +202,44 @@ def _mlflow_documents(cfg: Config) -> Iterator[tuple[str, str]]:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=tmp))
             for path in sorted(p for p in local.rglob("*") if p.is_file()):
-                yield f"artifact {path.relative_to(local).parts[0]}", path.read_bytes().decode(errors="replace")
+                where = f"artifact {path.relative_to(local).parts[0]}"
+                if path.suffix == ".parquet":  # compressed pages: search the rows, not the bytes
+                    yield where, pd.read_parquet(path).to_json(orient="records")
+                else:
+                    yield where, path.read_bytes().decode(errors="replace")
 
 
 def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = ("*",),
-         logs: tuple[str, ...] = ()) -> list[Hit]:
-    """Every PII hit outside bronze and the landing zone; [] when there is none."""
-    wanted_df = needles(spark, cfg).persist()
-    wanted: dict[str, set[str]] = {}
+         logs: tuple[str, ...] = (), wanted: DataFrame | None = None, everywhere: bool = False) -> list[Hit]:
+    """Every hit of `wanted` (default: all PII bronze holds) outside bronze and the landing zone, or,
+    `everywhere`, in them too (for the values of forgotten users); [] when there is none.
+    """
+    wanted_df = (needles(spark, cfg) if wanted is None else wanted).persist()
+    values: dict[str, set[str]] = {}
     for row in wanted_df.collect():
-        wanted.setdefault(row["kind"], set()).add(row["value"])
-    hits: list[Hit] = []
-    for texts in _table_texts(spark, cfg.lake.root):
-        hits += [Hit("lake", r["where"], r["kind"], r["count"]) for r in _found(texts, wanted_df).collect()]
+        values.setdefault(row["kind"], set()).add(row["value"])
+    kinds = set(values)
+    layers = LAYERS if everywhere else tuple(name for name in LAYERS if name != PRIVATE_LAYER)
+    texts = list(_table_texts(spark, cfg.lake.root, layers))
+    landing = Path(cfg.landing.path, "events")  # the contract's events; `_meta/` is the generator's answer key
+    if everywhere and landing.is_dir():
+        texts.append(spark.read.option("recursiveFileLookup", "true").text(str(landing))
+                     .select(F.lit("landing:events").alias("where"), F.col("value").alias("text")))
     for table in postgres.tables(cfg.postgres):
-        if table == "accounts":
-            continue
-        rows = postgres.read_jdbc(spark, cfg.postgres, f'"{table}"')
-        texts = rows.select(F.lit(table).alias("where"), F.to_json(F.struct("*")).alias("text"))
-        hits += [Hit("postgres", r["where"], r["kind"], r["count"]) for r in _found(texts, wanted_df).collect()]
-    hits += _python_hits("redis", _redis_documents(cfg, redis_patterns), wanted)
-    hits += _python_hits("mlflow", _mlflow_documents(cfg), wanted)
-    hits += _python_hits("logs", ((log, Path(log).read_text(errors="replace")) for log in logs), wanted)
+        if table != "accounts" or everywhere:
+            rows = postgres.read_jdbc(spark, cfg.postgres, f'"{table}"')
+            texts.append(rows.select(F.lit(f"postgres:{table}").alias("where"), F.to_json(F.struct("*")).alias("text")))
+    hits: list[Hit] = []
+    if texts:  # one job over every table, file and log: a job per table costs more than the search
+        union = texts[0]
+        for frame in texts[1:]:
+            union = union.unionByName(frame)
+        for r in _found(union, wanted_df, kinds).collect():
+            sink, _, where = r["where"].partition(":")
+            hits.append(Hit(sink, where, r["kind"], r["count"]))
+    hits += _python_hits("redis", _redis_documents(cfg, redis_patterns), values)
+    hits += _python_hits("mlflow", _mlflow_documents(cfg), values)
+    hits += _python_hits("logs", ((log, Path(log).read_text(errors="replace")) for log in logs), values)
     wanted_df.unpersist()
     return hits
 

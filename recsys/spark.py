@@ -68,9 +68,15 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
         builder.config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        # VACUUM lists a table's folders with this many tasks (default 10,000): measured 14 s for a
+        # two-file table at the default, 2.5 s at 8.
+        .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(cfg.shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")  # every timestamp in recsys is UTC
         .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
         .config("spark.hadoop.fs.permissions.umask-mode", "077")  # lake files (bronze holds PII): owner only
+        # New tables keep no min/max column statistics in their transaction log: they would copy user
+        # values (ids, emails, keys) into log files that outlive forgetting; recsys prunes by partitions.
+        .config("spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols", "0")
     )
     if "spark.driver.extraJavaOptions" not in cfg.conf:
         builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J2}")

@@ -92,9 +92,13 @@ BRONZE_ACCOUNTS = Table("bronze", "accounts", "account (holds PII)", _ACCOUNT, k
 BRONZE_ACCOUNTS_EXTRACT = Table(
     "bronze", "accounts_extract", "account changed since the watermark, the last run's extract (holds PII)",
     _ACCOUNT, key=(USER_ID,))
-BRONZE_ACCOUNT_DELETIONS = Table(
-    "bronze", "account_deletions", "account deleted at the source",
-    "user_id string, detected_at timestamp, _run_id string")
+BRONZE_FORGET_REQUESTS = Table(
+    "bronze", "forget_requests",
+    "user still to forget (an account deleted at the source, or `jobs/forget.py`); deleted once erased",
+    "user_key string, requested_at timestamp, source string, _run_id string")
+BRONZE_FORGOTTEN = Table(
+    "bronze", "forgotten", "user forgotten, by a one-way token of their key (keeps them out of later loads)",
+    "token string, forgotten_at timestamp, source string", key=("token",))
 
 SILVER_EVENTS = Table(
     "silver", "events", "logical event, deduplicated, pseudonymous",
@@ -191,7 +195,7 @@ GOLD_AB_RESULTS = Table(
 
 TABLES: dict[str, Table] = {t.qualified: t for t in (
     BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, BRONZE_INGEST_RUNS, BRONZE_INGEST_BATCHES, BRONZE_ACCOUNTS,
-    BRONZE_ACCOUNTS_EXTRACT, BRONZE_ACCOUNT_DELETIONS,
+    BRONZE_ACCOUNTS_EXTRACT, BRONZE_FORGET_REQUESTS, BRONZE_FORGOTTEN,
     SILVER_EVENTS, SILVER_EVENTS_QUARANTINE, SILVER_USERS, SILVER_ARTISTS, SILVER_TRACKS, SILVER_CATALOG_VALUES,
     SILVER_QUALITY_REPORTS,
     GOLD_ARTIST_STATS, GOLD_TRACK_STATS, GOLD_USER_FEATURES, GOLD_INTERACTIONS,

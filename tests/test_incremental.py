@@ -20,6 +20,7 @@ from recsys.config import IngestConfig, LakeConfig
 from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.gold.build import in_window
 from recsys.keys import pseudonym
+from recsys.orchestration.forget import forget_requested
 from recsys.silver.build import build_silver
 from recsys.silver.catalog import catalog_values, to_artists, to_tracks
 from recsys.sources.accounts import TABLE, upsert_accounts
@@ -56,10 +57,12 @@ def lakes(services, spark, tmp_path_factory):
     generate(cfg.landing.path, dataclasses.replace(SPEC, days=1),
              on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
 
-    def run(tag: str, full_refresh: bool = False) -> dict:
+    def run(tag: str) -> int:
         ingest_events(spark, cfg, run_id=tag)
-        ingest_accounts(spark, cfg, run_id=tag, full_refresh=full_refresh)
-        return build_silver(spark, cfg, run_id=tag, now=NOW)
+        ingest_accounts(spark, cfg, run_id=tag)  # incremental: deletions are found on every run
+        forgotten = forget_requested(spark, cfg)
+        build_silver(spark, cfg, run_id=tag, now=NOW)
+        return forgotten
 
     run("day-1")
     events = _silver(spark, cfg, "events")
@@ -72,7 +75,7 @@ def lakes(services, spark, tmp_path_factory):
     generate(cfg.landing.path, SPEC, append_days=1)
     postgres.execute(cfg.postgres, f"DELETE FROM {TABLE} WHERE user_id = %s", (victim,))
     before_forget = lake.current_version(spark, SILVER_EVENTS.path(cfg.lake))
-    report = run("day-2", full_refresh=True)
+    forgotten = run("day-2")
     history = DeltaTable.forPath(spark, SILVER_EVENTS.path(cfg.lake)).history().collect()
     forget_commits = [r.asDict(recursive=True) for r in history if r.version > before_forget and r.operation == "MERGE"]
 
@@ -84,7 +87,7 @@ def lakes(services, spark, tmp_path_factory):
     rebuilt = dataclasses.replace(cfg, lake=LakeConfig(root=str(root / "rebuilt")))
     shutil.copytree(Path(cfg.lake.root, "bronze"), Path(rebuilt.lake.root, "bronze"))
     build_silver(spark, rebuilt, run_id=uuid.uuid4().hex, now=NOW)
-    return cfg, rebuilt, key, holding, files_before, forget_commits, report
+    return cfg, rebuilt, key, holding, files_before, forget_commits, forgotten
 
 
 @pytest.mark.slow
@@ -103,8 +106,8 @@ def test_silver_kept_current_batch_by_batch_equals_a_rebuild_from_scratch(spark,
 
 @pytest.mark.slow
 def test_forgetting_a_user_rewrites_only_the_files_that_held_them(spark, lakes):
-    incremental, _, _, holding, files_before, forget_commits, report = lakes
-    assert report["forgotten_users"] == 1
+    incremental, _, _, holding, files_before, forget_commits, forgotten = lakes
+    assert forgotten == 1
     (delete,) = forget_commits
     removed = int(delete["operationMetrics"]["numTargetFilesRemoved"])
     assert removed == len(holding)

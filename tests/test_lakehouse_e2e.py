@@ -19,6 +19,7 @@ from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.datagen.world import accounts as account_rows
 from recsys.datagen.world import build_catalog, build_population
 from recsys.keys import pseudonym
+from recsys.orchestration.forget import forget_requested
 from recsys.silver.build import build_silver
 from recsys.silver.events import build_silver_events
 from recsys.sources.accounts import TABLE, upsert_accounts
@@ -167,9 +168,11 @@ def test_a_deleted_account_disappears_downstream(spark, lakehouse):
     victim = next(str(1000 + u) for u in range(SPEC.users) if pseudonym(SECRET, str(1000 + u)) in active)
     key = pseudonym(SECRET, victim)
     postgres.execute(cfg.postgres, f"DELETE FROM {TABLE} WHERE user_id = %s", (victim,))
-    report = ingest_accounts(spark, cfg, run_id="accounts-full", full_refresh=True)
-    assert report.rows_deleted == 1
+    report = ingest_accounts(spark, cfg, run_id="accounts-after-delete")  # incremental: deletions found every run
+    assert report.forget_requested == 1
+    assert forget_requested(spark, cfg) == 1
     build_silver(spark, cfg, run_id="after-delete", now=NOW)
+    assert _table(spark, cfg, "bronze", "events").filter(F.trim("user_id") == victim).count() == 0
     assert _table(spark, cfg, "silver", "users").count() == users_before - 1
     assert _table(spark, cfg, "silver", "users").filter(F.col("user_key") == key).count() == 0
     assert _table(spark, cfg, "silver", "events").filter(F.col("user_key") == key).count() == 0

@@ -39,6 +39,6 @@ def test_a_retention_shorter_than_the_monitors_reference_is_refused_and_deletes_
                               monitor=MonitorConfig(reference="previous"))
     path = _small_appends(spark, cfg, 3)
     with pytest.raises(RetentionTooShort, match=r"lake.retention_hours = 0 would delete files of gold/id_map_users "
-                                                r"v1 \(monitor.reference = previous\), which is 0.0\d h old"):
+                                                r"v1 \(monitor.reference = previous\), which needs 0.0\d h"):
         maintain(spark, cfg)
     assert lake.read(spark, path, version=0).count() == 1  # the oldest version still reads

@@ -19,7 +19,7 @@ from recsys.stores.redis import connect, text
 from tests.conftest import ROOT, isolated
 
 SPEC = GeneratorSpec(users=200, artists=150, days=2, dirt_rate=0.02, future_days=0, seed=13)
-STAGES = ["bronze events", "bronze accounts", "silver", "gold", "train", "recommend", "publish"]
+STAGES = ["bronze events", "bronze accounts", "forget", "silver", "gold", "train", "recommend", "publish"]
 
 
 @pytest.mark.slow
@@ -41,10 +41,12 @@ def test_two_refreshes_publish_twice_and_train_only_when_due(services, spark, tm
     second = refresh(spark, cfg, on_stage=lambda r: None)
 
     assert [r.stage for r in first] == STAGES and [r.stage for r in second] == STAGES
-    assert not first[4].summary.startswith("skipped") and second[4].summary.startswith("skipped")
-    assert int(second[0].summary.split()[0]) > 0  # the appended day's lines, and only those
+    first_of, second_of = ({r.stage: r.summary for r in run} for run in (first, second))
+    assert not first_of["train"].startswith("skipped") and second_of["train"].startswith("skipped")
+    assert int(second_of["bronze events"].split()[0]) > 0  # the appended day's lines, and only those
+    assert first_of["forget"] == second_of["forget"] == "no user to forget"
     live = text(connect(cfg.redis).get(f"{cfg.publish.prefix}:recs:live"))
-    assert live and second[6].summary == f"version {live} live" and first[6].summary != second[6].summary
+    assert live and second_of["publish"] == f"version {live} live" and first_of["publish"] != second_of["publish"]
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.config import Config
 from recsys.keys import features_key
-from recsys.stores.postgres import connect, write_jdbc
+from recsys.stores.postgres import connect, delete_keys, write_jdbc
 from recsys.stores.redis import by_hash, load_hashes
 from recsys.stores.redis import connect as redis_connect
 from recsys.stores.resp import bulk_strings
@@ -66,7 +66,10 @@ def changed_since(spark: SparkSession, path: str, previous_version: int | None) 
         return current.limit(0), spark.createDataFrame([], "user_key string")
     if previous_version is None:
         return current, spark.createDataFrame([], "user_key string")
-    before = with_feature_hash(lake.read(spark, path, version=previous_version)).select(USER_KEY, "feature_hash")
+    # Forgetting syncs, erases users from this table and from both stores itself, so the erasure's
+    # version is the state the stores hold when it is later than the last sync.
+    before_version = lake.readable(spark, path, previous_version)
+    before = with_feature_hash(lake.read(spark, path, version=before_version)).select(USER_KEY, "feature_hash")
     changed = current.join(before, on=[USER_KEY, "feature_hash"], how="left_anti")
     removed = before.select(USER_KEY).join(current.select(USER_KEY), on=USER_KEY, how="left_anti")
     return changed, removed
@@ -108,6 +111,16 @@ def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
         client = redis_connect(cfg.redis)
         client.delete(*[features_key(cfg.gold.redis_prefix, k) for k in removed])
         client.close()
+
+
+def forget_features(cfg: Config, user_keys: list[str]) -> None:
+    """Delete the users from both feature stores (PostgreSQL table, Redis hashes) at once."""
+    if not user_keys:
+        return
+    delete_keys(cfg.postgres, PG_TABLE, USER_KEY, user_keys)
+    client = redis_connect(cfg.redis)
+    client.delete(*[features_key(cfg.gold.redis_prefix, k) for k in user_keys])
+    client.close()
 
 
 def _redis_fields() -> dict[str, Column]:

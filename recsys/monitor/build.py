@@ -57,7 +57,14 @@ def _version(spark: SparkSession, cfg: Config, layer: str, table: str) -> int | 
 
 
 def reference_versions(spark: SparkSession, cfg: Config, current: dict[str, int]) -> dict[str, int]:
-    """Table -> Delta version of the reference snapshot."""
+    """Table -> Delta version of the reference snapshot, never one from before users were forgotten
+    (the erasure's own version stands in: the same data without them).
+    """
+    chosen = _chosen_reference(spark, cfg, current)
+    return {t: lake.readable(spark, lake.table_path(cfg.lake, *t.split("/")), v) for t, v in chosen.items()}
+
+
+def _chosen_reference(spark: SparkSession, cfg: Config, current: dict[str, int]) -> dict[str, int]:
     if cfg.monitor.reference == "previous":
         return {t: max(v - 1, 0) for t, v in current.items()}
     if cfg.monitor.reference != "champion":

@@ -25,6 +25,7 @@ from recsys.gold.build import build_gold
 from recsys.gold.store import sync_feature_store
 from recsys.model.batch import build_recommendations
 from recsys.model.train import CHAMPION, TrainingFailed, summary_line, train
+from recsys.orchestration.forget import forget_requested
 from recsys.serving.api import create_app, running
 from recsys.serving.auth import EVENTS_WRITE, bearer
 from recsys.serving.publish import publish
@@ -126,6 +127,8 @@ def run_demo(spark: SparkSession, cfg: Config, started: float) -> int:
           f"{bronze.rows_quarantined} quarantined {bronze.reasons}", started)
     accounts = ingest_accounts(spark, cfg, run_id=run_id)
     _step(f"bronze: {accounts.rows_read} accounts extracted", started)
+    forgotten = forget_requested(spark, cfg, on_erasure=lambda e: print(f"         {e}"))
+    _step(f"forget: {forgotten} users asked to be forgotten, erased everywhere", started)
     report = build_silver(spark, cfg, run_id=run_id, now=datetime.now(UTC))
     events = report["events"]
     _step(f"silver: {events['inserted']} new events, {events['duplicates_dropped']} duplicates dropped, "

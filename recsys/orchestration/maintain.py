@@ -62,43 +62,72 @@ def _referenced_versions(spark: SparkSession, cfg: Config) -> dict[str, int]:
 
 
 def required_retention_hours(spark: SparkSession, cfg: Config, now: datetime) -> tuple[float, str]:
-    """The retention the monitor's reference needs, and which table version needs it ("" for none)."""
+    """The retention the monitor's reference needs, and which table version needs it ("" for none).
+
+    A version's files can only be removed by a later commit, so version v stays readable as long as
+    the commit after it is younger than the retention: that commit's age is what v needs (nothing,
+    when v is the current version). A reference older than the table's last erasure is read as
+    that erasure (`lake.readable`), as the monitor does.
+    """
     needed, because = 0.0, ""
     for name, version in _referenced_versions(spark, cfg).items():
         path = TABLES[name].path(cfg.lake)
-        committed = (DeltaTable.forPath(spark, path).history().filter(F.col("version") == version)
-                     .select("timestamp").collect())
-        if committed:
-            age = (now - committed[0][0].replace(tzinfo=UTC)).total_seconds() / 3600
+        readable = lake.readable(spark, path, version)
+        later = DeltaTable.forPath(spark, path).history().filter(F.col("version") > readable)
+        after = (later.filter(~F.col("operation").startswith("VACUUM"))  # VACUUM's own commits remove no file
+                 .agg(F.min("timestamp")).collect()[0][0])
+        if after is not None:
+            age = (now - after.replace(tzinfo=UTC)).total_seconds() / 3600
             if age > needed:
-                needed, because = age, f"{name} v{version} (monitor.reference = {cfg.monitor.reference})"
+                needed, because = age, f"{name} v{readable} (monitor.reference = {cfg.monitor.reference})"
     return needed, because
+
+
+def _checked_retention(spark: SparkSession, cfg: Config, now: datetime | None) -> float:
+    retention = cfg.lake.retention_hours
+    needed, because = required_retention_hours(spark, cfg, now or datetime.now(UTC))
+    if retention < needed:
+        raise RetentionTooShort(f"lake.retention_hours = {retention:g} would delete files of {because}, "
+                                f"which needs {needed:.2f} h; keep at least that")
+    return retention
+
+
+def vacuum(spark: SparkSession, cfg: Config, paths: list[str], now: datetime | None = None) -> dict[str, int]:
+    """VACUUM the tables at `paths` with `lake.retention_hours`, refusing a retention shorter than the
+    monitor's reference needs; path -> files deleted.
+    """
+    retention = _checked_retention(spark, cfg, now)
+    deleted = {}
+    # Delta refuses retentions under 7 days unless told the caller checked: the check is above.
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        for path in paths:
+            version = lake.current_version(spark, path)
+            DeltaTable.forPath(spark, path).vacuum(retention)
+            deleted[path] = _vacuumed_files(spark, path, version)
+    finally:
+        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+    return deleted
 
 
 def maintain(spark: SparkSession, cfg: Config, now: datetime | None = None) -> list[Maintained]:
     """Compact and vacuum every declared table that exists; refuses a too short retention first."""
-    now = now or datetime.now(UTC)
-    retention = cfg.lake.retention_hours
-    needed, because = required_retention_hours(spark, cfg, now)
-    if retention < needed:
-        raise RetentionTooShort(f"lake.retention_hours = {retention:g} would delete files of {because}, "
-                                f"which is {needed:.2f} h old; keep at least that")
-    done = []
-    # Delta refuses retentions under 7 days unless told the caller checked: the check is above.
-    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-    try:
-        for name, table in TABLES.items():
-            path = table.path(cfg.lake)
-            if not lake.exists(spark, path):
-                continue
-            before = _files(spark, path)
-            DeltaTable.forPath(spark, path).optimize().executeCompaction()
-            doomed = spark.sql(f"VACUUM delta.`{path}` RETAIN {retention} HOURS DRY RUN").count()
-            DeltaTable.forPath(spark, path).vacuum(retention)
-            done.append(Maintained(name, before, _files(spark, path), doomed))
-    finally:
-        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
-    return done
+    _checked_retention(spark, cfg, now)  # before compaction too: a refused run changes nothing
+    paths = {name: table.path(cfg.lake) for name, table in TABLES.items()}
+    existing = {name: path for name, path in paths.items() if lake.exists(spark, path)}
+    before = {}
+    for name, path in existing.items():
+        before[name] = _files(spark, path)
+        DeltaTable.forPath(spark, path).optimize().executeCompaction()
+    deleted = vacuum(spark, cfg, list(existing.values()), now)
+    return [Maintained(name, before[name], _files(spark, path), deleted[path]) for name, path in existing.items()]
+
+
+def _vacuumed_files(spark: SparkSession, path: str, version: int) -> int:
+    """Files the VACUUM after `version` deleted, from its own commit's metrics (`VACUUM END`)."""
+    ended = (DeltaTable.forPath(spark, path).history().filter(F.col("version") > version)
+             .filter(F.col("operation") == "VACUUM END").select("operationMetrics").collect())
+    return sum(int(r[0].get("numDeletedFiles", 0)) for r in ended)
 
 
 def _files(spark: SparkSession, path: str) -> int:

@@ -27,6 +27,7 @@ from recsys.gold.build import build_gold
 from recsys.gold.store import sync_feature_store
 from recsys.model.batch import ModelNotFound, build_recommendations
 from recsys.model.train import TrainingFailed, summary_line, train
+from recsys.orchestration.forget import Erasure, forget_requested
 from recsys.serving.publish import PublishError, publish
 from recsys.silver.build import QualityGateFailed, build_silver
 from recsys.tracking import setup_mlflow
@@ -104,7 +105,17 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
         return summary_line(train(spark, cfg), cfg.model)
 
     stage("bronze events", bronze_events)
-    stage("bronze accounts", lambda: f"{ingest_accounts(spark, cfg, run_id=run_id).rows_read} accounts extracted")
+    def accounts() -> str:
+        r = ingest_accounts(spark, cfg, run_id=run_id)
+        return f"{r.rows_read} accounts extracted, {r.forget_requested} deleted at the source"
+
+    def forgetting() -> str:
+        erased: list[Erasure] = []
+        forget_requested(spark, cfg, on_erasure=erased.append)
+        return "; ".join(map(str, erased)) or "no user to forget"
+
+    stage("bronze accounts", accounts)
+    stage("forget", forgetting)
     stage("silver", silver)
     stage("gold", gold)
     stage("train", training)

@@ -91,6 +91,25 @@ class _Version:
     names: dict[str, str]   # artist_id -> name, filled as lists are read
 
 
+def forget_users(client: redis.Redis, prefix: str, user_keys: list[str]) -> int:
+    """Delete the users' lists from every version still in Redis (live, kept for rollback, expiring);
+    how many lists went. Each user is in one shard per alias, found from the version's meta.
+    """
+    versions = {text(v) for v in client.lrange(versions_key(prefix), 0, -1)}
+    versions |= {(text(k) or "").removeprefix(f"{prefix}:recs:").removesuffix(":meta")
+                 for k in client.scan_iter(match=meta_key(prefix, "*"), count=1000)}
+    removed = 0
+    for version in sorted(v for v in versions if v):
+        meta = client.hgetall(meta_key(prefix, version))
+        shards = int(meta.get(b"shards", b"0"))
+        pipe = client.pipeline(transaction=False)
+        for alias in json.loads(meta.get(b"models", b"{}")):
+            for key in user_keys:
+                pipe.hdel(shard_key(prefix, version, alias, shard_of(key, shards)), key)
+        removed += sum(pipe.execute())
+    return removed
+
+
 @dataclass(frozen=True)
 class Answer:
     """A list as served: the version it came from, model version, source and (artist_id, name, score) items."""

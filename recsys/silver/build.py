@@ -1,4 +1,6 @@
-"""One silver run: forgotten users, events (incremental), users, artists, tracks, quality report."""
+"""One silver run: events (incremental, forgotten users' dropped), users, artists, tracks, quality report;
+and the silver part of forgetting users (`forget_events`, run by `recsys.orchestration.forget`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
-from recsys.keys import pseudonym
 from recsys.silver import postgres_sink
 from recsys.silver.catalog import artists_from, catalog_values, recount, touched_by, tracks_from
 from recsys.silver.events import SilverEventsReport, build_silver_events
@@ -21,14 +22,14 @@ from recsys.silver.privacy import geocoder, pseudonymizer
 from recsys.silver.users import to_silver_users
 from recsys.tables import (
     ARTIST_ID,
-    BRONZE_ACCOUNT_DELETIONS,
+    BRONZE_FORGET_REQUESTS,
+    BRONZE_FORGOTTEN,
     SILVER_ARTISTS,
     SILVER_CATALOG_VALUES,
     SILVER_EVENTS,
     SILVER_QUALITY_REPORTS,
     SILVER_TRACKS,
     TRACK_ID,
-    USER_ID,
     USER_KEY,
 )
 
@@ -38,28 +39,24 @@ class QualityGateFailed(RuntimeError):
     """The run's quarantine rate passed `quality.max_quarantine_rate`."""
 
 
-def keys_of(deletions: DataFrame, secret: str) -> DataFrame:
-    """The pseudonymous keys of the accounts in `deletions` (rows of `bronze/account_deletions`: users,
-    not events, so keys are derived on the driver). Ids are trimmed of spaces before hashing, as
-    silver does with events' ids.
-    """
-    ids = {r[USER_ID].strip(" ") for r in deletions.select(USER_ID).collect() if r[USER_ID]}
-    return deletions.sparkSession.createDataFrame([(pseudonym(secret, i),) for i in sorted(ids)], f"{USER_KEY} string")
+def forgotten_tokens(spark: SparkSession, cfg: Config) -> DataFrame:
+    """The tokens (`keys.forget_token`) of every user forgotten or waiting to be."""
+    pending, done = BRONZE_FORGET_REQUESTS.path(cfg.lake), BRONZE_FORGOTTEN.path(cfg.lake)
+    for path in (pending, done):
+        lake.ensure_table(spark, path)
+    return (lake.read(spark, pending).select(F.sha2(USER_KEY, 256).alias("token"))
+            .unionByName(lake.read(spark, done).select("token")).distinct())
 
 
-def deleted_keys(spark: SparkSession, cfg: Config, secret: str) -> DataFrame:
-    """The pseudonymous keys of every account deleted at the source."""
-    return keys_of(lake.read(spark, BRONZE_ACCOUNT_DELETIONS.path(cfg.lake)), secret)
-
-
-def forget(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
+def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
     """Remove the events of the `gone` user keys from silver (catalog counts, events, PostgreSQL).
 
     The catalog is recounted first, over the events that stay, then the events are deleted: a
     crash between the two leaves the events in place, and a rerun recounts the same way. The
-    DELETE rewrites only the files holding those users' events.
+    DELETE rewrites only the files holding those users' events. Call inside `lake.erasure`.
     """
     events_path = SILVER_EVENTS.path(cfg.lake)
+    lake.ensure_table(spark, events_path)
     events = lake.read(spark, events_path)
     theirs = events.join(F.broadcast(gone), on=USER_KEY, how="left_semi")
     touched = touched_by(theirs).persist()
@@ -77,29 +74,7 @@ def forget(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
         touched.unpersist()
     DeltaTable.forPath(spark, events_path).alias("t").merge(gone.alias("s"), f"t.{USER_KEY} = s.{USER_KEY}") \
         .whenMatchedDelete().execute()
-    if cfg.ingest.click_events_to_postgres:
-        postgres_sink.delete_users(cfg.postgres, [r[USER_KEY] for r in gone.collect()])
-
-
-def forget_deleted_users(spark: SparkSession, cfg: Config, secret: str) -> int:
-    """Forget the accounts deleted since the last run (a Delta stream over `bronze/account_deletions`);
-    how many deletions were read.
-    """
-    deletions = BRONZE_ACCOUNT_DELETIONS.path(cfg.lake)
-    lake.ensure_table(spark, deletions)
-    seen = [0]
-
-    def forget_batch(batch: DataFrame, batch_id: int) -> None:
-        gone = keys_of(batch, secret)
-        found = gone.count()  # a local table: counting reads nothing
-        seen[0] += found
-        if found:
-            forget(spark, cfg, gone)
-
-    (spark.readStream.format("delta").load(deletions).writeStream.foreachBatch(forget_batch)
-     .option("checkpointLocation", lake.checkpoint_path(cfg.lake, "silver_forget"))
-     .trigger(availableNow=True).start().awaitTermination())
-    return seen[0]
+    postgres_sink.delete_users(cfg.postgres, [r[USER_KEY] for r in gone.collect()])
 
 
 def ensure_catalog_values(spark: SparkSession, cfg: Config) -> None:
@@ -124,8 +99,7 @@ def build_silver(spark: SparkSession, cfg: Config, run_id: str, now: datetime) -
             postgres_sink.append_click_events(new_events, cfg.postgres, f"{run_id[:12]}_{batch_id}")
 
     ensure_catalog_values(spark, cfg)
-    forgotten = forget_deleted_users(spark, cfg, secret)
-    events_report = build_silver_events(spark, cfg, run_id, now, forgotten=deleted_keys(spark, cfg, secret),
+    events_report = build_silver_events(spark, cfg, run_id, now, forgotten=forgotten_tokens(spark, cfg),
                                         on_batch=on_batch)
 
     users = to_silver_users(
@@ -146,7 +120,6 @@ def build_silver(spark: SparkSession, cfg: Config, run_id: str, now: datetime) -
         "run_id": run_id,
         "at": now.isoformat(),
         "events": {**asdict(events_report), "quarantine_rate": round(events_report.quarantine_rate, 6)},
-        "forgotten_users": forgotten,
         "tables": counts,
         "max_quarantine_rate": cfg.quality.max_quarantine_rate,
     }

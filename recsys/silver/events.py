@@ -112,7 +112,7 @@ def new_events(unique: DataFrame, events_path: str, window_days: int) -> DataFra
 def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: datetime,
                         forgotten: DataFrame | None = None,
                         on_batch: Callable[[DataFrame, int], None] | None = None) -> SilverEventsReport:
-    """Process the bronze rows not processed before, dropping the events of `forgotten` user keys;
+    """Process the bronze rows not processed before, dropping the events of `forgotten` users (tokens);
     `on_batch(events, batch_id)` sees each batch's trusted, deduplicated events.
 
     Per batch, in this order (each step idempotent on the batch id, so a rerun after a crash at
@@ -130,7 +130,7 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
     app_id = f"recsys-silver-events-{lake.ensure_checkpoint_id(spark, checkpoint)}"
     pseudonymize = pseudonymizer(spark, secret)
     geocode = geocoder(cfg.privacy.geo_min_population)
-    gone = forgotten if forgotten is not None else spark.createDataFrame([], f"{USER_KEY} string")
+    gone = forgotten if forgotten is not None else spark.createDataFrame([], "token string")
     q = cfg.quality
     report = SilverEventsReport()
 
@@ -142,7 +142,8 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
         ).persist()
         try:
             trusted = cleaned.filter(F.col("_reason").isNull())
-            unique = (first_per_event(trusted).join(F.broadcast(gone), on=USER_KEY, how="left_anti")
+            unique = (first_per_event(trusted).withColumn("token", F.sha2(USER_KEY, 256))
+                      .join(F.broadcast(gone), on="token", how="left_anti").drop("token")
                       .select(*SILVER_EVENTS.schema.fieldNames()).persist())
             counts = {r["_reason"] or "ok": r["n"] for r in
                       cleaned.groupBy("_reason").agg(F.count("*").alias("n")).collect()}
@@ -169,6 +170,7 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
 
     query = (
         spark.readStream.format("delta").option("maxFilesPerTrigger", cfg.ingest.max_files_per_trigger)
+        .option("skipChangeCommits", "true")  # erasures delete from bronze; silver forgets those users itself
         .load(bronze_path)
         .writeStream.foreachBatch(write_batch)
         .option("checkpointLocation", checkpoint)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pyspark.sql import DataFrame
 
 from recsys.config import PostgresConfig
-from recsys.stores.postgres import connect, write_jdbc
+from recsys.stores.postgres import connect, delete_keys, write_jdbc
 from recsys.tables import ARTIST_ID, EVENT_ID, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
 
 TABLE = "click_events"
@@ -56,10 +56,5 @@ def append_click_events(events: DataFrame, cfg: PostgresConfig, stage_suffix: st
 
 
 def delete_users(cfg: PostgresConfig, user_keys: Iterable[str]) -> int:
-    """Delete the given users' click events; how many rows went."""
-    keys = list(user_keys)
-    if not keys:
-        return 0
-    with connect(cfg) as conn, conn.cursor() as cur:
-        cur.execute(f"DELETE FROM {TABLE} WHERE user_key = ANY(%s)", (keys,))
-        return cur.rowcount
+    """Delete the given users' click events (when the table exists); how many rows went."""
+    return delete_keys(cfg, TABLE, "user_key", list(user_keys))

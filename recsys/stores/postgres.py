@@ -66,6 +66,15 @@ def tables(cfg: PostgresConfig) -> list[str]:
         return [row[0] for row in cur.fetchall()]
 
 
+def delete_keys(cfg: PostgresConfig, table: str, column: str, keys: Sequence[str]) -> int:
+    """DELETE the rows whose `column` is one of `keys`, when `table` exists; how many went."""
+    if not keys or table not in tables(cfg):
+        return 0
+    with connect(cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s)", (list(keys),))  # noqa: S608 (names are ours)
+        return cur.rowcount
+
+
 def jdbc_url(cfg: PostgresConfig) -> str:
     """The JDBC URL of the configured database."""
     return f"jdbc:postgresql://{cfg.host}:{cfg.port}/{cfg.database}"

@@ -1,0 +1,303 @@
+"""Forgetting users, end to end: one run erases everyone asked to be forgotten from every place
+recsys keeps data about them.
+
+Requests land in `bronze/forget_requests` (by pseudonymous key) from two places: every accounts
+ingest (an account the source no longer has) and `jobs/forget.py --user-id ...` (a request that
+arrived another way). A Delta stream over that table hands each batch of requests to `erase`
+once (checkpoint `forget`). Each batch first records its users in `bronze/forgotten` by a one-way
+token of their key (`keys.forget_token`: silver drops their later events and the accounts ingest
+their account by it, and it names no one), then erases them, then deletes their requests. A
+crash reruns the same batch, and every step is idempotent, so a rerun finishes what it left.
+
+Every Delta commit of an erasure is a MERGE against a small table of ids or keys, never a DELETE
+with literal values: the transaction log keeps each commit's condition, so values written there
+would outlive the erasure. Tables are created without column statistics for the same reason
+(`recsys.spark`: the log's min/max of a column would name users).
+
+`erase`, in order (the landing files first: bronze's lineage is what finds them):
+1. landing files that held a line of theirs are rewritten without those lines (moved in whole;
+   a file left empty is deleted). Bronze's streams have seen those files and never reread them;
+2. bronze: their events, their quarantined lines (matched by the id in the raw text), their account
+   and last extract;
+3. silver: events (catalog counts recounted first), quarantine, users; PostgreSQL click events;
+4. gold: the feature store is synced first, then every gold table with a `user_key` loses their
+   rows, and both feature stores (PostgreSQL, Redis) their entries;
+5. their lists in every published version Redis still holds (so `--rollback` cannot serve them);
+6. MLflow: the id maps and ALS user factors of every logged model (`recsys.model.forget`);
+7. VACUUM of every table it rewrote, with `lake.retention_hours` (the maintenance rule): once
+   that retention has passed, no Delta file holds them. Time travel to any version from before
+   the erasure is refused at once (`lake.read`), so `--silver-version` cannot replay them.
+
+Landing files not yet ingested are not searched: forgetting runs after the ingest (as `refresh`
+orders it), and silver drops events of forgotten users that arrive later.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import lake
+from recsys.bronze.accounts import request_forget
+from recsys.config import Config
+from recsys.gold.store import forget_features, sync_feature_store
+from recsys.keys import forget_token, pseudonym
+from recsys.model.forget import forget_in_models
+from recsys.orchestration.maintain import vacuum
+from recsys.pii_scan import SHAPES
+from recsys.serving.store import forget_users
+from recsys.silver.build import forget_events
+from recsys.stores.redis import connect
+from recsys.tables import (
+    BRONZE_ACCOUNTS,
+    BRONZE_ACCOUNTS_EXTRACT,
+    BRONZE_EVENTS,
+    BRONZE_EVENTS_QUARANTINE,
+    BRONZE_FORGET_REQUESTS,
+    BRONZE_FORGOTTEN,
+    SILVER_EVENTS,
+    TABLES,
+    USER_ID,
+    USER_KEY,
+)
+
+ID_IN_TEXT = "(?i)" + SHAPES["user_id"]  # the id in a raw line, also when it is not valid JSON
+_ID_IN_TEXT = re.compile(SHAPES["user_id"], re.IGNORECASE)
+
+
+@dataclass
+class Erasure:
+    """What one erasure removed: rows per table, landing files, lists, model runs, vacuumed files."""
+
+    users: int
+    rows: dict[str, int] = field(default_factory=dict)
+    landing_files: int = 0
+    redis_lists: int = 0
+    model_runs: int = 0
+    vacuumed_files: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for whoever runs it at scale
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time one step of the erasure."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - started, 1)
+
+    def __str__(self) -> str:
+        rows = sum(self.rows.values())
+        return (f"{self.users} users forgotten: {rows} rows in {sum(1 for n in self.rows.values() if n)} tables, "
+                f"{self.landing_files} landing files rewritten, {self.redis_lists} published lists, "
+                f"{self.model_runs} logged models, {self.vacuumed_files} old files vacuumed")
+
+
+def _raw_ids(spark: SparkSession, cfg: Config, keys: set[str]) -> list[str]:
+    """The ids (as bronze trims them) whose pseudonym is in `keys`: every distinct id bronze holds is
+    hashed on the driver, one per user, not per event.
+    """
+    secret = cfg.require_secret("privacy.pseudonym_secret")
+    candidates = _bronze_ids(spark, cfg).distinct().collect()
+    return sorted({r[0] for r in candidates if r[0] and pseudonym(secret, r[0]) in keys})
+
+
+def _bronze_ids(spark: SparkSession, cfg: Config) -> DataFrame:
+    ids = [lake.read(spark, t.path(cfg.lake)).select(F.trim(USER_ID).alias("id"))
+           for t in (BRONZE_EVENTS, BRONZE_ACCOUNTS, BRONZE_ACCOUNTS_EXTRACT) if lake.exists(spark, t.path(cfg.lake))]
+    quarantine = BRONZE_EVENTS_QUARANTINE.path(cfg.lake)
+    if lake.exists(spark, quarantine):
+        ids.append(lake.read(spark, quarantine).select(F.trim(F.regexp_extract("_raw", ID_IN_TEXT, 1)).alias("id")))
+    union = ids[0]
+    for more in ids[1:]:
+        union = union.unionByName(more)
+    return union
+
+
+def _quarantined_id(raw: str = "_raw") -> F.Column:
+    return F.trim(F.regexp_extract(raw, ID_IN_TEXT, 1))
+
+
+def _landing_files(spark: SparkSession, cfg: Config, ids: list[str]) -> list[str]:
+    """The landing files bronze's lineage says held a line of these users."""
+    files: set[str] = set()
+    for table, user in ((BRONZE_EVENTS, F.trim(USER_ID)), (BRONZE_EVENTS_QUARANTINE, _quarantined_id())):
+        path = table.path(cfg.lake)
+        if lake.exists(spark, path):
+            rows = lake.read(spark, path).filter(user.isin(ids)).select("_source_file").distinct().collect()
+            files |= {r[0] for r in rows if r[0]}
+    return sorted(files)
+
+
+def _line_user(line: str) -> str | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        event = None
+    if isinstance(event, dict) and event.get(USER_ID) is not None:
+        return str(event[USER_ID]).strip(" ")
+    found = _ID_IN_TEXT.search(line)
+    return found.group(1).strip(" ") if found else None
+
+
+def _lines(path: Path) -> Iterator[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as handle:
+        yield from handle
+
+
+def rewrite_landing_file(landing: str, uri: str, ids: set[str]) -> bool:
+    """Rewrite one landing file without the lines of `ids` (staged, then moved over it; deleted when
+    nothing is left); whether it changed. Only local landing zones can be rewritten.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"cannot rewrite landing file {uri}: forgetting rewrites local landing zones only")
+    path = Path(unquote(parsed.path))
+    if not path.exists():
+        return False
+    kept, dropped = [], 0
+    for line in _lines(path):
+        if _line_user(line) in ids:
+            dropped += 1
+        else:
+            kept.append(line)
+    if not dropped:
+        return False
+    if not kept:
+        path.unlink()
+        return True
+    staging = Path(landing) / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = staging / f"{path.name}.forget.{os.getpid()}.tmp"
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(tmp, "wt", encoding="utf-8", errors="surrogateescape") as out:
+        out.writelines(kept)
+    tmp.replace(path)
+    return True
+
+
+def _user_tables(layer: str) -> list[str]:
+    return [t.qualified for t in TABLES.values() if t.layer == layer and USER_KEY in t.schema.fieldNames()
+            and t != SILVER_EVENTS]
+
+
+def erase(spark: SparkSession, cfg: Config, keys: list[str]) -> Erasure:
+    """Forget the users with these pseudonymous keys everywhere (see the module's steps)."""
+    done = Erasure(users=len(keys))
+    if not keys:
+        return done
+    ids = _raw_ids(spark, cfg, set(keys))
+    touched: list[str] = []
+    gone = spark.createDataFrame([(k,) for k in keys], f"{USER_KEY} string")
+    raw = spark.createDataFrame([(i,) for i in ids], "id string")
+
+    def delete(qualified: str, source: DataFrame, condition: F.Column) -> None:
+        path = TABLES[qualified].path(cfg.lake)
+        if lake.exists(spark, path):
+            done.rows[qualified] = lake.delete_matching(spark, path, source, condition)
+            touched.append(path)
+
+    if ids:
+        with done.step("landing"):
+            done.landing_files = sum(rewrite_landing_file(cfg.landing.path, uri, set(ids))
+                                     for uri in _landing_files(spark, cfg, ids))
+    if lake.exists(spark, TABLES["gold/user_features"].path(cfg.lake)):
+        with done.step("feature store sync"):
+            sync_feature_store(spark, cfg, stage_suffix="forget")  # the stores hold gold's state before the erasure
+    with lake.erasure(spark):
+        with done.step("bronze"):
+            for table in (BRONZE_EVENTS, BRONZE_ACCOUNTS, BRONZE_ACCOUNTS_EXTRACT):
+                delete(table.qualified, raw, F.trim(F.col(f"t.{USER_ID}")) == F.col("s.id"))
+            delete(BRONZE_EVENTS_QUARANTINE.qualified, raw, _quarantined_id("t._raw") == F.col("s.id"))
+        events_path = SILVER_EVENTS.path(cfg.lake)
+        with done.step("silver"):
+            if lake.exists(spark, events_path):
+                before = lake.current_version(spark, events_path)
+                forget_events(spark, cfg, gone)
+                done.rows[SILVER_EVENTS.qualified] = lake.metrics_since(spark, events_path, before).get(
+                    "numTargetRowsDeleted", 0)
+                touched.extend([events_path, TABLES["silver/catalog_values"].path(cfg.lake)])
+            for qualified in _user_tables("silver"):
+                delete(qualified, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
+        with done.step("gold"):
+            for qualified in _user_tables("gold"):
+                delete(qualified, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
+    with done.step("stores"):
+        forget_features(cfg, keys)
+        client = connect(cfg.redis)
+        try:
+            done.redis_lists = forget_users(client, cfg.publish.prefix, keys)
+        finally:
+            client.close()
+    with done.step("mlflow"):
+        done.model_runs = forget_in_models(spark, cfg, set(keys))
+    with done.step("vacuum"):
+        done.vacuumed_files = sum(vacuum(spark, cfg, sorted(set(touched))).values())
+    return done
+
+
+def adopt_old_deletions(spark: SparkSession, cfg: Config) -> int:
+    """Lakes from before `bronze/forget_requests` logged deleted accounts by raw id in
+    `bronze/account_deletions`: turn those into requests, then delete that table (it holds PII);
+    how many ids were adopted.
+    """
+    old = f"{cfg.lake.root.rstrip('/')}/bronze/account_deletions"
+    if not lake.exists(spark, old):
+        return 0
+    ids = [r[0] for r in lake.read(spark, old).select(USER_ID).collect() if r[0]]
+    request_forget(spark, cfg, ids, "deleted at the source", "adopted")
+    lake.delete_path(spark, old)
+    lake.delete_path(spark, lake.checkpoint_path(cfg.lake, "silver_forget"))  # the stream that read it
+    return len(ids)
+
+
+def forget_requested(spark: SparkSession, cfg: Config, on_erasure: Callable[[Erasure], None] | None = None) -> int:
+    """Erase every user asked to be forgotten since the last run (each request once); how many."""
+    adopt_old_deletions(spark, cfg)
+    requests = BRONZE_FORGET_REQUESTS.path(cfg.lake)
+    lake.ensure_table(spark, requests)
+    seen = [0]
+
+    forgotten = BRONZE_FORGOTTEN.path(cfg.lake)
+    lake.ensure_table(spark, forgotten)
+
+    def erase_batch(batch: DataFrame, _: int) -> None:
+        requested = batch.select(USER_KEY, "source").distinct().collect()  # requests: few by nature
+        keys = sorted({r[0] for r in requested})
+        seen[0] += len(keys)
+        tokens = [(forget_token(r[0]), datetime.now(UTC), r[1]) for r in requested]
+        lake.upsert(spark.createDataFrame(tokens, BRONZE_FORGOTTEN.schema).dropDuplicates(["token"]), forgotten,
+                    keys=("token",))  # first: silver keeps dropping their events whatever happens next
+        report = erase(spark, cfg, keys)
+        gone = spark.createDataFrame([(k,) for k in keys], f"{USER_KEY} string")
+        with lake.erasure(spark):  # the requests named them: erased last, so a crash before reruns the batch
+            lake.delete_matching(spark, requests, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
+        vacuum(spark, cfg, [requests])
+        if on_erasure is not None:
+            on_erasure(report)
+
+    (spark.readStream.format("delta").option("skipChangeCommits", "true").load(requests)
+     .writeStream.foreachBatch(erase_batch)
+     .option("checkpointLocation", lake.checkpoint_path(cfg.lake, "forget"))
+     .trigger(availableNow=True).start().awaitTermination())
+    return seen[0]
+
+
+def forget(spark: SparkSession, cfg: Config, user_ids: list[str], run_id: str,
+           on_erasure: Callable[[Erasure], None] | None = None) -> int:
+    """Request forgetting `user_ids`, then erase every pending request (theirs included); how many users."""
+    request_forget(spark, cfg, user_ids, "request", run_id)
+    return forget_requested(spark, cfg, on_erasure)
