@@ -138,7 +138,7 @@ bench-pipeline: services-up ## every stage on U users x D days (default ~10 M li
 bench-publish: services-up ## publish throughput vs redis-benchmark SET with the same value size
 	$(PY) benchmarks/bench_publish.py $(ARGS)
 
-bench-api: services-up ## API latency p50/p99 at several concurrency levels on loopback
+bench-api: services-up ## API throughput and p50/p99 under wrk at 1/8/32/128 connections, 1 and 2 workers, with the /healthz ceiling
 	$(WITH_SECRET) $(PY) benchmarks/bench_api.py $(ARGS)
 
 wheel: setup ## build dist/recsys-*.whl to ship with spark-submit --py-files

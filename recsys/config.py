@@ -261,6 +261,11 @@ class ServingConfig:
     default_k: int = 10
     impression_batch: int = 500     # impressions per landing file at most
     impression_flush_s: float = 5.0  # a partial batch is written after this many seconds
+    impression_buffer_max: int = 100_000  # lines waiting in memory at most (landing unwritable): then dropped, counted
+    workers: int = 1                # uvicorn worker processes (`make serve`)
+    redis_timeout_ms: int = 250     # a request whose Redis calls take longer answers 503
+    live_cache_s: float = 1.0       # how long a worker trusts the live version's name (a publish shows within it)
+    access_log: bool = True         # one JSON line per request on stderr (no user ids)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # System prerequisites of `make setup`: Python 3.11, Java 17, Maven (for the jars), a native
-# BLAS for ALS and redis-benchmark (the publish benchmark's yardstick). Missing ones are installed from Debian when we are root; otherwise we say what to
-# install. Without libblas.so.3 Spark falls back to a pure-Java BLAS (same results, ~25% slower
-# ALS here) and logs "netlib-blas: dlopen (libblas.so.3) failed".
+# BLAS for ALS, and the load tools redis-benchmark and wrk. Missing ones are installed from Debian
+# when we are root; otherwise we say what to install. Without libblas.so.3 Spark falls back to a
+# pure-Java BLAS (same results, ~25% slower ALS here) and logs "netlib-blas: dlopen (libblas.so.3) failed".
 set -euo pipefail
 
 missing=()
@@ -16,10 +16,14 @@ command -v mvn >/dev/null || missing+=(maven)
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libblas\.so\.3 ' || missing+=(libopenblas0-pthread)
 command -v runuser >/dev/null || missing+=(util-linux)
 
-# Optional: only `make bench-publish` uses redis-benchmark; a failed install never fails setup.
-if ! command -v redis-benchmark >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-tools >/dev/null; } \
-    || echo "prerequisites: could not install redis-tools (optional: make bench-publish needs redis-benchmark)"
+# Optional load tools: `make bench-publish` uses redis-benchmark, `make bench-api` wrk; a failed
+# install never fails setup.
+optional=()
+command -v redis-benchmark >/dev/null || optional+=(redis-tools)
+command -v wrk >/dev/null || optional+=(wrk)
+if [ ${#optional[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null; } \
+    || echo "prerequisites: could not install ${optional[*]} (optional: the benchmarks' load tools)"
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

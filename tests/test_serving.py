@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
+import pickle
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pytest
 import redis
@@ -22,6 +29,8 @@ from recsys.config import AuthConfig, ConfigError, ExperimentConfig, LimitsConfi
 from recsys.experiment import assign, variants
 from recsys.keys import pseudonym
 from recsys.landing.contract import event_errors
+from recsys.landing.writer import LandingWriter
+from recsys.services import start_redis, stop_redis
 from recsys.serving.api import create_app
 from recsys.serving.auth import EVENTS_WRITE, bearer, mint
 from recsys.serving.publish import publish, rollback
@@ -45,6 +54,7 @@ def serving_cfg(cfg, tmp_path):
         privacy=dataclasses.replace(cfg.privacy, pseudonym_secret=SECRET),
         experiment=ExperimentConfig(salt="s1", variants={"A": "champion:50", "B": "challenger:50"}),
         auth=AuthConfig(jwt_secret=JWT_SECRET),
+        serving=dataclasses.replace(cfg.serving, live_cache_s=0.0),  # tests switch versions and expect it at once
     )
 
 
@@ -384,3 +394,126 @@ def test_reader_still_serves_a_version_published_with_names_in_the_lists(serving
     answer = RecommendationStore(client, prefix).get("k1", "champion", "x")
     assert answer.items == [("ar1", "Artist One", 0.9), ("ar2", "Two", 0.5)] and answer.model_version == "3"
     client.delete(meta_key(prefix, "old"), shard_key(prefix, "old", "champion", 0), live_key(prefix))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_redis_stalled_or_down_answers_503_within_the_timeout_and_recovers_by_itself(spark, serving_cfg, tmp_path):
+    """A Redis of its own, started and stopped like the local one: SIGSTOP stalls it (connections
+    accepted, nothing answered), stop_redis takes it away, start_redis brings it back."""
+    port = _free_port()
+    cfg = dataclasses.replace(
+        serving_cfg, redis=dataclasses.replace(serving_cfg.redis, url=f"redis://127.0.0.1:{port}"),
+        services=dataclasses.replace(serving_cfg.services, state_dir=str(tmp_path / "state")),
+        serving=dataclasses.replace(serving_cfg.serving, redis_timeout_ms=200, live_cache_s=0.0))
+    start_redis(cfg)
+    try:
+        recs, segs = _batch(spark, "outage", [pseudonym(SECRET, "42")], 0)
+        publish(spark, cfg, recs, segs)
+        pid = int((tmp_path / "state" / "services" / "redis" / "redis.pid").read_text())
+        with TestClient(create_app(cfg)) as client:
+            def timed() -> tuple[int, float]:
+                started = time.monotonic()
+                answer = client.get("/v1/users/42/recommendations", headers=_as(cfg, "42"))
+                seconds = time.monotonic() - started
+                print(answer.status_code, round(seconds, 3), answer.text[:200])  # noqa: T201 (shown on failure)
+                return answer.status_code, seconds
+
+            assert timed()[0] == 200
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                status, seconds = timed()
+                assert status == 503 and seconds < 0.2 + 0.3  # the timeout, plus the app's own time
+                assert client.get("/healthz").status_code == 503
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert timed()[0] == 200  # the stalled connection was dropped, a new one answers
+            stop_redis(cfg)
+            status, seconds = timed()
+            assert status == 503 and seconds < 0.5
+            start_redis(cfg)
+            publish(spark, cfg, recs, segs)  # whatever the snapshot kept: the API must find the new server
+            assert timed()[0] == 200  # the same app, no restart
+            metrics = client.get("/metrics").text
+            assert 'recsys_api_redis_errors_total{kind="TimeoutError"}' in metrics
+            assert 'recsys_api_requests_total{route="/v1/users/{user_id}/recommendations",status="503"}' in metrics
+            assert "/v1/users/42" not in metrics  # routes by template: no user ids
+    finally:
+        stop_redis(cfg)
+
+
+SERVER = """
+import pickle, sys
+import uvicorn
+from recsys.serving.api import create_app
+cfg = pickle.load(open(sys.argv[1], "rb"))
+uvicorn.run(create_app(cfg), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
+
+
+def test_sigterm_under_load_lands_every_impression_answered(spark, serving_cfg, tmp_path):
+    """Impressions wait in memory (a minute, 100,000 lines) so that only the shutdown can write them."""
+    users = [str(u) for u in range(40)]
+    recs, segs = _batch(spark, "sigterm", [pseudonym(SECRET, u) for u in users], 0)
+    publish(spark, serving_cfg, recs, segs)
+    cfg = dataclasses.replace(
+        serving_cfg, landing=dataclasses.replace(serving_cfg.landing, path=str(tmp_path / "landing")),
+        serving=dataclasses.replace(serving_cfg.serving, impression_flush_s=60.0, impression_batch=100_000,
+                                    access_log=False))
+    (tmp_path / "cfg.pickle").write_bytes(pickle.dumps(cfg))
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(tmp_path / "cfg.pickle"), str(port)],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                break
+        time.sleep(0.05)
+    answered: list[int] = []
+    tokens = {u: _as(cfg, u) for u in users}
+
+    def load(n: int) -> None:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for i in itertools.count(n):
+                user = users[i % len(users)]
+                try:
+                    response = http.get(f"/v1/users/{user}/recommendations", headers=tokens[user])
+                except httpx.TransportError:
+                    return  # the server has stopped accepting
+                if response.status_code == 200:
+                    answered.append(len(response.json()["items"]))
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    server.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert server.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
+    landed = _landed(cfg)
+    assert len(answered) > 100 and len(landed) == sum(answered)
+    assert len({e["event_id"] for e in landed}) == len(landed)
+
+
+def test_landing_writer_retries_an_unwritable_zone_and_drops_beyond_its_bound_by_count(tmp_path):
+    blocked = tmp_path / "landing"
+    blocked.write_text("a file where the landing folder should be")  # every write fails
+    writer = LandingWriter(blocked, max_lines=5, flush_s=0.05, max_buffered=12)
+    assert writer.add_lines([f'{{"n":{i}}}' for i in range(10)]) == 10
+    time.sleep(0.3)  # several failed attempts
+    assert writer.failed_writes > 0 and writer.waiting() == 10 and writer.written == 0
+    assert writer.add_lines([f'{{"n":{i}}}' for i in range(10, 15)]) == 2  # bounded: 3 dropped, counted
+    assert writer.dropped == 3
+    blocked.unlink()  # writable again: the retries land everything kept
+    deadline = time.monotonic() + 5
+    while writer.written < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.close()
+    lines = [json.loads(line) for f in sorted(blocked.rglob("*.json")) for line in f.read_text().splitlines()]
+    assert sorted(e["n"] for e in lines) == list(range(12)) and writer.written == 12

@@ -277,6 +277,8 @@ def forget_requested(spark: SparkSession, cfg: Config, on_erasure: Callable[[Era
     def erase_batch(batch: DataFrame, _: int) -> None:
         requested = batch.select(USER_KEY, "source").distinct().collect()  # requests: few by nature
         keys = sorted({r[0] for r in requested})
+        if not keys:
+            return
         seen[0] += len(keys)
         tokens = [(forget_token(r[0]), datetime.now(UTC), r[1]) for r in requested]
         lake.upsert(spark.createDataFrame(tokens, BRONZE_FORGOTTEN.schema).dropDuplicates(["token"]), forgotten,

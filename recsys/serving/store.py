@@ -22,10 +22,15 @@ kept versions outlive any in-flight read.
 from __future__ import annotations
 
 import json
+import time
 import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import redis
+import redis.asyncio
 
 from recsys.stores.redis import text
 
@@ -83,14 +88,6 @@ def version_keys(prefix: str, version: str, meta: dict[bytes, bytes]) -> list[st
             *(shard_key(prefix, version, a, s) for a in aliases for s in range(shards))]
 
 
-@dataclass(frozen=True)
-class _Version:
-    name: str
-    shards: int
-    models: dict[str, str]  # alias -> model version
-    names: dict[str, str]   # artist_id -> name, filled as lists are read
-
-
 def forget_users(client: redis.Redis, prefix: str, user_keys: list[str]) -> int:
     """Delete the users' lists from every version still in Redis (live, kept for rollback, expiring);
     how many lists went. Each user is in one shard per alias, found from the version's meta.
@@ -111,6 +108,33 @@ def forget_users(client: redis.Redis, prefix: str, user_keys: list[str]) -> int:
 
 
 @dataclass(frozen=True)
+class _Version:
+    name: str
+    shards: int
+    models: dict[str, str]  # alias -> model version
+    names: dict[str, str]   # artist_id -> name, filled as lists are read
+
+    @classmethod
+    def from_meta(cls, name: str, meta: Mapping[Any, Any]) -> _Version:
+        return cls(name, int(meta.get(b"shards", b"0")), orjson.loads(meta.get(b"models", b"{}")), {})
+
+    def missing_names(self, items: list[list]) -> list[str]:
+        """Artists of `items` whose names are not cached yet (older lists carry them inline)."""
+        for item in items:
+            if len(item) == 3:  # noqa: PLR2004 (a version published before names moved out: [artist_id, name, score]
+                self.names.setdefault(item[0], item[1])
+        return list({item[0] for item in items if item[0] not in self.names})
+
+    def learn(self, artists: list[str], found: Sequence[bytes | str | None]) -> None:
+        """Cache names read from the version's artist hash."""
+        self.names.update((a, text(n) or "") for a, n in zip(artists, found, strict=True))
+
+    def items(self, items: list[list]) -> list[tuple[str, str, float]]:
+        """(artist_id, name, score), once every name is cached."""
+        return [(item[0], self.names[item[0]], float(item[-1])) for item in items]
+
+
+@dataclass(frozen=True)
 class Answer:
     """A list as served: the version it came from, model version, source and (artist_id, name, score) items."""
     version: str            # the published version it came from
@@ -120,7 +144,9 @@ class Answer:
 
 
 class RecommendationStore:
-    """Reads the live version's lists from Redis, caching each version's metadata and names."""
+    """Reads the live version's lists from Redis, caching each version's metadata and names
+    (blocking client: for jobs, benchmarks and tests; the API uses `AsyncRecommendationStore`).
+    """
     def __init__(self, client: redis.Redis, prefix: str):
         self.client, self.prefix = client, prefix
         self._versions: dict[str, _Version] = {}  # the latest version read
@@ -132,23 +158,15 @@ class RecommendationStore:
     def _version(self, name: str) -> _Version:
         version = self._versions.get(name)
         if version is None:  # a version's meta never changes once live
-            meta = self.client.hgetall(meta_key(self.prefix, name))
-            version = _Version(name, int(meta.get(b"shards", b"0")), json.loads(meta.get(b"models", b"{}")), {})
+            version = _Version.from_meta(name, self.client.hgetall(meta_key(self.prefix, name)))
             self._versions = {name: version}
         return version
 
     def _items(self, version: _Version, payload: dict) -> list[tuple[str, str, float]]:
-        """The list's (artist_id, name, score) items, names from the version's artist hash."""
-        items = payload["items"]
-        names = version.names
-        for item in items:
-            if len(item) == 3:  # noqa: PLR2004 (a version published before names moved out: [artist_id, name, score]
-                names.setdefault(item[0], item[1])
-        missing = list({item[0] for item in items if item[0] not in names})
+        missing = version.missing_names(payload["items"])
         if missing:
-            found = self.client.hmget(artists_key(self.prefix, version.name), missing)
-            names.update((a, text(n) or "") for a, n in zip(missing, found, strict=True))
-        return [(item[0], names[item[0]], float(item[-1])) for item in items]
+            version.learn(missing, self.client.hmget(artists_key(self.prefix, version.name), missing))
+        return version.items(payload["items"])
 
     def get(self, user_key: str, alias: str, segment: str) -> Answer | None:
         """The user's list for `alias` from the live version, else the segment's, else the global one."""
@@ -163,10 +181,68 @@ class RecommendationStore:
         pipe.hmget(segments_key(self.prefix, live), [segment, GLOBAL_SEGMENT])
         own, (seg, glob) = pipe.execute()
         if own is not None:
-            payload = json.loads(own)
+            payload = orjson.loads(own)
             return Answer(live, payload["v"], payload["src"], self._items(version, payload))
         cold = seg if seg is not None else glob
         if cold is None:
             return None
         return Answer(live, version.models[alias], "segment" if seg is not None else "global",
-                      self._items(version, json.loads(cold)))
+                      self._items(version, orjson.loads(cold)))
+
+
+class AsyncRecommendationStore:
+    """The API's reader (`redis.asyncio`): one round trip for a user with a list.
+
+    The live version's name is cached for `live_ttl_s` (a publish reaches every worker within
+    it) and each version's meta and artist names for as long as the version is read; a request
+    reads `live` once and then only keys of that version, so it never mixes two versions. The
+    segment (one more round trip, for the user's features) is looked up only for users without a
+    list of their own.
+    """
+    def __init__(self, client: redis.asyncio.Redis, prefix: str, live_ttl_s: float):
+        self.client, self.prefix, self.live_ttl_s = client, prefix, live_ttl_s
+        self._live: tuple[float, str | None] = (0.0, None)  # (until, name)
+        self._versions: dict[str, _Version] = {}
+
+    async def live(self) -> str | None:
+        """The live version's name (cached for `live_ttl_s`), or None before the first publish."""
+        now = time.monotonic()
+        until, name = self._live
+        if now >= until:
+            name = text(await self.client.get(live_key(self.prefix))) or None
+            self._live = (now + self.live_ttl_s, name)
+        return name
+
+    async def _version(self, name: str) -> _Version:
+        version = self._versions.get(name)
+        if version is None:
+            version = _Version.from_meta(name, await self.client.hgetall(meta_key(self.prefix, name)))
+            self._versions = {name: version}
+        return version
+
+    async def _items(self, version: _Version, payload: dict) -> list[tuple[str, str, float]]:
+        missing = version.missing_names(payload["items"])
+        if missing:
+            version.learn(missing, await self.client.hmget(artists_key(self.prefix, version.name), missing))
+        return version.items(payload["items"])
+
+    async def get(self, user_key: str, alias: str, segment: Callable[[], Awaitable[str]]) -> Answer | None:
+        """The user's list for `alias` from the live version, else their segment's (`segment()`, called
+        only then), else the global one.
+        """
+        live = await self.live()
+        if live is None:
+            return None
+        version = await self._version(live)
+        if alias not in version.models:
+            return None
+        own = await self.client.hget(shard_key(self.prefix, live, alias, shard_of(user_key, version.shards)), user_key)
+        if own is not None:
+            payload = orjson.loads(own)
+            return Answer(live, payload["v"], payload["src"], await self._items(version, payload))
+        seg, glob = await self.client.hmget(segments_key(self.prefix, live), [await segment(), GLOBAL_SEGMENT])
+        cold = seg if seg is not None else glob
+        if cold is None:
+            return None
+        return Answer(live, version.models[alias], "segment" if seg is not None else "global",
+                      await self._items(version, orjson.loads(cold)))
