@@ -18,7 +18,7 @@ def main(cfg, args) -> int:
     except RetentionTooShort as err:
         print(f"recsys: the users were erased, but not vacuumed from Delta history: {err}", file=sys.stderr)
         return 2
-    print(f"forget: {n} users erased")
+    print(f"forget: done ({n} requests erased; a user asked twice counts twice)")
     return 0
 
 

@@ -57,6 +57,7 @@ def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
     """
     events_path = SILVER_EVENTS.path(cfg.lake)
     lake.ensure_table(spark, events_path)
+    ensure_catalog_values(spark, cfg)  # a lake from before the catalog table: forgetting runs before silver
     events = lake.read(spark, events_path)
     theirs = events.join(F.broadcast(gone), on=USER_KEY, how="left_semi")
     touched = touched_by(theirs).persist()
