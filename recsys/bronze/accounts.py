@@ -68,13 +68,22 @@ def request_forget(spark: SparkSession, cfg: Config, user_ids: list[str], source
     return keys
 
 
+def forgotten_tokens(spark: SparkSession, cfg: Config) -> DataFrame:
+    """The tokens (`keys.forget_token`) of every user forgotten or waiting to be: silver drops their
+    events by it, the accounts ingest their account.
+    """
+    pending, done = BRONZE_FORGET_REQUESTS.path(cfg.lake), BRONZE_FORGOTTEN.path(cfg.lake)
+    for path in (pending, done):
+        lake.ensure_table(spark, path)
+    return (lake.read(spark, pending).select(F.sha2(USER_KEY, 256).alias("token"))
+            .unionByName(lake.read(spark, done).select("token")).distinct())
+
+
 def _not_forgotten(spark: SparkSession, cfg: Config, extracted: DataFrame) -> DataFrame:
     """`extracted` without the accounts of users asked to be forgotten (their keys are hashed on the
     driver from the extract's ids: accounts, unlike events, are few enough to list).
     """
-    pending = lake.read(spark, BRONZE_FORGET_REQUESTS.path(cfg.lake)).select(USER_KEY).collect()
-    forgotten = {forget_token(r[0]) for r in pending}
-    forgotten |= {r[0] for r in lake.read(spark, BRONZE_FORGOTTEN.path(cfg.lake)).select("token").collect()}
+    forgotten = {r[0] for r in forgotten_tokens(spark, cfg).collect()}
     if not forgotten:
         return extracted
     secret = cfg.require_secret("privacy.pseudonym_secret")
@@ -88,8 +97,7 @@ def ingest_accounts(spark: SparkSession, cfg: Config, run_id: str, full_refresh:
     ensure_accounts_table(cfg.postgres)
     path = lake.table_path(cfg.lake, "bronze", "accounts")
     lake.ensure_table(spark, path)
-    for table in (BRONZE_FORGET_REQUESTS, BRONZE_FORGOTTEN):
-        lake.ensure_table(spark, table.path(cfg.lake))
+    lake.ensure_table(spark, BRONZE_FORGET_REQUESTS.path(cfg.lake))
     source_ids = read_jdbc(spark, cfg.postgres, f"(SELECT {USER_ID} FROM {TABLE}) AS ids",
                            predicates=hash_predicates(USER_ID, cfg.ingest.accounts_partitions))
     gone = [r[0] for r in lake.read(spark, path).select(USER_ID).join(source_ids, on=USER_ID, how="left_anti")

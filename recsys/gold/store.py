@@ -107,20 +107,20 @@ def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
     load_hashes(by_hash(entries), cfg.redis,
                 features_key(cfg.gold.redis_prefix, ""), cfg.publish.batch_size,
                 replace=True, ttl_s=cfg.gold.feature_ttl_s).collect()
-    if removed:
+    _delete_redis_features(cfg, removed)
+
+
+def _delete_redis_features(cfg: Config, user_keys: list[str]) -> None:
+    if user_keys:
         client = redis_connect(cfg.redis)
-        client.delete(*[features_key(cfg.gold.redis_prefix, k) for k in removed])
+        client.delete(*[features_key(cfg.gold.redis_prefix, k) for k in user_keys])
         client.close()
 
 
 def forget_features(cfg: Config, user_keys: list[str]) -> None:
     """Delete the users from both feature stores (PostgreSQL table, Redis hashes) at once."""
-    if not user_keys:
-        return
     delete_keys(cfg.postgres, PG_TABLE, USER_KEY, user_keys)
-    client = redis_connect(cfg.redis)
-    client.delete(*[features_key(cfg.gold.redis_prefix, k) for k in user_keys])
-    client.close()
+    _delete_redis_features(cfg, user_keys)
 
 
 def _redis_fields() -> dict[str, Column]:

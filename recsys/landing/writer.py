@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,7 +129,7 @@ class LandingWriter:
                 self.flush()
                 return
             except OSError:
-                threading.Event().wait(0.05 * 2 ** attempt)
+                time.sleep(0.05 * 2 ** attempt)
         with self._cond:
             lost, self._lines = len(self._lines), []
         if lost:

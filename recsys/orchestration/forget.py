@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
@@ -54,6 +55,7 @@ from recsys.bronze.accounts import request_forget
 from recsys.config import Config
 from recsys.gold.store import forget_features, sync_feature_store
 from recsys.keys import forget_token, pseudonym
+from recsys.landing.zone import STAGING_DIR
 from recsys.model.forget import forget_in_models
 from recsys.orchestration.maintain import vacuum
 from recsys.pii_scan import SHAPES
@@ -119,7 +121,7 @@ def _bronze_ids(spark: SparkSession, cfg: Config) -> DataFrame:
            for t in (BRONZE_EVENTS, BRONZE_ACCOUNTS, BRONZE_ACCOUNTS_EXTRACT) if lake.exists(spark, t.path(cfg.lake))]
     quarantine = BRONZE_EVENTS_QUARANTINE.path(cfg.lake)
     if lake.exists(spark, quarantine):
-        ids.append(lake.read(spark, quarantine).select(F.trim(F.regexp_extract("_raw", ID_IN_TEXT, 1)).alias("id")))
+        ids.append(lake.read(spark, quarantine).select(_quarantined_id().alias("id")))
     union = ids[0]
     for more in ids[1:]:
         union = union.unionByName(more)
@@ -152,10 +154,10 @@ def _line_user(line: str) -> str | None:
     return found.group(1).strip(" ") if found else None
 
 
-def _lines(path: Path) -> Iterator[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as handle:
-        yield from handle
+def _open(path: Path, mode: str, compressed: bool) -> IO[str]:
+    """A landing file as text, gzip-compressed or not."""
+    opener: Callable[..., IO[str]] = gzip.open if compressed else open
+    return opener(path, mode, encoding="utf-8", errors="surrogateescape")
 
 
 def rewrite_landing_file(landing: str, uri: str, ids: set[str]) -> bool:
@@ -169,24 +171,35 @@ def rewrite_landing_file(landing: str, uri: str, ids: set[str]) -> bool:
     if not path.exists():
         return False
     kept, dropped = [], 0
-    for line in _lines(path):
-        if _line_user(line) in ids:
-            dropped += 1
-        else:
-            kept.append(line)
+    compressed = path.suffix == ".gz"  # the staged copy's name ends otherwise: decided once, from the file's
+    with _open(path, "rt", compressed) as lines:
+        for line in lines:
+            if _line_user(line) in ids:
+                dropped += 1
+            else:
+                kept.append(line)
     if not dropped:
         return False
     if not kept:
         path.unlink()
         return True
-    staging = Path(landing) / ".staging"
+    staging = Path(landing) / STAGING_DIR
     staging.mkdir(parents=True, exist_ok=True)
     tmp = staging / f"{path.name}.forget.{os.getpid()}.tmp"
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(tmp, "wt", encoding="utf-8", errors="surrogateescape") as out:
+    with _open(tmp, "wt", compressed) as out:
         out.writelines(kept)
     tmp.replace(path)
     return True
+
+
+def _keys_frame(spark: SparkSession, keys: list[str]) -> DataFrame:
+    """A one-column DataFrame of user keys, the source of the erasure's MERGEs."""
+    return spark.createDataFrame([(k,) for k in keys], f"{USER_KEY} string")
+
+
+def _same_key() -> F.Column:
+    """The MERGE condition: the table's row (`t`) is of a user in the source (`s`)."""
+    return F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}")
 
 
 def _user_tables(layer: str) -> list[str]:
@@ -201,7 +214,7 @@ def erase(spark: SparkSession, cfg: Config, keys: list[str]) -> Erasure:
         return done
     ids = _raw_ids(spark, cfg, set(keys))
     touched: list[str] = []
-    gone = spark.createDataFrame([(k,) for k in keys], f"{USER_KEY} string")
+    gone = _keys_frame(spark, keys)
     raw = spark.createDataFrame([(i,) for i in ids], "id string")
 
     def delete(qualified: str, source: DataFrame, condition: F.Column) -> None:
@@ -225,16 +238,13 @@ def erase(spark: SparkSession, cfg: Config, keys: list[str]) -> Erasure:
         events_path = SILVER_EVENTS.path(cfg.lake)
         with done.step("silver"):
             if lake.exists(spark, events_path):
-                before = lake.current_version(spark, events_path)
-                forget_events(spark, cfg, gone)
-                done.rows[SILVER_EVENTS.qualified] = lake.metrics_since(spark, events_path, before).get(
-                    "numTargetRowsDeleted", 0)
+                done.rows[SILVER_EVENTS.qualified] = forget_events(spark, cfg, gone)
                 touched.extend([events_path, TABLES["silver/catalog_values"].path(cfg.lake)])
             for qualified in _user_tables("silver"):
-                delete(qualified, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
+                delete(qualified, gone, _same_key())
         with done.step("gold"):
             for qualified in _user_tables("gold"):
-                delete(qualified, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
+                delete(qualified, gone, _same_key())
     with done.step("stores"):
         forget_features(cfg, keys)
         client = connect(cfg.redis)
@@ -284,9 +294,8 @@ def forget_requested(spark: SparkSession, cfg: Config, on_erasure: Callable[[Era
         lake.upsert(spark.createDataFrame(tokens, BRONZE_FORGOTTEN.schema).dropDuplicates(["token"]), forgotten,
                     keys=("token",))  # first: silver keeps dropping their events whatever happens next
         report = erase(spark, cfg, keys)
-        gone = spark.createDataFrame([(k,) for k in keys], f"{USER_KEY} string")
         with lake.erasure(spark):  # the requests named them: erased last, so a crash before reruns the batch
-            lake.delete_matching(spark, requests, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
+            lake.delete_matching(spark, requests, _keys_frame(spark, keys), _same_key())
         vacuum(spark, cfg, [requests])
         if on_erasure is not None:
             on_erasure(report)

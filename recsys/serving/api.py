@@ -162,9 +162,13 @@ def impression_lines(user_id: str, request_id: str, model_version: str, variant:
     }) for position, (artist_id, name, score) in enumerate(items)]
 
 
-def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps({"detail": detail}), status_code=status, media_type="application/json",
-                    headers=headers)
+def _json(body: Any, status: int = 200) -> Response:
+    """A JSON answer encoded with orjson (no pydantic model on the hot path)."""
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(status: int, detail: Any) -> Response:
+    return _json({"detail": detail}, status)
 
 
 @dataclass
@@ -260,7 +264,7 @@ def _recommendation_routes(app: FastAPI, ctx: _Context) -> None:
                 "variant": variant.name, "source": answer.source,
                 "items": [{"artist_id": a, "name": n, "score": sc, "rank": r}
                           for r, (a, n, sc) in enumerate(items, start=1)]}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return _json(body)
 
 
 def _event_and_ops_routes(app: FastAPI, ctx: _Context) -> None:
@@ -281,7 +285,7 @@ def _event_and_ops_routes(app: FastAPI, ctx: _Context) -> None:
         if problems:
             return _error(400, problems)
         ctx.state["landing"].add(events)
-        return Response(orjson.dumps({"accepted": len(events)}), status_code=202, media_type="application/json")
+        return _json({"accepted": len(events)}, 202)
 
     @app.exception_handler(RedisDown)
     async def redis_down(_: Request, err: RedisDown) -> Response:
@@ -292,11 +296,8 @@ def _event_and_ops_routes(app: FastAPI, ctx: _Context) -> None:
         try:
             live = text(await ctx.from_redis(lambda: ctx.state["client"].get(live_key(ctx.cfg.publish.prefix))))
         except RedisDown as err:
-            return Response(orjson.dumps({"status": "down", "reason": f"redis: {err}"}),
-                            status_code=503, media_type="application/json")
-        status = 200 if live else 503
-        return Response(orjson.dumps({"status": "ok" if live else "no version live", "live_version": live}),
-                        status_code=status, media_type="application/json")
+            return _json({"status": "down", "reason": f"redis: {err}"}, 503)
+        return _json({"status": "ok" if live else "no version live", "live_version": live}, 200 if live else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -97,12 +97,11 @@ def forget_users(client: redis.Redis, prefix: str, user_keys: list[str]) -> int:
                  for k in client.scan_iter(match=meta_key(prefix, "*"), count=1000)}
     removed = 0
     for version in sorted(v for v in versions if v):
-        meta = client.hgetall(meta_key(prefix, version))
-        shards = int(meta.get(b"shards", b"0"))
+        meta = _Version.from_meta(version, client.hgetall(meta_key(prefix, version)))
         pipe = client.pipeline(transaction=False)
-        for alias in json.loads(meta.get(b"models", b"{}")):
+        for alias in meta.models:
             for key in user_keys:
-                pipe.hdel(shard_key(prefix, version, alias, shard_of(key, shards)), key)
+                pipe.hdel(shard_key(prefix, version, alias, shard_of(key, meta.shards)), key)
         removed += sum(pipe.execute())
     return removed
 

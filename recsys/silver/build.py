@@ -9,11 +9,11 @@ import logging
 from dataclasses import asdict
 from datetime import datetime
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
+from recsys.bronze.accounts import forgotten_tokens
 from recsys.config import Config
 from recsys.silver import postgres_sink
 from recsys.silver.catalog import artists_from, catalog_values, recount, touched_by, tracks_from
@@ -22,8 +22,6 @@ from recsys.silver.privacy import geocoder, pseudonymizer
 from recsys.silver.users import to_silver_users
 from recsys.tables import (
     ARTIST_ID,
-    BRONZE_FORGET_REQUESTS,
-    BRONZE_FORGOTTEN,
     SILVER_ARTISTS,
     SILVER_CATALOG_VALUES,
     SILVER_EVENTS,
@@ -39,17 +37,9 @@ class QualityGateFailed(RuntimeError):
     """The run's quarantine rate passed `quality.max_quarantine_rate`."""
 
 
-def forgotten_tokens(spark: SparkSession, cfg: Config) -> DataFrame:
-    """The tokens (`keys.forget_token`) of every user forgotten or waiting to be."""
-    pending, done = BRONZE_FORGET_REQUESTS.path(cfg.lake), BRONZE_FORGOTTEN.path(cfg.lake)
-    for path in (pending, done):
-        lake.ensure_table(spark, path)
-    return (lake.read(spark, pending).select(F.sha2(USER_KEY, 256).alias("token"))
-            .unionByName(lake.read(spark, done).select("token")).distinct())
-
-
-def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
-    """Remove the events of the `gone` user keys from silver (catalog counts, events, PostgreSQL).
+def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> int:
+    """Remove the events of the `gone` user keys from silver (catalog counts, events, PostgreSQL);
+    how many events went.
 
     The catalog is recounted first, over the events that stay, then the events are deleted: a
     crash between the two leaves the events in place, and a rerun recounts the same way. The
@@ -63,7 +53,7 @@ def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
     touched = touched_by(theirs).persist()
     try:
         if touched.isEmpty():
-            return
+            return 0
         artists = touched.filter("kind = 'artist'").select(F.col("id").alias(ARTIST_ID))
         tracks = touched.filter("kind = 'track'").select(F.col("id").alias(TRACK_ID))
         remaining = (events.join(F.broadcast(gone), on=USER_KEY, how="left_anti")
@@ -73,9 +63,9 @@ def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> None:
         recount(spark, SILVER_CATALOG_VALUES.path(cfg.lake), remaining, touched)
     finally:
         touched.unpersist()
-    DeltaTable.forPath(spark, events_path).alias("t").merge(gone.alias("s"), f"t.{USER_KEY} = s.{USER_KEY}") \
-        .whenMatchedDelete().execute()
+    deleted = lake.delete_matching(spark, events_path, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
     postgres_sink.delete_users(cfg.postgres, [r[USER_KEY] for r in gone.collect()])
+    return deleted
 
 
 def ensure_catalog_values(spark: SparkSession, cfg: Config) -> None:
