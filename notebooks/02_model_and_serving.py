@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from recsys import lake
 from recsys.config import load_config
-from recsys.model.batch import build_recommendations
+from recsys.model.batch import build_recommendations, flat
 from recsys.model.train import CHALLENGER, CHAMPION, summary_line, train
 from recsys.serving.api import create_app, running
 from recsys.serving.auth import bearer
@@ -44,7 +44,7 @@ print({alias: client.get_model_version_by_alias(cfg.model.name, alias).version f
 
 batch = build_recommendations(spark, cfg)
 print(batch)
-lake.read(spark, lake.table_path(cfg.lake, "gold", "recommendations")).filter("rank <= 3").show(6)
+flat(lake.read(spark, lake.table_path(cfg.lake, "gold", "recommendations"))).filter("rank <= 3").show(6)
 published = publish(spark, cfg)
 print(published)
 

@@ -39,3 +39,8 @@ def segment_name(age_group: str | None, country: str | None) -> str:
 def features_key(prefix: str, user_key: str) -> str:
     """The Redis hash holding one user's online features."""
     return f"{prefix}:features:{user_key}"
+
+
+def artist_names_key(prefix: str) -> str:
+    """The Redis hash of the artist catalog's names (artist_id -> name)."""
+    return f"{prefix}:artists"

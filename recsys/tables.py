@@ -168,10 +168,11 @@ GOLD_FEATURE_STORE_SYNCS = Table(
     "gold", "feature_store_syncs", "sync of user_features to PostgreSQL and Redis",
     "version bigint, synced_at timestamp, changed bigint, removed bigint")
 GOLD_RECOMMENDATIONS = Table(
-    "gold", "recommendations", "(user, model alias, rank) of the latest batch",
-    "user_key string, model_alias string, model_version string, model_run_id string, rank int, artist_id string, "
-    "artist_name string, score float, source string, segment string, batch_id string",
-    key=(USER_KEY, "model_alias", "rank"))
+    "gold", "recommendations", "(user, model alias) list of the latest batch, best first",
+    "user_key string, model_alias string, model_version string, model_run_id string, source string, "
+    "segment string, items array<struct<artist_id:string,artist_name:string,score:float>>, payload string, "
+    "batch_id string",
+    key=(USER_KEY, "model_alias"))
 GOLD_SEGMENT_RECOMMENDATIONS = Table(
     "gold", "segment_recommendations", "(segment, rank) cold-start list of the latest batch",
     "segment string, rank int, artist_id string, artist_name string, score float, batch_id string",

@@ -36,6 +36,7 @@ from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.experiment import assign
 from recsys.gold.build import build_gold
 from recsys.keys import pseudonym
+from recsys.model.batch import flat
 from recsys.serving.auth import bearer
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
@@ -208,7 +209,7 @@ def _serving_on_the_cluster(spark, cluster, cfg, tmp_path: Path) -> None:
              "--set", f"publish.prefix={cfg.publish.prefix}")
     for job in ("train.py", "recommend.py", "publish.py"):
         _finish(_submit(cluster, cfg, job, *model))
-    lists = lake.read(spark, lake.table_path(cfg.lake, "gold", "recommendations"))
+    lists = flat(lake.read(spark, lake.table_path(cfg.lake, "gold", "recommendations")))
     served = {(r.user_key, r.model_alias) for r in lists.select("user_key", "model_alias").distinct().collect()}
     user_id, user_key, alias = next(  # a user whose A/B variant's model has a list
         (i, k, assign(cfg.experiment, k).alias) for i, k in ((str(1000 + u), pseudonym(SECRET, str(1000 + u)))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from chispa import assert_approx_df_equality, assert_df_equality
 
-from recsys.model.batch import cold_start, segment_lists
+from recsys.model.batch import as_lists, cold_start, flat, segment_lists
 from recsys.model.rerank import with_ranker_features
 
 LISTS = "segment string, artist_idx int, rank int, score float"
@@ -56,3 +58,24 @@ def test_ranker_features_join_artist_and_user_features_and_measure_genre_overlap
     ], "user_key string, artist_id string, artist_listeners double, trending_rank double, "
        "artist_followers double, age_group string, country string, genre_overlap double")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_column_order=True, ignore_nullable=True)
+
+
+def test_lists_nest_a_row_per_artist_and_flat_gives_them_back(spark):
+    rows = spark.createDataFrame([
+        ("u1", "champion", "3", "run", 2, "ar2", "Two", 0.5, "als", "18-24|DE", "b1"),
+        ("u1", "champion", "3", "run", 1, "ar1", "One", 0.91234, "als", "18-24|DE", "b1"),
+        ("u2", "champion", "3", "run", 1, "ar3", 'Th"ree', 0.4, "segment", "65+|FR", "b1"),
+        ("u2", "champion", "3", "run", 2, "ar1", "One", 0.3, "global", "65+|FR", "b1"),
+    ], "user_key string, model_alias string, model_version string, model_run_id string, rank int, "
+       "artist_id string, artist_name string, score float, source string, segment string, batch_id string")
+
+    lists = as_lists(rows)
+
+    got = {r.user_key: (r.source, [i.artist_id for i in r["items"]], json.loads(r.payload)) for r in lists.collect()}
+    assert got == {  # best first; a segment list topped up from the global one is a segment list
+        "u1": ("als", ["ar1", "ar2"], {"v": "3", "src": "als", "items": [["ar1", "0.9123"], ["ar2", "0.5"]]}),
+        "u2": ("segment", ["ar3", "ar1"], {"v": "3", "src": "segment", "items": [["ar3", "0.4"], ["ar1", "0.3"]]}),
+    }
+    back = flat(lists).drop("source")
+    assert_approx_df_equality(back, rows.drop("source"), 1e-6, ignore_row_order=True, ignore_column_order=True,
+                              ignore_nullable=True)

@@ -30,11 +30,12 @@ from recsys.experiment import assign, variants
 from recsys.keys import pseudonym
 from recsys.landing.contract import event_errors
 from recsys.landing.writer import LandingWriter
+from recsys.model.batch import as_lists, flat
 from recsys.services import start_redis, stop_redis
 from recsys.serving.api import create_app
 from recsys.serving.auth import EVENTS_WRITE, bearer, mint
 from recsys.serving.publish import publish, rollback
-from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key
+from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key, versions_key
 from recsys.stores.redis import HashLoader, connect, load_hashes
 from recsys.stores.resp import bulk_strings
 
@@ -47,10 +48,11 @@ SEGS = "segment string, rank int, artist_id string, artist_name string, score fl
 
 @pytest.fixture
 def serving_cfg(cfg, tmp_path):
+    prefix = f"t-{uuid.uuid4().hex[:12]}"
     return dataclasses.replace(
         cfg,
-        publish=dataclasses.replace(cfg.publish, prefix=f"t-{uuid.uuid4().hex[:12]}", shards=8, keep_versions=2,
-                                    batch_size=50),
+        publish=dataclasses.replace(cfg.publish, prefix=prefix, shards=8, keep_versions=2, batch_size=50),
+        gold=dataclasses.replace(cfg.gold, redis_prefix=prefix),  # the artist names publish copies
         privacy=dataclasses.replace(cfg.privacy, pseudonym_secret=SECRET),
         experiment=ExperimentConfig(salt="s1", variants={"A": "champion:50", "B": "challenger:50"}),
         auth=AuthConfig(jwt_secret=JWT_SECRET),
@@ -67,19 +69,22 @@ def _service(cfg) -> dict[str, str]:
 
 
 def _batch(spark, batch: str, users: list[str], offset: int):
-    """Three artists per user and alias; which artists depends on `offset`, so versions differ."""
+    """Three artists per user and alias; which artists depends on `offset`, so versions differ.
+    The lists as the batch writes them, the segment lists, and the artists' names."""
     rows = [(u, alias, version, "run", r, f"ar{(i + offset + r) % 50}", f"Artist {(i + offset + r) % 50}",
              0.9 - r / 10, "als", "18-24|DE", batch)
             for i, u in enumerate(users) for alias, version in (("champion", "1"), ("challenger", "2"))
             for r in (1, 2, 3)]
     segs = [("18-24|DE", r, f"ar{40 + r}", f"Artist {40 + r}", 0.5 / r, batch) for r in (1, 2)] + \
            [("*", r, f"ar{30 + r}", f"Artist {30 + r}", 0.4 / r, batch) for r in (1, 2, 3)]
-    return spark.createDataFrame(rows, RECS).repartition(4), spark.createDataFrame(segs, SEGS)
+    names = spark.createDataFrame([(f"ar{a}", f"Artist {a}") for a in range(50)],
+                                  "artist_id string, artist_name string")
+    return as_lists(spark.createDataFrame(rows, RECS)).repartition(4), spark.createDataFrame(segs, SEGS), names
 
 
-def _expected(batch_df) -> dict[tuple[str, str], list[str]]:
+def _expected(lists) -> dict[tuple[str, str], list[str]]:
     out: dict[tuple[str, str], list[str]] = {}
-    for r in batch_df.orderBy("rank").collect():
+    for r in flat(lists).orderBy("rank").collect():
         out.setdefault((r.user_key, r.model_alias), []).append(r.artist_id)
     return out
 
@@ -108,10 +113,10 @@ def test_assignment_is_sticky_and_follows_the_split():
 def test_publish_switches_atomically_under_concurrent_readers_and_rolls_back(spark, serving_cfg):
     cfg, prefix = serving_cfg, serving_cfg.publish.prefix
     users = [f"key{i:03d}" for i in range(300)]
-    v1, seg1 = _batch(spark, "b1", users, 0)
-    v2, seg2 = _batch(spark, "b2", users, 7)
+    v1, seg1, names = _batch(spark, "b1", users, 0)
+    v2, seg2, _ = _batch(spark, "b2", users, 7)
     expected = {"b1": _expected(v1), "b2": _expected(v2)}
-    first = publish(spark, cfg, v1, seg1)
+    first = publish(spark, cfg, v1, seg1, names)
     assert first.users == {"champion": 300, "challenger": 300} and first.segments == 2
 
     store = RecommendationStore(connect(cfg.redis), prefix)
@@ -128,13 +133,13 @@ def test_publish_switches_atomically_under_concurrent_readers_and_rolls_back(spa
     readers = [threading.Thread(target=read) for _ in range(3)]
     for t in readers:
         t.start()
-    second = publish(spark, cfg, v2, seg2)
+    second = publish(spark, cfg, v2, seg2, names)
     stop.set()
     for t in readers:
         t.join()
     assert not problems and seen["b1"] > 0 and second.previous == "b1"
     assert store.get(users[0], "challenger", "x").version == "b2"
-    assert publish(spark, cfg, v2, seg2).already_live  # publishing the live batch again changes nothing
+    assert publish(spark, cfg, v2, seg2, names).already_live  # publishing the live batch again changes nothing
 
     assert rollback(cfg) == ("b2", "b1")
     answer = store.get(users[5], "champion", "18-24|DE")
@@ -147,9 +152,9 @@ def test_publish_switches_atomically_under_concurrent_readers_and_rolls_back(spa
 def test_failure_mid_publish_leaves_the_previous_version_live(spark, serving_cfg):
     cfg, prefix = serving_cfg, serving_cfg.publish.prefix
     users = [f"key{i:03d}" for i in range(200)]
-    good, segs = _batch(spark, "good", users, 0)
-    publish(spark, cfg, good, segs)
-    bad, _ = _batch(spark, "bad", users, 3)
+    good, segs, names = _batch(spark, "good", users, 0)
+    publish(spark, cfg, good, segs, names)
+    bad, _, _ = _batch(spark, "bad", users, 3)
 
     @F.udf("string")
     def explode_on_one_user(key):
@@ -158,12 +163,13 @@ def test_failure_mid_publish_leaves_the_previous_version_live(spark, serving_cfg
         return key
 
     with pytest.raises(Exception, match="executor lost"):
-        publish(spark, cfg, bad.withColumn("user_key", explode_on_one_user("user_key")), segs)
+        publish(spark, cfg, bad.withColumn("user_key", explode_on_one_user("user_key")), segs, names)
     client = connect(cfg.redis)
     assert client.get(live_key(prefix)) == b"good"
     assert not client.exists(meta_key(prefix, "bad"))
-    partial = [shard_key(prefix, "bad", "champion", s) for s in range(cfg.publish.shards)]
-    assert all(client.ttl(k) > 0 for k in partial if client.exists(k))  # leftovers expire
+    kept = {live_key(prefix).encode(), versions_key(prefix).encode()}
+    partial = [k for k in client.scan_iter(f"{prefix}:recs:*") if k not in kept and b":recs:good:" not in k]
+    assert all(client.ttl(k) > 0 for k in partial)  # what the failed attempt wrote expires
     assert RecommendationStore(client, prefix).get("key150", "champion", "x").version == "good"
 
 
@@ -181,8 +187,8 @@ def test_old_versions_expire_beyond_the_kept_window(spark, serving_cfg):
 def api(spark, serving_cfg):
     users = ["42", "7"]
     keys = [pseudonym(SECRET, u) for u in users]
-    recs, segs = _batch(spark, "api1", keys, 0)
-    publish(spark, serving_cfg, recs, segs)
+    recs, segs, names = _batch(spark, "api1", keys, 0)
+    publish(spark, serving_cfg, recs, segs, names)
     with TestClient(create_app(serving_cfg)) as client:
         yield client, serving_cfg, _expected(recs), keys
 
@@ -244,8 +250,8 @@ def test_events_are_validated_before_anything_lands(api):
 def bounded_api(spark, serving_cfg):
     cfg = dataclasses.replace(serving_cfg, limits=LimitsConfig(max_body_bytes=2000, max_events_per_request=3,
                                                                max_string_chars=40, max_count=100))
-    recs, segs = _batch(spark, "bounded", [pseudonym(SECRET, "42")], 0)
-    publish(spark, cfg, recs, segs)
+    recs, segs, names = _batch(spark, "bounded", [pseudonym(SECRET, "42")], 0)
+    publish(spark, cfg, recs, segs, names)
     with TestClient(create_app(cfg)) as client:
         yield client, cfg
 
@@ -311,8 +317,8 @@ def test_only_a_valid_token_for_that_user_reads_a_list_and_only_services_post(ap
 
 def test_each_credential_has_its_own_rate_limit(spark, serving_cfg):
     cfg = dataclasses.replace(serving_cfg, auth=dataclasses.replace(serving_cfg.auth, rate_per_s=0.5, burst=3))
-    recs, segs = _batch(spark, "limited", [pseudonym(SECRET, "42")], 0)
-    publish(spark, cfg, recs, segs)
+    recs, segs, names = _batch(spark, "limited", [pseudonym(SECRET, "42")], 0)
+    publish(spark, cfg, recs, segs, names)
     with TestClient(create_app(cfg)) as client:
         token = _as(cfg, "42")
         codes = [client.get("/v1/users/42/recommendations", headers=token).status_code for _ in range(4)]
@@ -412,8 +418,8 @@ def test_redis_stalled_or_down_answers_503_within_the_timeout_and_recovers_by_it
         serving=dataclasses.replace(serving_cfg.serving, redis_timeout_ms=200, live_cache_s=0.0))
     start_redis(cfg)
     try:
-        recs, segs = _batch(spark, "outage", [pseudonym(SECRET, "42")], 0)
-        publish(spark, cfg, recs, segs)
+        recs, segs, names = _batch(spark, "outage", [pseudonym(SECRET, "42")], 0)
+        publish(spark, cfg, recs, segs, names)
         pid = int((tmp_path / "state" / "services" / "redis" / "redis.pid").read_text())
         with TestClient(create_app(cfg)) as client:
             def timed() -> tuple[int, float]:
@@ -436,7 +442,7 @@ def test_redis_stalled_or_down_answers_503_within_the_timeout_and_recovers_by_it
             status, seconds = timed()
             assert status == 503 and seconds < 0.5
             start_redis(cfg)
-            publish(spark, cfg, recs, segs)  # whatever the snapshot kept: the API must find the new server
+            publish(spark, cfg, recs, segs, names)  # whatever the snapshot kept: the API must find the new server
             assert timed()[0] == 200  # the same app, no restart
             metrics = client.get("/metrics").text
             assert 'recsys_api_redis_errors_total{kind="TimeoutError"}' in metrics
@@ -458,8 +464,8 @@ uvicorn.run(create_app(cfg), host="127.0.0.1", port=int(sys.argv[2]), log_level=
 def test_sigterm_under_load_lands_every_impression_answered(spark, serving_cfg, tmp_path):
     """Impressions wait in memory (a minute, 100,000 lines) so that only the shutdown can write them."""
     users = [str(u) for u in range(40)]
-    recs, segs = _batch(spark, "sigterm", [pseudonym(SECRET, u) for u in users], 0)
-    publish(spark, serving_cfg, recs, segs)
+    recs, segs, names = _batch(spark, "sigterm", [pseudonym(SECRET, u) for u in users], 0)
+    publish(spark, serving_cfg, recs, segs, names)
     cfg = dataclasses.replace(
         serving_cfg, landing=dataclasses.replace(serving_cfg.landing, path=str(tmp_path / "landing")),
         serving=dataclasses.replace(serving_cfg.serving, impression_flush_s=60.0, impression_batch=100_000,

@@ -11,10 +11,14 @@ Redis key layout (prefix `gold.redis_prefix`, default `recsys`):
         top_genres            JSON list of genre names
         favourite_artist_ids  JSON list of artist ids, newest engagement first
         recent_track_ids      JSON list of track ids, newest play first
+    <prefix>:artists              hash, artist_id -> name, every artist of `gold/artist_stats`;
+        replaced whole by each sync (loaded under a temporary key, then renamed over it);
+        `publish` copies it into each version it publishes, inside Redis
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,12 +27,12 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
-from recsys.keys import features_key
+from recsys.keys import artist_names_key, features_key
 from recsys.stores.postgres import connect, delete_keys, write_jdbc
 from recsys.stores.redis import by_hash, load_hashes
 from recsys.stores.redis import connect as redis_connect
 from recsys.stores.resp import bulk_strings
-from recsys.tables import AS_OF, GOLD_FEATURE_STORE_SYNCS, USER_KEY
+from recsys.tables import ARTIST_ID, AS_OF, GOLD_FEATURE_STORE_SYNCS, USER_KEY
 
 PG_TABLE = "user_features"
 PG_DDL = f"""
@@ -54,9 +58,10 @@ def with_feature_hash(features: DataFrame) -> DataFrame:
 
 @dataclass(frozen=True)
 class SyncReport:
-    """How many users the feature store sync wrote and removed."""
+    """How many users the feature store sync wrote and removed, and artist names it wrote."""
     changed: int
     removed: int
+    artist_names: int = 0
 
 
 def changed_since(spark: SparkSession, path: str, previous_version: int | None) -> tuple[DataFrame, DataFrame]:
@@ -110,6 +115,32 @@ def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
     _delete_redis_features(cfg, removed)
 
 
+def sync_artist_names(spark: SparkSession, cfg: Config, artists: DataFrame | None = None) -> int:
+    """Replace `<gold.redis_prefix>:artists` with the names of `gold/artist_stats` (or of `artists`:
+    artist_id, artist_name) in one step; how many. Loaded from the executors under a temporary key
+    that expires unless renamed over the catalog, so readers (publish) see the old or the new whole.
+    """
+    if artists is None:
+        artists = lake.read(spark, lake.table_path(cfg.lake, "gold", "artist_stats"))
+    key = artist_names_key(cfg.gold.redis_prefix)
+    temp = f"{uuid.uuid4().hex}"
+    entries = artists.select(F.lit(temp).alias("hash"),
+                             bulk_strings(F.col(ARTIST_ID), F.coalesce("artist_name", F.lit(""))).alias("entry"))
+    load_hashes(entries.coalesce(1), cfg.redis, f"{key}:", cfg.publish.batch_size,
+                ttl_s=cfg.publish.expire_after_s).collect()
+    client = redis_connect(cfg.redis)
+    written = client.hlen(f"{key}:{temp}")
+    if written:
+        pipe = client.pipeline(transaction=True)
+        pipe.rename(f"{key}:{temp}", key)
+        pipe.persist(key)
+        pipe.execute()
+    else:
+        client.delete(key)
+    client.close()
+    return written
+
+
 def _delete_redis_features(cfg: Config, user_keys: list[str]) -> None:
     if user_keys:
         client = redis_connect(cfg.redis)
@@ -158,6 +189,7 @@ def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> S
         write_redis(changed, removed, cfg)
     finally:
         changed.unpersist()
+    names = sync_artist_names(spark, cfg)
     lake.append(spark.createDataFrame([(version, datetime.now(UTC), n, len(removed))],
                                       GOLD_FEATURE_STORE_SYNCS.schema), syncs_path)
-    return SyncReport(changed=n, removed=len(removed))
+    return SyncReport(changed=n, removed=len(removed), artist_names=names)

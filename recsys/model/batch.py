@@ -10,9 +10,13 @@ With `rerank.enabled`, ALS lists are re-ordered by the registered click re-ranke
 (`recsys.feedback.reranker`); their `score` stays the ALS cosine.
 
 Tables (overwritten per run, so a rerun of a crashed run gives the same result; Delta history
-keeps earlier runs): `gold/recommendations` (user_key, model_alias, model_version, model_run_id,
-rank, artist_id, artist_name, score, source, segment, batch_id) and `gold/segment_recommendations`
-(segment, rank, artist_id, artist_name, score, batch_id), segment `*` being the global list.
+keeps earlier runs): `gold/recommendations`, one row per (user_key, model_alias) with model_version,
+model_run_id, the list's source and the user's segment, `items` (artist_id, artist_name, score)
+best first, and `payload`, the list as `publish` writes it to Redis, rendered here where the lists
+are already one row each (publish then streams rows instead of regrouping K rows per user; `flat`
+gives a row per artist for analysis); and `gold/segment_recommendations` (segment, rank,
+artist_id, artist_name, score, batch_id), segment `*` being the global list. Both commits carry
+{"batch_id", "models"} as user metadata.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
+import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pyspark.ml.recommendation import ALSModel
@@ -35,11 +42,14 @@ from recsys.experiment import aliases as experiment_aliases
 from recsys.model.als import ITEM, USER
 from recsys.model.rerank import load_reranker, rerank, with_ranker_features
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
-from recsys.model.topk import recommend_top_k
+from recsys.model.topk import nested_top_k
 from recsys.tables import ARTIST_ID, USER_KEY
 from recsys.tracking import setup_mlflow
 
 GLOBAL = "*"
+ITEMS = "items"  # a list's artists, best first
+ITEMS_SPARK = "user_idx int, items array<struct<artist_id:string,artist_name:string,score:float>>"
+ITEMS_ARROW = pa.list_(pa.struct([(ARTIST_ID, pa.string()), ("artist_name", pa.string()), ("score", pa.float32())]))
 
 
 class ModelNotFound(LookupError):
@@ -57,12 +67,13 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class BatchReport:
-    """What one batch scoring wrote: models used, users, rows by source, the Delta version."""
+    """What one batch scoring wrote: models used, users, lists and items, lists by source, the Delta version."""
     batch_id: str
     models: dict[str, str]            # alias -> version
-    users: int
-    rows: int
-    by_source: dict[str, int]
+    users: int                        # each has one list per alias
+    lists: int
+    items: int
+    by_source: dict[str, int]         # lists
     version: int                      # gold/recommendations Delta version written
 
 
@@ -108,11 +119,98 @@ def cold_start(users: DataFrame, lists: DataFrame, k: int) -> DataFrame:
         .filter(F.col("rank") <= k).drop("_order", "_first")
 
 
+def _labelled(nested: DataFrame, artists: DataFrame) -> DataFrame:
+    """`nested_top_k` rows as (user_idx, items): each list's artist_idx and score become
+    (artist_id, artist_name, score) structs, best first, looked up in a broadcast catalog on the
+    executors, so the lists stay one row per user (no explode, join and regroup of K rows each).
+    """
+    catalog = artists.select(ITEM, ARTIST_ID, "artist_name").toArrow()
+    idx = catalog.column(ITEM).to_numpy(zero_copy_only=False)
+    lookup = np.full(int(idx.max(initial=-1)) + 1, -1, dtype=np.int64)
+    lookup[idx] = np.arange(len(idx))
+    shared = nested.sparkSession.sparkContext.broadcast(
+        (lookup, catalog.column(ARTIST_ID).combine_chunks(), catalog.column("artist_name").combine_chunks()))
+    schema = pa.schema([(USER, pa.int32()), (ITEMS, ITEMS_ARROW)])
+
+    def label(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        lookup, ids, names = shared.value
+        for batch in batches:
+            lists = batch.column(ITEM)
+            flat = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+            known = (flat >= 0) & (flat < len(lookup))
+            rows = np.where(known, lookup[np.where(known, flat, 0)], -1)
+            at = pa.array(rows, mask=rows < 0)
+            items = pa.StructArray.from_arrays(
+                [ids.take(at), names.take(at), batch.column("score").flatten()], fields=list(ITEMS_ARROW.value_type))
+            offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(USER), pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)], schema=schema)
+
+    return nested.select(USER, ITEM, "score").mapInArrow(label, ITEMS_SPARK)
+
+
+def as_lists(rows: DataFrame) -> DataFrame:
+    """Rows of one artist each (`user_key`, `model_alias`, `model_version`, `model_run_id`, `rank`,
+    `artist_id`, `artist_name`, `score`, `source`, `segment`, `batch_id`) as the table's lists: one
+    row per (user, alias) with `items` in rank order and the list's `source`, the largest of its
+    rows' (segment > global > als: a segment list topped up from the global one is a segment list).
+    """
+    item = F.struct("rank", ARTIST_ID, "artist_name", F.col("score").cast("float").alias("score"))
+    lists = rows.groupBy(USER_KEY, "model_alias").agg(
+        F.first("model_version").alias("model_version"), F.first("model_run_id").alias("model_run_id"),
+        F.max("source").alias("source"), F.first(SEGMENT).alias(SEGMENT), F.first("batch_id").alias("batch_id"),
+        F.array_sort(F.collect_list(item)).alias(ITEMS))
+    return with_payload(lists.withColumn(ITEMS, F.transform(ITEMS, lambda i: i.dropFields("rank"))))
+
+
+def with_payload(lists: DataFrame) -> DataFrame:
+    """Lists with `payload`, the list as served (store.py's format): `{"v": model version, "src":
+    source, "items": [[artist_id, score], ...]}`, scores as decimal strings of 4 places.
+    """
+    items = F.transform(ITEMS, lambda i: F.array(i[ARTIST_ID], F.round(i["score"], 4).cast("string")))
+    payload = F.to_json(F.struct(F.col("model_version").alias("v"), F.col("source").alias("src"), items.alias("items")))
+    return lists.withColumn("payload", payload)
+
+
+def flat(recommendations: DataFrame) -> DataFrame:
+    """`gold/recommendations` as one row per (user, alias, rank): `rank`, `artist_id`, `artist_name`
+    and `score` in place of `items` and `payload`, for analysis (a table version from before the
+    lists were nested passes through as it is).
+    """
+    if ITEMS not in recommendations.columns:
+        return recommendations
+    rest = [c for c in recommendations.columns if c not in (ITEMS, "payload")]
+    return recommendations.select(*rest, F.posexplode(ITEMS).alias("_pos", "_item")).select(
+        *rest, (F.col("_pos") + 1).cast("int").alias("rank"), "_item.*")
+
+
+def _cold_lists(lists: DataFrame, artists: DataFrame, k: int) -> DataFrame:
+    """(segment, source, items) per segment with a list, plus the global list (`*`): `cold_start` once
+    per segment rather than per user, since a cold user's list is their segment's.
+    """
+    segments = lists.select(F.col(SEGMENT).alias(USER_KEY), SEGMENT).distinct()
+    rows = cold_start(segments, lists, k).join(artists, on=ITEM, how="left")
+    return rows.groupBy(SEGMENT).agg(
+        F.max("source").alias("source"),  # segment > global: see as_lists
+        F.transform(F.array_sort(F.collect_list(F.struct("rank", ARTIST_ID, "artist_name", "score"))),
+                    lambda i: i.dropFields("rank")).alias(ITEMS))
+
+
+def _served_cold(users: DataFrame, cold: DataFrame) -> DataFrame:
+    """Users (user_key, segment) with their segment's list, or the global one when it has none."""
+    fallback = cold.filter(F.col(SEGMENT) == GLOBAL).select(F.col(ITEMS).alias("_global"))
+    joined = users.join(cold, on=SEGMENT, how="left").crossJoin(F.broadcast(fallback))
+    return joined.select(USER_KEY, SEGMENT, F.coalesce("source", F.lit("global")).alias("source"),
+                         F.coalesce(ITEMS, "_global").alias(ITEMS))
+
+
 def _reranked(cfg: Config, recs: DataFrame, artist_stats: DataFrame, user_features: DataFrame) -> DataFrame:
-    """ALS lists re-ordered by the registered re-ranker (`rerank.enabled`); cold-start lists stay."""
-    als = recs.filter(F.col("source") == "als")
+    """ALS lists re-ordered by the registered re-ranker (`rerank.enabled`); cold-start lists stay.
+    Re-ranking needs a row per (user, artist) for its features: the ALS lists go flat and back.
+    """
+    als = flat(recs.filter(F.col("source") == "als"))
     reordered = rerank(load_reranker(cfg), with_ranker_features(als, artist_stats, user_features))
-    return reordered.select(*recs.columns).unionByName(recs.filter(F.col("source") != "als"))
+    return as_lists(reordered).select(*recs.columns).unionByName(recs.filter(F.col("source") != "als"))
 
 
 def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | None = None,
@@ -133,40 +231,42 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
         .groupBy(USER_KEY).agg(F.min(SEGMENT).alias(SEGMENT))
     everyone = everyone.join(gold["id_map_users"], on=USER_KEY, how="left").persist()
     lists = segment_lists(gold["interactions"], everyone.filter(F.col(USER).isNotNull()), k).persist()
+    cold_lists = _cold_lists(lists, artists, k).persist()
 
     loaded = {ref: load_model(cfg, ref) for ref in dict.fromkeys(refs)}
     parts = []
     for ref, m in loaded.items():
-        als = recommend_top_k(m.model.userFactors, m.model.itemFactors, k, seen, cfg.model.recommend_threshold,
-                              cfg.recommend.block_users) \
-            .join(everyone, on=USER, how="inner").select(USER_KEY, SEGMENT, ITEM, "rank", "score",
-                                                         F.lit("als").alias("source"))
-        served = als.select(USER_KEY).distinct()
-        cold = cold_start(everyone.join(served, on=USER_KEY, how="left_anti").select(USER_KEY, SEGMENT), lists, k)
-        parts.append(als.unionByName(cold.select(*als.columns)).select(
+        top = nested_top_k(m.model.userFactors, m.model.itemFactors, k, seen, cfg.model.recommend_threshold,
+                           cfg.recommend.block_users)
+        als = _labelled(top, artists).filter(F.size(ITEMS) > 0).join(everyone, on=USER, how="inner") \
+            .select(USER_KEY, SEGMENT, F.lit("als").alias("source"), ITEMS)
+        cold = _served_cold(everyone.join(als, on=USER_KEY, how="left_anti").select(USER_KEY, SEGMENT), cold_lists)
+        parts.append(als.unionByName(cold).select(
             "*", F.lit(ref).alias("model_alias"), F.lit(m.version).alias("model_version"),
             F.lit(m.run_id).alias("model_run_id")))
     recs = parts[0]
     for part in parts[1:]:
         recs = recs.unionByName(part)
-    recs = recs.join(artists, on=ITEM, how="left")
+    recs = recs.withColumn("batch_id", F.lit(batch_id))
     if cfg.rerank.enabled:
         recs = _reranked(cfg, recs, gold["artist_stats"], gold["user_features"])
-    recs = recs.select(
-        USER_KEY, "model_alias", "model_version", "model_run_id", F.col("rank").cast("int"), ARTIST_ID,
-        "artist_name", F.col("score").cast("float"), "source", SEGMENT, F.lit(batch_id).alias("batch_id"))
     seg = lists.join(artists, on=ITEM, how="left").select(
         SEGMENT, F.col("rank").cast("int"), ARTIST_ID, "artist_name", "score", F.lit(batch_id).alias("batch_id"))
 
-    metadata = json.dumps({"batch_id": batch_id, "models": {r: m.version for r, m in loaded.items()}})
-    for name, df in (("segment_recommendations", seg), ("recommendations", recs)):
-        lake.overwrite(df, lake.table_path(cfg.lake, "gold", name), metadata)
+    models = {r: m.version for r, m in loaded.items()}
     path = lake.table_path(cfg.lake, "gold", "recommendations")
-    written = lake.read(spark, path)
-    by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
-    report = BatchReport(batch_id, {r: m.version for r, m in loaded.items()},
-                         written.select(USER_KEY).distinct().count(), sum(by_source.values()), by_source,
-                         lake.current_version(spark, path))
-    everyone.unpersist()
-    lists.unpersist()
+    lake.overwrite(seg, lake.table_path(cfg.lake, "gold", "segment_recommendations"),
+                   json.dumps({"batch_id": batch_id, "models": models}))
+    lake.overwrite(with_payload(recs), path, json.dumps({"batch_id": batch_id, "models": models}))
+    counts = lake.read(spark, path).groupBy("model_alias", "source").agg(
+        F.count(F.lit(1)).alias("lists"), F.sum(F.size(ITEMS)).alias("items")).collect()
+    by_source: dict[str, int] = {}
+    by_alias: dict[str, int] = {}
+    for r in counts:
+        by_source[r["source"]] = by_source.get(r["source"], 0) + r["lists"]
+        by_alias[r["model_alias"]] = by_alias.get(r["model_alias"], 0) + r["lists"]
+    report = BatchReport(batch_id, models, max(by_alias.values(), default=0), sum(by_alias.values()),
+                         sum(r["items"] for r in counts), by_source, lake.current_version(spark, path))
+    for df in (everyone, lists, cold_lists):
+        df.unpersist()
     return report

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.model.batch import flat
 from recsys.monitor.drift import Check, categorical_counts, compare, numeric_counts
 from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
 from recsys.tables import ARTIST_ID, EVENT_DATE, EVENT_TYPE, USER_KEY
@@ -118,8 +119,8 @@ def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], 
         _, r, c = numeric_counts(users_ref, users_cur, column, m.bins)
         checks.append(check(column, "feature", r, c))
     if cur.get("gold/recommendations", 0) > 0:
-        recs_ref = _read(spark, cfg, "gold/recommendations", cur["gold/recommendations"] - 1)
-        recs_cur = _read(spark, cfg, "gold/recommendations", cur["gold/recommendations"])
+        recs_ref = flat(_read(spark, cfg, "gold/recommendations", cur["gold/recommendations"] - 1))
+        recs_cur = flat(_read(spark, cfg, "gold/recommendations", cur["gold/recommendations"]))
         _, r, c = numeric_counts(recs_ref, recs_cur, "score", m.bins)
         checks.append(check("recommended_score", "prediction", r, c))
         listeners = lake.read(spark, lake.table_path(cfg.lake, "gold", "artist_stats")).select(ARTIST_ID, "listeners")

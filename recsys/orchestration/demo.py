@@ -149,7 +149,8 @@ def run_demo(spark: SparkSession, cfg: Config, started: float) -> int:
               "report in MLflow", flush=True)
         return EXIT_MODEL
     batch = build_recommendations(spark, cfg)
-    _step(f"recommend: {batch.rows} rows for {batch.users} users, models {batch.models}, by source {batch.by_source}",
+    _step(f"recommend: {batch.lists} lists ({batch.items} artists) for {batch.users} users, models {batch.models}, "
+          f"lists by source {batch.by_source}",
           started)
     published = publish(spark, cfg)
     _step(f"publish: version {published.version} live in Redis ({published.users} users, "

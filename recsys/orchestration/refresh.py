@@ -119,6 +119,6 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
     stage("silver", silver)
     stage("gold", gold)
     stage("train", training)
-    stage("recommend", lambda: f"{build_recommendations(spark, cfg).rows} rows")
+    stage("recommend", lambda: f"{build_recommendations(spark, cfg).lists} lists")
     stage("publish", lambda: f"version {publish(spark, cfg).version} live")
     return results

@@ -1,34 +1,45 @@
 """Publish `gold/recommendations` to Redis as a new version, switched live in one atomic step.
 
-1. The version is the batch id of the recommendations. If it is live already, nothing happens;
-   otherwise leftovers of an earlier, failed attempt at it are deleted.
-2. Executors write their partitions in parallel: one list JSON per (alias, user) on the user's
-   shard hash, and each artist's name once in the version's `artists` hash. Spark encodes the
-   entries in Redis's wire format and sorts them by hash; an executor streams them as
-   multi-field HSETs, `publish.batch_size` fields per round trip (`HashLoader`, the
-   mass-insertion approach Redis documents).
-3. The written field counts are checked against the table (per alias, artists, segment lists).
-4. Only then, in one MULTI/EXEC: `live` points to the new version, it heads the version list,
-   and versions beyond `publish.keep_versions` get a TTL. A failure anywhere before leaves the
-   previous version live (and the partial one expiring).
+1. Executors stream the table's rows as they are: each row is one user's list for one model
+   alias, its `payload` rendered by the batch (`recsys.model.batch`), so publishing neither
+   explodes nor regroups anything. Spark encodes (user_key, payload) in Redis's wire format with
+   the user's shard hash, `<alias>:<shard>`, in one partition per core; each executor groups an
+   Arrow batch by hash and sends multi-field HSETs, `publish.batch_size` fields per round trip
+   (`HashLoader`, the mass-insertion approach Redis documents). Meanwhile the driver builds the
+   small segment lists.
+2. They write under an attempt's own staging name whose keys expire after `publish.expire_after_s`,
+   so a failed or killed attempt leaves nothing that lasts and never touches a version's keys.
+3. The same job observes what it read: lists, batch ids, model versions. The version is the one
+   batch id (more than one is an error; if it is live already, nothing changes), and the written
+   hash lengths must add up to the lists read.
+4. Then in one MULTI/EXEC: the version's keys (a crashed attempt's) are deleted, the staging hashes
+   renamed to them, the artist names the feature-store sync keeps (`<gold.redis_prefix>:artists`,
+   written first if missing or if `artists` is given) copied inside Redis, segment lists and meta
+   written.
+5. Only then, in one more MULTI/EXEC: `live` points to the new version, it heads the version list,
+   its keys lose their TTL, and versions beyond `publish.keep_versions` get one. A failure anywhere
+   before leaves the previous version live.
 `rollback` switches `live` to the newest other version still kept.
 """
 
 from __future__ import annotations
 
-import json
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 import redis
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config, PublishConfig
+from recsys.gold.store import sync_artist_names
+from recsys.keys import artist_names_key
 from recsys.serving.store import (
-    ARTISTS,
     artists_key,
     live_key,
     meta_key,
@@ -38,8 +49,9 @@ from recsys.serving.store import (
     version_prefix,
     versions_key,
 )
-from recsys.stores.redis import by_hash, connect, load_hashes, text, texts
+from recsys.stores.redis import connect, load_hashes, text, texts
 from recsys.stores.resp import bulk_strings
+from recsys.tables import ARTIST_ID
 
 
 class PublishError(RuntimeError):
@@ -55,100 +67,101 @@ class PublishReport:
     segments: int
     artists: int
     seconds: float            # the whole publish
-    write_seconds: float = 0.0  # the Spark job writing the prepared entries to Redis
+    write_seconds: float = 0.0  # the Spark job writing the table's rows to Redis
     write_window: float = 0.0   # first command sent to last reply received, across executors
     already_live: bool = False
 
 
-def _list_json(rows: DataFrame, keys: list[str], **fields: Column) -> DataFrame:
-    """`keys` plus `payload`: `{**fields, "items": [[artist_id, score], ...]}` in rank order,
-    the list format `store.py` reads. `fields` map JSON names to per-group columns.
+def _lists(recs: DataFrame, shards: int) -> DataFrame:
+    """The lists as hash entries below the version's key prefix, encoded for the wire
+    (`bulk_strings`): hash `<alias>:<shard>`, field user key, value payload. In one partition
+    per core (a write task costs ~0.1 s to set up, more than writing 10,000 entries); the loader
+    groups each Arrow batch by hash so that it sends multi-field HSETs.
     """
-    item = F.array(F.col("artist_id"), F.round("score", 4).cast("string"))
-    items = F.array_sort(F.collect_list(F.struct("rank", item.alias("item")))).alias("_items")
-    grouped = rows.groupBy(*keys).agg(*[c.alias(name) for name, c in fields.items()], items)
-    payload = F.to_json(F.struct(*fields, F.transform("_items", lambda s: s["item"]).alias("items")))
-    return grouped.select(*keys, payload.alias("payload"))
-
-
-def _entries(recs: DataFrame, segs: DataFrame, shards: int) -> DataFrame:
-    """The hash entries of a version below its key prefix, encoded for the wire (`bulk_strings`):
-    one per (alias, user) in hash `<alias>:<shard>` (user key -> list JSON), and one per artist
-    in hash `artists` (artist_id -> name; `model_alias` null). In one partition per core (a
-    write task costs ~0.1 s to set up, more than writing 10,000 entries) and sorted by hash
-    within it, so that every executor sends runs of one hash as multi-field HSETs.
-    """
-    lists = _list_json(recs, ["model_alias", "user_key"], v=F.first("model_version"), src=F.first("source"))
     shard = (F.crc32(F.col("user_key")) % shards).cast("string")
-    users = lists.select("model_alias", F.concat("model_alias", F.lit(":"), shard).alias("hash"),
-                         bulk_strings(F.col("user_key"), F.col("payload")).alias("entry"))
-    named = recs.select("artist_id", "artist_name").unionByName(segs.select("artist_id", "artist_name"))
-    artists = named.groupBy("artist_id").agg(F.max(F.coalesce("artist_name", F.lit(""))).alias("name")).select(
-        F.lit(None).cast("string").alias("model_alias"), F.lit(ARTISTS).alias("hash"),
-        bulk_strings(F.col("artist_id"), F.col("name")).alias("entry"))
-    return by_hash(users.unionByName(artists))
+    return recs.select("model_alias", "model_version", "batch_id",
+                       F.concat("model_alias", F.lit(":"), shard).alias("hash"),
+                       bulk_strings(F.col("user_key"), F.col("payload")).alias("entry")) \
+        .coalesce(recs.sparkSession.sparkContext.defaultParallelism)
+
+
+def _segment_lists(segs: DataFrame) -> dict[str, bytes]:
+    """Segment -> list JSON (store.py's format) of the small `gold/segment_recommendations`, built here."""
+    lists: dict[str, list[tuple[int, list[str]]]] = {}
+    for r in segs.select("segment", "rank", ARTIST_ID, F.round("score", 4).cast("string").alias("s")).collect():
+        lists.setdefault(r["segment"], []).append((r["rank"], [r[ARTIST_ID], r["s"]]))
+    return {seg: orjson.dumps({"src": "segment", "items": [item for _, item in sorted(rows)]})
+            for seg, rows in lists.items()}
 
 
 def publish(spark: SparkSession, cfg: Config, recommendations: DataFrame | None = None,
-            segments: DataFrame | None = None) -> PublishReport:
-    """Publish the given (default: the current gold) recommendations and segment lists."""
+            segments: DataFrame | None = None, artists: DataFrame | None = None) -> PublishReport:
+    """Publish the given (default: the current gold) recommendations, segment lists and artist names."""
     p: PublishConfig = cfg.publish
     started = time.monotonic()
-    recs = recommendations if recommendations is not None else \
-        lake.read(spark, lake.table_path(cfg.lake, "gold", "recommendations"))
-    segs = segments if segments is not None else \
-        lake.read(spark, lake.table_path(cfg.lake, "gold", "segment_recommendations"))
-    batch_ids = [r[0] for r in recs.select("batch_id").distinct().limit(2).collect()]
-    if len(batch_ids) != 1:
-        raise PublishError(f"recommendations must come from exactly one batch, found {len(batch_ids)}")
-    version = batch_ids[0]
+
+    def gold(name: str, given: DataFrame | None) -> DataFrame:
+        return given if given is not None else lake.read(spark, lake.table_path(cfg.lake, "gold", name))
+
+    recs = gold("recommendations", recommendations)
     client = connect(cfg.redis)
     previous = text(client.get(live_key(p.prefix))) or None
-    if previous == version:
-        return PublishReport(version, previous, {}, 0, 0, 0.0, already_live=True)
-    models = {r["model_alias"]: r["model_version"]
-              for r in recs.select("model_alias", "model_version").distinct().collect()}
-    leftovers = version_keys(p.prefix, version, {b"shards": str(p.shards).encode(),
-                                                 b"models": json.dumps(models).encode()})
-    client.delete(*leftovers)
-
-    try:
-        entries = _entries(recs, segs, p.shards).persist()
-        expected = {r["model_alias"]: r["count"] for r in entries.groupBy("model_alias").count().collect()}
-        expected_artists = expected.pop(None, 0)
+    names = artist_names_key(cfg.gold.redis_prefix)
+    if artists is not None or not client.exists(names):  # the feature-store sync keeps them otherwise
+        sync_artist_names(spark, cfg, artists)
+    staging = uuid.uuid4().hex  # this attempt's keys, expiring unless renamed to the version's
+    read = Observation()
+    entries = _lists(recs, p.shards).observe(
+        read, F.count(F.lit(1)).alias("lists"), F.collect_set("batch_id").alias("batches"),
+        F.collect_set(F.struct("model_alias", "model_version")).alias("models"))
+    with ThreadPoolExecutor(1) as pool:  # the small segment lists meanwhile, in a job of their own
+        seg_lists = pool.submit(_segment_lists, gold("segment_recommendations", segments))
         writing = time.monotonic()
-        tasks = load_hashes(entries, cfg.redis, version_prefix(p.prefix, version), p.batch_size).collect()
+        tasks = load_hashes(entries, cfg.redis, version_prefix(p.prefix, staging), p.batch_size,
+                            ttl_s=p.expire_after_s).collect()
         write_seconds = time.monotonic() - writing
-        wrote = [t for t in tasks if t["first_sent"]]
-        window = max(t["last_reply"] for t in wrote) - min(t["first_sent"] for t in wrote) if wrote else 0.0
-        seg_rows = _list_json(segs, ["segment"], src=F.first(F.lit("segment"))).collect()  # a row per segment
-        if seg_rows:
-            client.hset(segments_key(p.prefix, version),
-                        mapping={r["segment"]: r["payload"] for r in seg_rows})
-        pipe = client.pipeline(transaction=False)
-        for alias in models:
-            for shard in range(p.shards):
-                pipe.hlen(shard_key(p.prefix, version, alias, shard))
-        lengths = pipe.execute()
-        written = {alias: sum(lengths[i * p.shards:(i + 1) * p.shards]) for i, alias in enumerate(models)}
-        segments_written = client.hlen(segments_key(p.prefix, version))
-        artists_written = client.hlen(artists_key(p.prefix, version))
-        if (written, segments_written, artists_written) != (expected, len(seg_rows), expected_artists):
-            raise PublishError(f"version {version}: wrote {written} users, {segments_written} segments and "
-                               f"{artists_written} artists, expected {expected}, {len(seg_rows)} and "
-                               f"{expected_artists}; {previous or 'nothing'} stays live")
-        client.hset(meta_key(p.prefix, version), mapping={
-            "models": json.dumps(models), "shards": p.shards, "users": json.dumps(written),
-            "published_at": datetime.now(UTC).isoformat()})
-        entries.unpersist()
-    except Exception:
-        pipe = client.pipeline(transaction=False)
-        for key in leftovers:
-            pipe.expire(key, p.expire_after_s)
-        pipe.execute()
-        raise
+        segment_lists = seg_lists.result()
+    wrote = [t for t in tasks if t["first_sent"]]
+    window = max(t["last_reply"] for t in wrote) - min(t["first_sent"] for t in wrote) if wrote else 0.0
+    counts = read.get
+    models = {m["model_alias"]: m["model_version"] for m in counts["models"]}
+    models_json, shards = orjson.dumps(models), str(p.shards).encode()
+    staged = version_keys(p.prefix, staging, {b"models": models_json, b"shards": shards})
+    if len(counts["batches"]) != 1:
+        client.delete(*staged)
+        raise PublishError(f"recommendations must come from exactly one batch, found {len(counts['batches'])} "
+                           f"(run `make recommend`); {previous or 'nothing'} stays live")
+    version = counts["batches"][0]
+    if previous == version:  # a rerun: the version is live already
+        client.delete(*staged)
+        return PublishReport(version, previous, {}, 0, 0, time.monotonic() - started, already_live=True)
+
+    pipe = client.pipeline(transaction=False)
+    for name in models:
+        for shard in range(p.shards):
+            pipe.hlen(shard_key(p.prefix, staging, name, shard))
+    pipe.hlen(names)
+    *lengths, artists_written = pipe.execute()
+    written = {name: sum(lengths[i * p.shards:(i + 1) * p.shards]) for i, name in enumerate(models)}
+    if sum(written.values()) != counts["lists"]:
+        raise PublishError(f"version {version}: wrote {sum(written.values())} lists, read {counts['lists']} (a user "
+                           f"listed twice for an alias?); {previous or 'nothing'} stays live")
+
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(*version_keys(p.prefix, version, {b"models": models_json, b"shards": shards}))
+    for i, name in enumerate(models):
+        for shard in range(p.shards):
+            if lengths[i * p.shards + shard]:
+                pipe.rename(shard_key(p.prefix, staging, name, shard), shard_key(p.prefix, version, name, shard))
+    pipe.copy(names, artists_key(p.prefix, version))  # the names as of this version, copied inside Redis
+    if segment_lists:
+        pipe.hset(segments_key(p.prefix, version), mapping=segment_lists)  # type: ignore[arg-type]
+    pipe.hset(meta_key(p.prefix, version), mapping={
+        "models": models_json, "shards": shards, "users": orjson.dumps(written),
+        "published_at": datetime.now(UTC).isoformat()})
+    pipe.execute()
     _switch(client, p, version)
-    return PublishReport(version, previous, written, len(seg_rows), artists_written, time.monotonic() - started,
+    return PublishReport(version, previous, written, len(segment_lists), artists_written, time.monotonic() - started,
                          write_seconds, window)
 
 

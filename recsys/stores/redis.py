@@ -173,8 +173,9 @@ def load_hashes(entries: DataFrame, cfg: RedisConfig, key_prefix: str, batch_siz
     """Load `entries` (`hash` string, `entry` binary from `resp.bulk_strings(field, value)`) into Redis.
 
     Lazy: one row per partition (`LOAD_SCHEMA`: new fields, when the partition's loader first sent
-    and last heard back) once an action runs it. Rows of one hash should share a partition and be
-    adjacent (`sortWithinPartitions("hash")`); with `replace` they must.
+    and last heard back) once an action runs it. Each Arrow batch is grouped by hash before it is
+    sent, so rows need no order; with `replace`, all rows of a hash must share a partition and be
+    adjacent (`by_hash`), since a hash is deleted before its first run.
     """
     return entries.select("hash", "entry").mapInArrow(
         _partition_loader(cfg, key_prefix, batch_size, replace, ttl_s), LOAD_SCHEMA)
@@ -186,7 +187,9 @@ def _partition_loader(cfg: RedisConfig, key_prefix: str, batch_size: int, replac
         client = connect(cfg)
         loader = HashLoader(client, key_prefix, batch_size, replace=replace, ttl_s=ttl_s)
         for batch in batches:
-            loader.load(batch.column("hash"), batch.column("entry"))
+            # each batch's rows grouped by hash here, so that Spark need not sort them
+            rows = batch if replace else batch.take(pc.sort_indices(batch.column("hash")))
+            loader.load(rows.column("hash"), rows.column("entry"))
         added = loader.close()
         client.close()
         yield pa.RecordBatch.from_pydict({"added": [added], "first_sent": [loader.first_sent],
