@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlflow
@@ -119,34 +119,33 @@ def cold_start(users: DataFrame, lists: DataFrame, k: int) -> DataFrame:
         .filter(F.col("rank") <= k).drop("_order", "_first")
 
 
-def _labelled(nested: DataFrame, artists: DataFrame) -> DataFrame:
-    """`nested_top_k` rows as (user_idx, items): each list's artist_idx and score become
-    (artist_id, artist_name, score) structs, best first, looked up in a broadcast catalog on the
-    executors, so the lists stay one row per user (no explode, join and regroup of K rows each).
+def _labeller(artists: DataFrame) -> tuple[Callable[[pa.RecordBatch], pa.RecordBatch], str]:
+    """A `nested_top_k` finish turning each list's artist_idx and score into (artist_id,
+    artist_name, score) structs, best first, from a broadcast catalog, on the executors: the lists
+    stay one row per user (no explode, join and regroup of K rows each).
     """
     catalog = artists.select(ITEM, ARTIST_ID, "artist_name").toArrow()
     idx = catalog.column(ITEM).to_numpy(zero_copy_only=False)
     lookup = np.full(int(idx.max(initial=-1)) + 1, -1, dtype=np.int64)
     lookup[idx] = np.arange(len(idx))
-    shared = nested.sparkSession.sparkContext.broadcast(
+    shared = artists.sparkSession.sparkContext.broadcast(
         (lookup, catalog.column(ARTIST_ID).combine_chunks(), catalog.column("artist_name").combine_chunks()))
     schema = pa.schema([(USER, pa.int32()), (ITEMS, ITEMS_ARROW)])
 
-    def label(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def label(batch: pa.RecordBatch) -> pa.RecordBatch:
         lookup, ids, names = shared.value
-        for batch in batches:
-            lists = batch.column(ITEM)
-            flat = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-            known = (flat >= 0) & (flat < len(lookup))
-            rows = np.where(known, lookup[np.where(known, flat, 0)], -1)
-            at = pa.array(rows, mask=rows < 0)
-            items = pa.StructArray.from_arrays(
-                [ids.take(at), names.take(at), batch.column("score").flatten()], fields=list(ITEMS_ARROW.value_type))
-            offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(USER), pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)], schema=schema)
+        lists = batch.column(ITEM)
+        flat = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+        known = (flat >= 0) & (flat < len(lookup))
+        rows = np.where(known, lookup[np.where(known, flat, 0)], -1)
+        at = pa.array(rows, mask=rows < 0)
+        items = pa.StructArray.from_arrays(
+            [ids.take(at), names.take(at), batch.column("score").flatten()], fields=list(ITEMS_ARROW.value_type))
+        offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
+        return pa.RecordBatch.from_arrays(
+            [batch.column(USER), pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)], schema=schema)
 
-    return nested.select(USER, ITEM, "score").mapInArrow(label, ITEMS_SPARK)
+    return label, ITEMS_SPARK
 
 
 def as_lists(rows: DataFrame) -> DataFrame:
@@ -234,11 +233,12 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
     cold_lists = _cold_lists(lists, artists, k).persist()
 
     loaded = {ref: load_model(cfg, ref) for ref in dict.fromkeys(refs)}
+    labels = _labeller(artists)
     parts = []
     for ref, m in loaded.items():
         top = nested_top_k(m.model.userFactors, m.model.itemFactors, k, seen, cfg.model.recommend_threshold,
-                           cfg.recommend.block_users)
-        als = _labelled(top, artists).filter(F.size(ITEMS) > 0).join(everyone, on=USER, how="inner") \
+                           cfg.recommend.block_users, finish=labels)
+        als = top.filter(F.size(ITEMS) > 0).join(everyone, on=USER, how="inner") \
             .select(USER_KEY, SEGMENT, F.lit("als").alias("source"), ITEMS)
         cold = _served_cold(everyone.join(als, on=USER_KEY, how="left_anti").select(USER_KEY, SEGMENT), cold_lists)
         parts.append(als.unionByName(cold).select(

@@ -14,7 +14,7 @@ product it is comparable across users, so `model.recommend_threshold` applies on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -161,11 +161,13 @@ def score_batch(batch: pa.RecordBatch, items: ItemMatrix, k: int, threshold: flo
 
 
 def nested_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen: DataFrame | None = None,
-                 threshold: float | None = None, block: int = BLOCK_USERS) -> DataFrame:
+                 threshold: float | None = None, block: int = BLOCK_USERS,
+                 finish: tuple[Callable[[pa.RecordBatch], pa.RecordBatch], str] | None = None) -> DataFrame:
     """One row per user in `user_factors` (id, features): `user_idx` and, best first, the lists
     `artist_idx`, `dot` and `score` of its best `k` artists, excluding the (user_idx, artist_idx)
     pairs in `seen` and, with a `threshold`, artists whose cosine score is below it (so a list
-    may be shorter than k, or empty).
+    may be shorter than k, or empty). `finish` = (function, Spark DDL of its output) maps each
+    such Arrow batch further in the same Python worker (sparing a second pass through Arrow).
     """
     if block < 1:
         raise ValueError(f"recommend.block_users must be at least 1, got {block}")
@@ -176,12 +178,15 @@ def nested_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen:
         lists = seen.groupBy(F.col(USER).alias("id")).agg(F.collect_list(ITEM).alias("seen"))
         users = users.join(lists, on="id", how="left")
 
+    then, schema = finish or (None, NESTED)
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         matrix = broadcast.value
         for batch in batches:
-            yield from score_batch(batch, matrix, k, threshold, block)
+            for nested in score_batch(batch, matrix, k, threshold, block):
+                yield then(nested) if then is not None else nested
 
-    return users.mapInArrow(run, NESTED)
+    return users.mapInArrow(run, schema)
 
 
 def recommend_top_k(user_factors: DataFrame, item_factors: DataFrame, k: int, seen: DataFrame | None = None,
