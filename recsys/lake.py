@@ -106,6 +106,22 @@ def checkpoint_path(cfg: LakeConfig, name: str) -> str:
     return f"{cfg.root.rstrip('/')}/_checkpoints/{name}"
 
 
+@contextmanager
+def staged(df: DataFrame, cfg: LakeConfig, name: str) -> Iterator[DataFrame]:
+    """`df` written to a Delta table at `<lake.root>/_staging/<name>` and read back, for the block;
+    deleted after it. For a MERGE whose source is computed from a stream's batch: a source that
+    reads only Delta is deterministic, so Delta does not `localCheckpoint` it (lineage a lost
+    executor cannot recompute), and the staged files live on the lake's storage, which every
+    executor reaches. A crash leaves the folder to the next batch's overwrite.
+    """
+    path = f"{cfg.root.rstrip('/')}/_staging/{name}"
+    df.write.format("delta").mode("overwrite").save(path)
+    try:
+        yield read(df.sparkSession, path)
+    finally:
+        delete_path(df.sparkSession, path)
+
+
 def exists(spark: SparkSession, path: str) -> bool:
     """Whether a Delta table exists at `path`."""
     return DeltaTable.isDeltaTable(spark, path)

@@ -152,8 +152,9 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
                              quarantine_path, app_id, batch_id)
             new = new_events(unique, events_path, cfg.ingest.dedup_window_days).persist()
             inserted = new.count()
-            with lake.transaction(spark, app_id, batch_id):
-                add_values(catalog_values(new), values_path)
+            with lake.staged(catalog_values(new), cfg.lake, "catalog_values") as values, \
+                    lake.transaction(spark, app_id, batch_id):
+                add_values(values, values_path)
             lake.append_once(new, events_path, app_id, batch_id)
             if on_batch is not None:
                 on_batch(unique, batch_id)
