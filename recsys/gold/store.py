@@ -123,7 +123,7 @@ def sync_artist_names(spark: SparkSession, cfg: Config, artists: DataFrame | Non
     if artists is None:
         artists = lake.read(spark, lake.table_path(cfg.lake, "gold", "artist_stats"))
     key = artist_names_key(cfg.gold.redis_prefix)
-    temp = f"{uuid.uuid4().hex}"
+    temp = uuid.uuid4().hex
     entries = artists.select(F.lit(temp).alias("hash"),
                              bulk_strings(F.col(ARTIST_ID), F.coalesce("artist_name", F.lit(""))).alias("entry"))
     load_hashes(entries.coalesce(1), cfg.redis, f"{key}:", cfg.publish.batch_size,

@@ -33,7 +33,7 @@ import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pyspark.ml.recommendation import ALSModel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys import lake
@@ -154,12 +154,17 @@ def as_lists(rows: DataFrame) -> DataFrame:
     row per (user, alias) with `items` in rank order and the list's `source`, the largest of its
     rows' (segment > global > als: a segment list topped up from the global one is a segment list).
     """
-    item = F.struct("rank", ARTIST_ID, "artist_name", F.col("score").cast("float").alias("score"))
     lists = rows.groupBy(USER_KEY, "model_alias").agg(
         F.first("model_version").alias("model_version"), F.first("model_run_id").alias("model_run_id"),
         F.max("source").alias("source"), F.first(SEGMENT).alias(SEGMENT), F.first("batch_id").alias("batch_id"),
-        F.array_sort(F.collect_list(item)).alias(ITEMS))
-    return with_payload(lists.withColumn(ITEMS, F.transform(ITEMS, lambda i: i.dropFields("rank"))))
+        _best_first(F.col("score").cast("float")).alias(ITEMS))
+    return with_payload(lists)
+
+
+def _best_first(score: Column) -> Column:
+    """The aggregate `items` of a group of ranked rows: (artist_id, artist_name, score) in rank order."""
+    ranked = F.array_sort(F.collect_list(F.struct("rank", ARTIST_ID, "artist_name", score.alias("score"))))
+    return F.transform(ranked, lambda i: i.dropFields("rank"))
 
 
 def with_payload(lists: DataFrame) -> DataFrame:
@@ -189,10 +194,8 @@ def _cold_lists(lists: DataFrame, artists: DataFrame, k: int) -> DataFrame:
     """
     segments = lists.select(F.col(SEGMENT).alias(USER_KEY), SEGMENT).distinct()
     rows = cold_start(segments, lists, k).join(artists, on=ITEM, how="left")
-    return rows.groupBy(SEGMENT).agg(
-        F.max("source").alias("source"),  # segment > global: see as_lists
-        F.transform(F.array_sort(F.collect_list(F.struct("rank", ARTIST_ID, "artist_name", "score"))),
-                    lambda i: i.dropFields("rank")).alias(ITEMS))
+    return rows.groupBy(SEGMENT).agg(F.max("source").alias("source"),  # segment > global: see as_lists
+                                     _best_first(F.col("score")).alias(ITEMS))
 
 
 def _served_cold(users: DataFrame, cold: DataFrame) -> DataFrame:
@@ -254,10 +257,10 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
         SEGMENT, F.col("rank").cast("int"), ARTIST_ID, "artist_name", "score", F.lit(batch_id).alias("batch_id"))
 
     models = {r: m.version for r, m in loaded.items()}
+    metadata = json.dumps({"batch_id": batch_id, "models": models})
     path = lake.table_path(cfg.lake, "gold", "recommendations")
-    lake.overwrite(seg, lake.table_path(cfg.lake, "gold", "segment_recommendations"),
-                   json.dumps({"batch_id": batch_id, "models": models}))
-    lake.overwrite(with_payload(recs), path, json.dumps({"batch_id": batch_id, "models": models}))
+    lake.overwrite(seg, lake.table_path(cfg.lake, "gold", "segment_recommendations"), metadata)
+    lake.overwrite(with_payload(recs), path, metadata)
     counts = lake.read(spark, path).groupBy("model_alias", "source").agg(
         F.count(F.lit(1)).alias("lists"), F.sum(F.size(ITEMS)).alias("items")).collect()
     by_source: dict[str, int] = {}

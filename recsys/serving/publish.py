@@ -49,7 +49,7 @@ from recsys.serving.store import (
     version_prefix,
     versions_key,
 )
-from recsys.stores.redis import connect, load_hashes, text, texts
+from recsys.stores.redis import connect, load_hashes, per_core, text, texts
 from recsys.stores.resp import bulk_strings
 from recsys.tables import ARTIST_ID
 
@@ -74,15 +74,13 @@ class PublishReport:
 
 def _lists(recs: DataFrame, shards: int) -> DataFrame:
     """The lists as hash entries below the version's key prefix, encoded for the wire
-    (`bulk_strings`): hash `<alias>:<shard>`, field user key, value payload. In one partition
-    per core (a write task costs ~0.1 s to set up, more than writing 10,000 entries); the loader
-    groups each Arrow batch by hash so that it sends multi-field HSETs.
+    (`bulk_strings`): hash `<alias>:<shard>`, field user key, value payload, one partition per
+    core; the loader groups each Arrow batch by hash so that it sends multi-field HSETs.
     """
     shard = (F.crc32(F.col("user_key")) % shards).cast("string")
-    return recs.select("model_alias", "model_version", "batch_id",
-                       F.concat("model_alias", F.lit(":"), shard).alias("hash"),
-                       bulk_strings(F.col("user_key"), F.col("payload")).alias("entry")) \
-        .coalesce(recs.sparkSession.sparkContext.defaultParallelism)
+    return per_core(recs.select("model_alias", "model_version", "batch_id",
+                                F.concat("model_alias", F.lit(":"), shard).alias("hash"),
+                                bulk_strings(F.col("user_key"), F.col("payload")).alias("entry")))
 
 
 def _segment_lists(segs: DataFrame) -> dict[str, bytes]:
