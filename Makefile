@@ -23,7 +23,7 @@ export RECSYS__REDIS__PASSWORD ?= $(shell cat .state/redis_password 2>/dev/null)
 export RECSYS__AUTH__JWT_SECRET ?= $(shell cat .state/jwt_secret 2>/dev/null)
 
 .PHONY: help setup jars services-up services-down test cluster-test test-fast lint demo generate import-lastfm eval-lastfm \
-	token pii-scan train recommend publish rollback serve feedback train-reranker monitor migrate refresh forget maintain bench bench-topk bench-publish bench-api bench-pipeline wheel clean
+	token pii-scan train recommend publish rollback serve feedback train-reranker monitor migrate refresh forget maintain bench bench-topk bench-publish bench-api bench-pipeline bench-layout wheel clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -134,6 +134,9 @@ bench-topk: setup ## top-K: blocked matmul vs recommendForAllUsers, cross join +
 
 bench-pipeline: services-up ## every stage on U users x D days (default ~10 M lines): s, lines/s, peak RSS, floor, refresh cost
 	@$(WITH_SECRET) $(PY) benchmarks/bench_pipeline.py $(ARGS)
+
+bench-layout: setup ## silver/events partitioned vs liquid-clustered by event date: appends, dedupe, window reads, OPTIMIZE
+	$(PY) benchmarks/bench_layout.py $(ARGS)
 
 bench-publish: services-up ## publish throughput vs redis-benchmark SET with the same value size
 	$(PY) benchmarks/bench_publish.py $(ARGS)
