@@ -92,7 +92,7 @@ def incremental_cost(spark: SparkSession, base: Config, root: Path, full: Config
         generate(c.landing.path, spec, append_days=1)
         no_training = dataclasses.replace(c, model=dataclasses.replace(c.model, retrain_every_h=1e9))
         seconds.append(stage(f"refresh after {name}", 0, lambda q=no_training: refresh(
-            spark, q, on_stage=lambda r: None)))
+            spark, q, on_stage=lambda r: print(f"    {r.stage:16} {r.seconds:8.1f} s  {r.summary}", flush=True))))
     print(f"refresh of one new day: after day 1 {seconds[0]:.0f} s, after day {days} {seconds[1]:.0f} s "
           f"({seconds[1] / seconds[0]:.2f}x)")
 

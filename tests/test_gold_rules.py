@@ -10,7 +10,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 
 from recsys.gold.features import favourite_artists, recent_tracks
 from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
-from recsys.gold.stats import artist_stats, trending_rank
+from recsys.gold.stats import artist_stats, trending_rank, trending_sums
 
 T0 = datetime(2026, 10, 1)
 EVENTS = ("event_id string, event_type string, event_time timestamp, event_date date, user_key string, "
@@ -32,7 +32,7 @@ def test_favourite_artists_are_capped_newest_first_with_the_users_plays(spark):
     stats = spark.createDataFrame([(f"a{i}", f"Artist {i}", ["rock"], i, i + 1, 100) for i in range(10)],
                                   "artist_id string, artist_name string, genres array<string>, active_days long, "
                                   "trending_rank int, followers long")
-    out = favourite_artists(_events(spark, rows), stats, cap=3)
+    out = favourite_artists(interactions(_events(spark, rows), DEFAULT_WEIGHTS), stats, cap=3)
     expected = spark.createDataFrame(
         [("u1", [("a0", "Artist 0", ["rock"], 0, 1, 100, 2, T0 + timedelta(hours=10)),
                  ("a4", "Artist 4", ["rock"], 4, 5, 100, 2, T0 + timedelta(hours=4)),
@@ -87,8 +87,8 @@ def test_trending_rank_orders_by_recent_growth(spark):
             + [("play", 24 * 30 + i, "u", 1, "steady", None, None, None, None) for i in range(7)]
             + [("play", 24 * 31 + i, "u", 1, "rising", None, None, None, None) for i in range(7)])
     expected = spark.createDataFrame([("rising", 1), ("steady", 2)], "artist_id string, trending_rank int")
-    assert_df_equality(trending_rank(_events(spark, rows), "artist_id", as_of, 7, 28), expected,
-                       ignore_row_order=True, ignore_nullable=True)
+    sums = _events(spark, rows).groupBy("artist_id").agg(*trending_sums(as_of, 7, 28))
+    assert_df_equality(trending_rank(sums, "artist_id", 7, 28), expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark):

@@ -22,9 +22,26 @@ from recsys.gold.features import signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
 from recsys.gold.stats import artist_stats, track_stats
 from recsys.silver.catalog import to_artists, to_tracks
-from recsys.tables import AS_OF, EVENT_DATE, EVENT_TIME, GOLD_BUILDS
+from recsys.tables import (
+    ARTIST_ID,
+    AS_OF,
+    EVENT_DATE,
+    EVENT_ID,
+    EVENT_TIME,
+    EVENT_TYPE,
+    GOLD_BUILDS,
+    TRACK_ID,
+    USER_KEY,
+)
 
 GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
+# The silver columns gold reads. The window is cached, and without lineage and context columns
+# (source file, session, device, place, ...) it is about half the size.
+GOLD_READS = (
+    EVENT_ID, EVENT_TYPE, EVENT_TIME, EVENT_DATE, USER_KEY, "count", ARTIST_ID, "artist_name", "artist_key",
+    TRACK_ID, "track_name", "track_key", "album_name", "genres", "artist_rank", "artist_followers", "track_likes",
+    "duration_ms", "played_ms", "completion",
+)
 
 
 @dataclass(frozen=True)
@@ -63,14 +80,15 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
     version = lake.current_version(spark, events_path) if silver_version is None else silver_version
     users, users_version = users_as_of(spark, users_path, as_of)
     inputs = {"silver/events": version, "silver/users": users_version}
-    events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days).persist()
+    events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days)
+    events = events.select(*GOLD_READS).persist()
     window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
               "baseline_days": g.trending_baseline_days}
     a_stats = artist_stats(events, to_artists(events), as_of, **window).persist()
     t_stats = track_stats(events, to_tracks(events), as_of, **window).persist()
-    features = user_features(users, events, a_stats, t_stats, as_of,
+    pairs = interactions(events, weights_from(g.weights), g.confidence).persist()
+    features = user_features(users, events, pairs, (a_stats, t_stats), as_of,
                              max_artists=g.max_favourite_artists, max_tracks=g.max_recent_tracks)
-    pairs = interactions(events, weights_from(g.weights), g.confidence)
     return {"artist_stats": a_stats, "track_stats": t_stats, "user_features": features,
             "interactions": pairs}, inputs
 

@@ -38,12 +38,14 @@ def _capped_array(rows: DataFrame, order: list, cap: int, name: str, fields: lis
     return collected.select(USER_KEY, F.transform("_items", lambda s: s.dropFields("_r")).alias(name))
 
 
-def favourite_artists(events: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:
-    """Per user, the `cap` most recently engaged artists with their statistics, newest first."""
-    engaged = events.filter(F.col(EVENT_TYPE) != "impression").groupBy(USER_KEY, ARTIST_ID).agg(
-        F.max(EVENT_TIME).alias("last_interaction"),
-        F.sum(F.when(F.col(EVENT_TYPE) == "play", F.col("count")).otherwise(0)).alias("user_plays"),
-    )
+def favourite_artists(pairs: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:
+    """Per user, the `cap` most recently engaged artists with their statistics, newest first.
+
+    `pairs` are gold's interactions (`recsys.gold.interactions.interactions`): per (user, artist)
+    engaged with, the latest engagement (`last_ts`) and the user's plays.
+    """
+    engaged = pairs.select(USER_KEY, ARTIST_ID, F.col("last_ts").alias("last_interaction"),
+                           F.col("plays").alias("user_plays"))
     rows = engaged.join(artist_stats, on=ARTIST_ID, how="left")
     fields = [ARTIST_ID, "artist_name", "genres", "active_days", "trending_rank", "followers", "user_plays",
               "last_interaction"]
@@ -63,7 +65,7 @@ def recent_tracks(events: DataFrame, track_stats: DataFrame, artist_stats: DataF
     return _capped_array(rows, [F.desc(EVENT_TIME), F.asc(EVENT_ID)], cap, "recent_tracks", fields)
 
 
-def summaries(events: DataFrame, artist_stats: DataFrame, as_of: datetime) -> DataFrame:
+def summaries(events: DataFrame, as_of: datetime) -> DataFrame:
     """Per user, plays in the last 30 days, distinct artists and top genres."""
     plays = events.filter(F.col(EVENT_TYPE) == "play")
     recent = F.col(EVENT_TIME) >= F.lit(as_of - timedelta(days=30))
@@ -77,16 +79,21 @@ def summaries(events: DataFrame, artist_stats: DataFrame, as_of: datetime) -> Da
     return per_user.join(top.select(USER_KEY, F.col("_top.genre").alias("top_genres")), on=USER_KEY, how="left")
 
 
-def user_features(users: DataFrame, events: DataFrame, artist_stats: DataFrame, track_stats: DataFrame,
+def user_features(users: DataFrame, events: DataFrame, pairs: DataFrame, stats: tuple[DataFrame, DataFrame],
                   as_of: datetime, *, max_artists: int, max_tracks: int) -> DataFrame:
-    """One row per user with an account or with events before `as_of`."""
+    """One row per user with an account or with events before `as_of`.
+
+    `pairs` are the same events' interactions (one aggregation serves both gold tables), `stats`
+    their (artist statistics, track statistics).
+    """
+    artist_stats, track_stats = stats
     keys = users.select(USER_KEY).unionByName(events.select(USER_KEY)).distinct()
     empty = F.array()
     return (
         keys.join(users.select(USER_KEY, "age_group", "city", "region", "country"), on=USER_KEY, how="left")
-        .join(favourite_artists(events, artist_stats, max_artists), on=USER_KEY, how="left")
+        .join(favourite_artists(pairs, artist_stats, max_artists), on=USER_KEY, how="left")
         .join(recent_tracks(events, track_stats, artist_stats, max_tracks), on=USER_KEY, how="left")
-        .join(summaries(events, artist_stats, as_of), on=USER_KEY, how="left")
+        .join(summaries(events, as_of), on=USER_KEY, how="left")
         .select(
             USER_KEY, F.coalesce("age_group", F.lit("unknown")).alias("age_group"), "city", "region", "country",
             "favourite_artists", "recent_tracks",

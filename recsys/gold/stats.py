@@ -21,18 +21,22 @@ def _between(start: datetime, end: datetime) -> Column:
     return (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(end))
 
 
-def trending_rank(plays: DataFrame, key: str, as_of: datetime, recent_days: int, baseline_days: int) -> DataFrame:
-    """`key`, `trending_rank` for every key in `plays` (events with `count`, `event_time`)."""
+def trending_sums(as_of: datetime, recent_days: int, baseline_days: int) -> list[Column]:
+    """Aggregates of plays (events with `count`, `event_time`) that `trending_rank` ranks: `_recent`, `_base`."""
     recent_start = as_of - timedelta(days=recent_days)
     baseline_start = recent_start - timedelta(days=baseline_days)
-    windows = plays.groupBy(key).agg(
+    return [
         F.sum(F.when(_between(recent_start, as_of), F.col("count")).otherwise(0)).alias("_recent"),
         F.sum(F.when(_between(baseline_start, recent_start), F.col("count")).otherwise(0)).alias("_base"),
-    )
+    ]
+
+
+def trending_rank(sums: DataFrame, key: str, recent_days: int, baseline_days: int) -> DataFrame:
+    """`sums` (one row per `key` with `trending_sums`) with `trending_rank`, its `_`-columns dropped."""
     growth = (F.col("_recent") / recent_days + 1) / (F.col("_base") / baseline_days + 1)
-    ranked = with_row_number(windows.withColumn("_growth", growth), "trending_rank",
+    ranked = with_row_number(sums.withColumn("_growth", growth), "trending_rank",
                              F.col("_growth").desc(), F.col("_recent").desc(), F.col(key))
-    return ranked.select(key, F.col("trending_rank").cast("int").alias("trending_rank"))
+    return ranked.withColumn("trending_rank", F.col("trending_rank").cast("int")).drop("_recent", "_base", "_growth")
 
 
 def _window_plays(events: DataFrame, as_of: datetime, window_days: int) -> DataFrame:
@@ -48,11 +52,12 @@ def artist_stats(events: DataFrame, artists: DataFrame, as_of: datetime, *, wind
                  recent_days: int, baseline_days: int) -> DataFrame:
     """Per artist seen before `as_of`: plays, listeners, active days, trending rank, followers, likes."""
     plays = _window_plays(events, as_of, window_days)
-    usage = plays.groupBy(ARTIST_ID).agg(
+    usage = trending_rank(plays.groupBy(ARTIST_ID).agg(
         F.sum("count").alias("plays"),
         F.countDistinct(USER_KEY).alias("listeners"),
         F.countDistinct(EVENT_DATE).alias("active_days"),
-    )
+        *trending_sums(as_of, recent_days, baseline_days),
+    ), ARTIST_ID, recent_days, baseline_days)
     # A user's follow state is their latest follow/unfollow; net followers count those following.
     follows = events.filter(F.col(EVENT_TYPE).isin("follow", "unfollow"))
     latest = F.max_by(F.col(EVENT_TYPE), F.col(EVENT_TIME))
@@ -64,7 +69,6 @@ def artist_stats(events: DataFrame, artists: DataFrame, as_of: datetime, *, wind
     return (
         known.join(artists.select(ARTIST_ID, "artist_name", "genres"), on=ARTIST_ID, how="left")
         .join(usage, on=ARTIST_ID, how="left")
-        .join(trending_rank(plays, ARTIST_ID, as_of, recent_days, baseline_days), on=ARTIST_ID, how="left")
         .join(net, on=ARTIST_ID, how="left")
         .join(displayed, on=ARTIST_ID, how="left")
         .join(_net_likes(events, ARTIST_ID), on=ARTIST_ID, how="left")
@@ -87,19 +91,19 @@ def track_stats(events: DataFrame, tracks: DataFrame, as_of: datetime, *, window
     def share(kind: str) -> Column:
         return F.avg((F.col("completion") == kind).cast("double")).alias(f"{kind}_share")
 
-    usage = plays.groupBy(TRACK_ID).agg(
+    usage = trending_rank(plays.groupBy(TRACK_ID).agg(
         F.sum("count").alias("plays"),
         F.countDistinct(USER_KEY).alias("listeners"),
         F.countDistinct(EVENT_DATE).alias("active_days"),
         F.avg("played_ms").alias("avg_listen_ms"),
         F.stddev_samp("played_ms").alias("std_listen_ms"),
         share("full"), share("partial"), share("skipped"),
-    )
+        *trending_sums(as_of, recent_days, baseline_days),
+    ), TRACK_ID, recent_days, baseline_days)
     known = events.filter(F.col(TRACK_ID).isNotNull()).select(TRACK_ID).distinct()
     return (
         known.join(tracks.select(TRACK_ID, "track_name", ARTIST_ID), on=TRACK_ID, how="left")
         .join(usage, on=TRACK_ID, how="left")
-        .join(trending_rank(plays, TRACK_ID, as_of, recent_days, baseline_days), on=TRACK_ID, how="left")
         .join(_net_likes(events.filter(F.col(TRACK_ID).isNotNull()), TRACK_ID), on=TRACK_ID, how="left")
         .select(
             TRACK_ID, "track_name", ARTIST_ID,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
@@ -97,23 +97,20 @@ def touched_by(events: DataFrame) -> DataFrame:
 def _derive(values: DataFrame, spec: tuple) -> DataFrame:
     kind, key, frequent, latest = spec
     rows = values.filter(F.col("kind") == kind)
-    by_frequency = rows.filter(F.col("field").isin(*frequent))
-    by_recency = rows.filter(F.col("field").isin(*latest))
-    picked = (
-        _ranked(by_frequency, F.desc("n"), F.desc("last_seen"), F.asc("value"))
-        .unionByName(_ranked(by_recency, F.desc("last_seen"), F.asc("value")))
-        .filter(F.col("_r") == 1)
-    )
-    wide = picked.groupBy("id").agg(*[F.max(F.when(F.col("field") == f, F.col("value"))).alias(f)
-                                      for f in (*frequent, *latest)])
+    # The smallest of these structs is the value each rule picks: most events, then latest seen,
+    # then smallest value, for names; latest seen, then smallest value, for the rest. One
+    # aggregation per id picks every field's value (no sort of the values).
+    later = -F.unix_micros("last_seen")
+
+    def pick(f: str) -> Column:
+        first = -F.col("n") if f in frequent else F.lit(0).cast("bigint")
+        return F.min(F.when(F.col("field") == f, F.struct(first, later, F.col("value"))))["value"].alias(f)
+
+    wide = rows.filter(F.col("field").isin(*frequent, *latest)).groupBy("id").agg(
+        *[pick(f) for f in (*frequent, *latest)])
     seen = rows.filter(F.col("field") == SEEN).select("id", "last_seen")
     return seen.join(wide, on="id", how="left").withColumnRenamed("id", key).select(
         key, *[_typed(f).alias(f) for f in (*frequent, *latest)], "last_seen")
-
-
-def _ranked(rows: DataFrame, *order: Column) -> DataFrame:
-    """`_r`: each value's place within its (kind, id, field), by `order`."""
-    return rows.withColumn("_r", F.row_number().over(Window.partitionBy("kind", "id", "field").orderBy(*order)))
 
 
 def artists_from(values: DataFrame) -> DataFrame:
