@@ -109,6 +109,7 @@ class Bench:
         self.paths = {layout: str(root / layout) for layout in LAYOUTS}
         self.results: dict[str, dict[str, str]] = {layout: {} for layout in LAYOUTS}
         self.days = [date(2026, 1, 1) + timedelta(days=d) for d in range(args.days)]
+        self.next_day = self.days[-1] + timedelta(days=1)  # the incoming batch's day
 
     def record(self, layout: str, what: str, seconds: float, files: int, size: int | None = None) -> None:
         read = "" if size is None else f" ({size / 2**20:,.0f} MB)"
@@ -138,8 +139,7 @@ class Bench:
 
     def reads(self, layout: str, when: str, incoming: DataFrame, dedup_days: int) -> None:
         """Silver's dedupe lookup of `incoming` and a gold-style window read of the days before it."""
-        last = self.days[-1] + timedelta(days=1)
-        as_of = datetime(last.year, last.month, last.day, tzinfo=UTC)
+        as_of = datetime(self.next_day.year, self.next_day.month, self.next_day.day, tzinfo=UTC)
         table = self.spark.read.format("delta").load(self.paths[layout])
         self.record(layout, f"dedupe {when}", *files_read(new_events(incoming, self.paths[layout], dedup_days)))
         self.record(layout, f"{self.args.window}-day window {when}", *files_read(
@@ -181,8 +181,7 @@ def main() -> None:
     try:
         bench = Bench(spark, root, args)
         appended = bench.load()
-        last = bench.days[-1] + timedelta(days=1)
-        incoming = day_events(spark, last, args.rows, args.late, args.late_days, seed=999).persist()
+        incoming = day_events(spark, bench.next_day, args.rows, args.late, args.late_days, seed=999).persist()
         incoming.count()
         for layout in LAYOUTS:
             path = bench.paths[layout]
