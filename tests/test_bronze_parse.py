@@ -41,6 +41,8 @@ def test_each_broken_contract_gets_its_reason(spark):
         '"card":{"artist_id":"7","artist_name":"x"}}',
         '{"event_id":"e12","event_type":"click","event_ts":1759312800000,"user_id":"1","card":{"artist_id":"7",'
         '"artist_name":"x"},"recommendation":{"request_id":"r","model_version":"v1/../x","variant":"B","position":0}}',
+        '{"event_id":"e13","event_type":"play","event_ts":1759312800000,"user_id":"1","count":-1,'
+        '"card":{"artist_id":"7","artist_name":"x","volume":[50,101]}}',
     ]
     expected = spark.createDataFrame(
         list(zip(lines, [
@@ -49,6 +51,7 @@ def test_each_broken_contract_gets_its_reason(spark):
             ("missing_required", "card.track_id"), ("missing_required", "recommendation"),
             ("unknown_event_type", "skip"), ("invalid_value", "count"), ("missing_required", "card.duration_ms"),
             ("invalid_value", "count"), ("invalid_value", "recommendation.model_version"),
+            ("invalid_value", "count,card.volume"),
         ], strict=True)),
         "value string, why struct<r:string,d:string>",
     ).select("value", F.col("why.r").alias("_reason"), F.col("why.d").alias("_detail"))
@@ -65,3 +68,12 @@ def test_valid_rows_keep_raw_line_ids_as_text_and_unknown_fields(spark):
     assert (row["user_id"], row["card"]["artist_id"]) == ("42", "7")
     assert row["_extra"] == {"client_build": "b7"} and row["_extra_card"] == {"mood": "upbeat"}
     assert to_quarantine(parsed).count() == 0
+
+
+def test_extra_fields_stay_null_when_a_line_has_only_known_ones(spark):
+    lines = [GOOD, GOOD.replace('"played_ms":190000}', '"played_ms":190000,"album_name":null}'),
+             GOOD[:-1] + ',"context":{"device_os":"ios","mood":"x"}}']
+    raw = spark.createDataFrame([(line, "f.json") for line in lines], "value string, _source_file string")
+    rows = to_bronze(parse_events(raw.withColumn("_ingested_at", F.current_timestamp())
+                                  .withColumn("_run_id", F.lit("r")))).collect()
+    assert [(r["_extra"], r["_extra_card"]) for r in rows] == [(None, None)] * 3
