@@ -10,16 +10,33 @@ import sys
 import uuid
 
 import pytest
+from pyspark.sql import functions as F
 
+from recsys import lake
 from recsys.config import ModelConfig
 from recsys.datagen.generator import GeneratorSpec, generate
+from recsys.keys import pseudonym
 from recsys.orchestration.refresh import RefreshFailed, refresh
 from recsys.sources.accounts import upsert_accounts
+from recsys.stores import postgres
 from recsys.stores.redis import connect, text
+from recsys.tables import USER_KEY
 from tests.conftest import ROOT, isolated
 
 SPEC = GeneratorSpec(users=200, artists=150, days=2, dirt_rate=0.02, future_days=0, seed=13)
 STAGES = ["bronze events", "bronze accounts", "forget", "silver", "gold", "train", "recommend", "publish"]
+
+
+def _birth_date_changed(cfg, spark) -> str:
+    """Make one featured user of under 65 born in 1940; their user key."""
+    featured = {r[USER_KEY] for r in lake.read(spark, lake.table_path(cfg.lake, "gold", "user_features"))
+                .filter(F.col("age_group") != "65+").select(USER_KEY).collect()}
+    with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
+        cur.execute("SELECT user_id FROM accounts ORDER BY user_id")
+        user_id = next(u for (u,) in cur.fetchall() if pseudonym(cfg.privacy.pseudonym_secret, u) in featured)
+        cur.execute("UPDATE accounts SET date_of_birth = '1940-01-01', updated_at = now() WHERE user_id = %s",
+                    (user_id,))
+    return pseudonym(cfg.privacy.pseudonym_secret, user_id)
 
 
 @pytest.mark.slow
@@ -38,6 +55,7 @@ def test_two_refreshes_publish_twice_and_train_only_when_due(services, spark, tm
 
     first = refresh(spark, cfg, on_stage=lambda r: None)
     generate(cfg.landing.path, SPEC, append_days=1)
+    moved = _birth_date_changed(cfg, spark)  # an account the second refresh ingests
     second = refresh(spark, cfg, on_stage=lambda r: None)
 
     assert [r.stage for r in first] == STAGES and [r.stage for r in second] == STAGES
@@ -45,6 +63,8 @@ def test_two_refreshes_publish_twice_and_train_only_when_due(services, spark, tm
     assert not first_of["train"].startswith("skipped") and second_of["train"].startswith("skipped")
     assert int(second_of["bronze events"].split()[0]) > 0  # the appended day's lines, and only those
     assert first_of["forget"] == second_of["forget"] == "no user to forget"
+    features = lake.read(spark, lake.table_path(cfg.lake, "gold", "user_features"))
+    assert features.filter(F.col(USER_KEY) == moved).select("age_group").collect() == [("65+",)]
     live = text(connect(cfg.redis).get(f"{cfg.publish.prefix}:recs:live"))
     assert live and second_of["publish"] == f"version {live} live" and first_of["publish"] != second_of["publish"]
 

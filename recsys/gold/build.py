@@ -53,11 +53,13 @@ class GoldBuild:
     outputs: dict[str, int]
 
 
-def users_as_of(spark: SparkSession, users_path: str, as_of: datetime) -> tuple[DataFrame, int]:
-    """`silver/users` as it was at `as_of` (age group and place then) with only users signed up by
-    then, and the version read. Each silver run rewrites the table whole, so a version is a snapshot.
+def users_as_of(spark: SparkSession, users_path: str, as_of: datetime, version: int | None = None
+                ) -> tuple[DataFrame, int]:
+    """`silver/users` as it was at `as_of` (age group and place then), or at `version` when given,
+    with only users signed up by `as_of`; and the version read. Each silver run rewrites the table
+    whole, so a version is a snapshot.
     """
-    version = lake.version_at(spark, users_path, as_of)
+    version = lake.version_at(spark, users_path, as_of) if version is None else version
     return lake.read(spark, users_path, version=version).transform(signed_up_before(as_of)), version
 
 
@@ -71,14 +73,17 @@ def in_window(events: DataFrame, as_of: datetime, days: int) -> DataFrame:
         & (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(as_of)))
 
 
-def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None
-                ) -> tuple[dict[str, DataFrame], dict[str, int]]:
-    """The gold DataFrames as of `as_of` (not yet written) and the silver versions they read."""
+def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None,
+                users_version: int | None = None) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    """The gold DataFrames as of `as_of` (not yet written) and the silver versions they read:
+    `silver/events` at `silver_version` (default: the current one), `silver/users` at
+    `users_version` (default: the one current at `as_of`).
+    """
     g = cfg.gold
     events_path = lake.table_path(cfg.lake, "silver", "events")
     users_path = lake.table_path(cfg.lake, "silver", "users")
     version = lake.current_version(spark, events_path) if silver_version is None else silver_version
-    users, users_version = users_as_of(spark, users_path, as_of)
+    users, users_version = users_as_of(spark, users_path, as_of, users_version)
     inputs = {"silver/events": version, "silver/users": users_version}
     events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days)
     events = events.select(*GOLD_READS).persist()
@@ -93,10 +98,13 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
             "interactions": pairs}, inputs
 
 
-def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None) -> GoldBuild:
-    """Build every gold table from silver as of `as_of` (optionally an old silver version) and record the build."""
+def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None,
+               users_version: int | None = None) -> GoldBuild:
+    """Build every gold table from silver as of `as_of` (optionally old silver versions, see
+    `gold_tables`) and record the build.
+    """
     build_id = uuid.uuid4().hex
-    tables, inputs = gold_tables(spark, cfg, as_of, silver_version)
+    tables, inputs = gold_tables(spark, cfg, as_of, silver_version, users_version)
     for table, (key, idx) in ID_MAP.items():
         source = tables["interactions"].select(key)
         update_id_map(spark, lake.table_path(cfg.lake, "gold", f"id_map_{table}"), source, key, idx)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import mlflow
 from pyspark.sql import SparkSession
 
+from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.cli import EXIT_MODEL, EXIT_QUALITY, EXIT_SERVICE
@@ -95,7 +96,10 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
         return f"{events['inserted']} new events, {events['duplicates_dropped']} duplicates dropped"
 
     def gold() -> str:
-        build = build_gold(spark, cfg, as_of=now)
+        # Silver ran with this refresh's clock, after `now`: the users it wrote are the ones as of
+        # `now`, though committed later (`as_of` alone would pick the previous refresh's users).
+        users = lake.current_version(spark, lake.table_path(cfg.lake, "silver", "users"))
+        build = build_gold(spark, cfg, as_of=now, users_version=users)
         synced = sync_feature_store(spark, cfg, stage_suffix=build.build_id[:12])
         return f"as of {now:%Y-%m-%d %H:%M}; feature store: {synced.changed} users written, {synced.removed} removed"
 
