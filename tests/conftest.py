@@ -29,19 +29,15 @@ def isolated(cfg: Config, root: Path, name: str) -> Config:
     database `recsys_test_<name>` and Redis key prefixes of its own, so a module that changes its
     data (deletes an account, reruns a job) cannot change what another module sees.
     """
-    from psycopg2 import sql
+    from recsys.stores.postgres import fresh_database
 
-    from recsys.stores.postgres import connect
-
-    database = f"recsys_test_{name}"
-    with connect(cfg.postgres, database="postgres", autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    postgres = dataclasses.replace(cfg.postgres, database=f"recsys_test_{name}")
+    fresh_database(postgres)
     return dataclasses.replace(
         cfg,
         lake=LakeConfig(root=str(root / "lake")),
         landing=LandingConfig(path=str(root / "landing")),
-        postgres=dataclasses.replace(cfg.postgres, database=database),
+        postgres=postgres,
         gold=dataclasses.replace(cfg.gold, redis_prefix=f"test-{name}"),
         publish=dataclasses.replace(cfg.publish, prefix=f"test-{name}"),
     )
