@@ -50,6 +50,11 @@ def _missing(col: Column) -> Column:
     return col.isNull() | (F.trim(col) == "")
 
 
+def _outcome(reason: str, detail: Column) -> Column:
+    """A failed line's (`r` reason, `d` detail) pair."""
+    return F.struct(F.lit(reason).alias("r"), detail.cast("string").alias("d"))
+
+
 def _why(reason: str, checks: list[tuple[str, Column]], default: Column | None = None) -> tuple[Column, Column]:
     """(whether any check holds, `reason` with the comma-separated names of those that do).
 
@@ -61,7 +66,7 @@ def _why(reason: str, checks: list[tuple[str, Column]], default: Column | None =
     detail = F.when(names != "", names)
     if default is not None:
         detail = F.coalesce(detail, default)
-    return fails, F.struct(F.lit(reason).alias("r"), detail.alias("d"))
+    return fails, _outcome(reason, detail)
 
 
 def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFrame:
@@ -108,10 +113,10 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
         ("context.geo", (F.abs(geo["lat"]) > MAX_LATITUDE) | (F.abs(geo["lon"]) > MAX_LONGITUDE)),
     ])
     reason = (
-        F.when(F.col("_fields").isNull(), F.struct(F.lit("not_json").alias("r"), F.lit(None).cast("string").alias("d")))
+        F.when(F.col("_fields").isNull(), _outcome("not_json", F.lit(None)))
         .when(wrong_type[0] | j[CORRUPT].isNotNull(), wrong_type[1])
         .when(*missing)
-        .when(~event_type.isin(*EVENT_TYPES), F.struct(F.lit("unknown_event_type").alias("r"), event_type.alias("d")))
+        .when(~event_type.isin(*EVENT_TYPES), _outcome("unknown_event_type", event_type))
         .when(*invalid)
     )
     return (
