@@ -262,6 +262,27 @@ def append_once(df: DataFrame, path: str, app_id: str, version: int) -> None:
     )
 
 
+def appended_once(df: DataFrame, path: str, app_id: str, version: int) -> bool:
+    """`append_once`, and whether this call committed: False when (`app_id`, `version`) was committed
+    before, by a run that crashed before it could record so, and the write was skipped. The commit
+    carries its transaction as user metadata, so another writer's commit in between is not taken
+    for it.
+    """
+    spark = df.sparkSession
+    before = current_version(spark, path)
+    tag = f"txn {app_id} {version}"
+    (
+        conform(df, path).write.format("delta").mode("append")
+        .option("txnAppId", app_id).option("txnVersion", version).option("userMetadata", tag)
+        .save(path)
+    )
+    after = current_version(spark, path)
+    if after == before:
+        return False
+    history = DeltaTable.forPath(spark, path).history(after - before)
+    return bool(history.filter(F.col("userMetadata") == tag).limit(1).count())
+
+
 @contextmanager
 def transaction(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
     """Delta DML (MERGE, UPDATE, DELETE) inside the block commits as transaction (`app_id`,
