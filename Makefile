@@ -68,7 +68,7 @@ cluster-test: services-up ## the chain on a real Spark standalone cluster (maste
 test-fast: setup ## run the tests, skipping those marked slow
 	RECSYS_ENV=test $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: setup ## ruff (style, docstrings, complexity, annotations) and mypy on the library
+lint: setup ## ruff (style, docstrings, complexity, annotations) and mypy on the library, jobs and benchmarks
 	$(VENV)/bin/ruff check recsys jobs tests notebooks benchmarks
 	$(VENV)/bin/mypy
 

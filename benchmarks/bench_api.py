@@ -62,7 +62,10 @@ def wrk(url: str, connections: int, seconds: float, script: Path | None = None) 
     if script is not None:
         command += ["-s", str(script)]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no Requests/sec:\n{out}")
+    rate = float(found.group(1))
     percentiles = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return rate, percentiles["50"], percentiles["99"], int(bad.group(1)) if bad else 0

@@ -38,7 +38,7 @@ from recsys.model.batch import as_lists
 from recsys.serving.publish import publish
 from recsys.serving.store import RecommendationStore, live_key, meta_key, shard_key, version_keys, versions_key
 from recsys.spark import get_spark
-from recsys.stores.redis import connect
+from recsys.stores.redis import connect, text
 
 ARTISTS = 20_000
 
@@ -75,11 +75,14 @@ def redis_benchmark(cfg: RedisConfig, value_size: int, requests: int, pipeline: 
     if scratch.dbsize():
         raise SystemExit(f"Redis db {scratch_db} is not empty: pick an empty --scratch-db for redis-benchmark")
     where = urlparse(cfg.url)
+    host = where.hostname
+    if host is None:
+        raise SystemExit("redis.url names no host")
     # redis-benchmark 7 reads no password from the environment (REDISCLI_AUTH is redis-cli's): it goes
     # on the command line, visible in this machine's process list for the run's few seconds
     auth = ["-a", cfg.password] if cfg.password else []
     try:
-        run = subprocess.run([binary, "-h", where.hostname, "-p", str(where.port), "--dbnum", str(scratch_db),
+        run = subprocess.run([binary, "-h", host, "-p", str(where.port), "--dbnum", str(scratch_db),
                               "-t", "set", "-n", str(requests), "-d", str(value_size), "-P", str(pipeline),
                               "-c", str(clients), "-r", "1000000", "-q", *auth],
                              capture_output=True, text=True, check=False)
@@ -136,7 +139,7 @@ def main() -> None:
         if run == 0:
             sample = client.hgetall(shard_key(prefix, reports[0].version, "champion", 0))
             value_size = int(sum(len(v) for v in sample.values()) / max(1, len(sample)))
-            answer = RecommendationStore(client, prefix).get(next(iter(sample)).decode(), "champion", "*")
+            answer = RecommendationStore(client, prefix).get(text(next(iter(sample))) or "", "champion", "*")
             assert answer is not None and len(answer.items) == args.k and all(name for _, name, _ in answer.items)
             print(f"publish 1 (warm-up): {reports[0].seconds:.1f} s end to end, write job "
                   f"{reports[0].write_seconds:.2f} s; lists of {args.k}: mean value {value_size} bytes, "
