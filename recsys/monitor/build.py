@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.config import Config
 from recsys.model.batch import flat
+from recsys.model.train import CHAMPION
 from recsys.monitor.drift import Check, categorical_counts, compare, numeric_counts
 from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
 from recsys.tables import ARTIST_ID, EVENT_DATE, EVENT_TYPE, USER_KEY
@@ -65,23 +66,38 @@ def reference_versions(spark: SparkSession, cfg: Config, current: dict[str, int]
     return {t: lake.readable(spark, lake.table_path(cfg.lake, *t.split("/")), v) for t, v in chosen.items()}
 
 
+def champion_inputs(spark: SparkSession, cfg: Config) -> dict[str, int] | None:
+    """Table -> the Delta version the champion was trained on: the versions its MLflow run recorded
+    (`input_version.*`) and the `silver/events` that the gold build of its `gold/interactions` read.
+    None when the model has no champion (or its version no run). MLflow must be set up.
+    """
+    try:
+        run_id = MlflowClient().get_model_version_by_alias(cfg.model.name, CHAMPION).run_id
+    except MlflowException:
+        return None
+    if not run_id:
+        return None
+    params = mlflow.get_run(run_id).data.params
+    ref = {key.removeprefix("input_version."): int(value) for key, value in params.items()
+           if key.startswith("input_version.")}
+    builds_path = lake.table_path(cfg.lake, "gold", "builds")
+    if "gold/interactions" in ref and lake.exists(spark, builds_path):
+        builds = lake.read(spark, builds_path)
+        build = builds.filter(F.col("outputs")["gold/interactions"] == ref["gold/interactions"]).first()
+        if build is not None:
+            ref["silver/events"] = int(build["inputs"]["silver/events"])
+    return ref
+
+
 def _chosen_reference(spark: SparkSession, cfg: Config, current: dict[str, int]) -> dict[str, int]:
     if cfg.monitor.reference == "previous":
         return {t: max(v - 1, 0) for t, v in current.items()}
     if cfg.monitor.reference != "champion":
         raise ValueError(f"monitor.reference must be 'champion' or 'previous', got {cfg.monitor.reference!r}")
-    try:
-        run_id = MlflowClient().get_model_version_by_alias(cfg.model.name, "champion").run_id
-    except MlflowException as err:
-        raise ValueError(f"monitor.reference = champion, but model {cfg.model.name!r} has no champion yet") from err
-    if not run_id:
-        raise ValueError(f"monitor.reference = champion, but the champion of {cfg.model.name!r} has no run")
-    params = mlflow.get_run(run_id).data.params
-    ref = {t: int(params[f"input_version.{t}"]) for t in current if f"input_version.{t}" in params}
-    builds = lake.read(spark, lake.table_path(cfg.lake, "gold", "builds"))
-    build = builds.filter(F.col("outputs")["gold/interactions"] == ref.get("gold/interactions", -1)).first()
-    if build is not None:
-        ref["silver/events"] = int(build["inputs"]["silver/events"])
+    ref = champion_inputs(spark, cfg)
+    if ref is None:
+        raise ValueError(f"monitor.reference = champion, but model {cfg.model.name!r} has no champion "
+                         "trained in a recorded run yet")
     return {t: ref.get(t, v) for t, v in current.items()}
 
 

@@ -2,8 +2,9 @@
 
 The retention rule: VACUUM keeps every file a version younger than `lake.retention_hours` needs,
 so time travel works that far back and no further. Two readers rely on time travel: the monitor
-compares current tables with a reference version (the champion's training inputs, or the previous
-version), and gold reads `silver/users` as it was at `as_of` (and `build_gold --silver-version`
+compares current tables with a reference version (the champion's training inputs and the
+`silver/events` their gold build read, or the previous version) and `gold/recommendations` with its
+previous version, and gold reads `silver/users` as it was at `as_of` (and `build_gold --silver-version`
 replays an old silver). Before vacuuming, `required_retention_hours` finds the oldest version the
 monitor's reference needs; a retention shorter than its age is refused with the table, version and
 hours named. Replays and point-in-time builds further back than the retention are not possible.
@@ -14,16 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import mlflow
 from delta.tables import DeltaTable
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
-from recsys.model.train import CHAMPION
+from recsys.monitor.build import champion_inputs
 from recsys.tables import TABLES
 from recsys.tracking import setup_mlflow
 
@@ -43,7 +41,7 @@ class Maintained:
 
 
 def _referenced_versions(spark: SparkSession, cfg: Config) -> dict[str, int]:
-    """`layer/name` -> the oldest version of it the monitor's reference reads."""
+    """`layer/name` -> the oldest version of it the monitor's reference reads (`recsys.monitor.build`)."""
     if cfg.monitor.reference == "previous":
         found = {}
         for name, table in TABLES.items():
@@ -52,13 +50,12 @@ def _referenced_versions(spark: SparkSession, cfg: Config) -> dict[str, int]:
                 found[name] = max(lake.current_version(spark, path) - 1, 0)
         return found
     setup_mlflow(cfg)
-    try:
-        run_id = MlflowClient().get_model_version_by_alias(cfg.model.name, CHAMPION).run_id
-    except MlflowException:
-        return {}  # no champion yet: nothing is referenced
-    params = mlflow.get_run(run_id).data.params if run_id else {}
-    return {key.removeprefix("input_version."): int(value) for key, value in params.items()
-            if key.startswith("input_version.") and key.removeprefix("input_version.") in TABLES}
+    inputs = champion_inputs(spark, cfg) or {}  # no champion yet: none of its inputs is referenced
+    found = {name: version for name, version in inputs.items() if name in TABLES}
+    recommendations = TABLES["gold/recommendations"].path(cfg.lake)
+    if lake.exists(spark, recommendations):  # the prediction checks read its previous version in either mode
+        found["gold/recommendations"] = max(lake.current_version(spark, recommendations) - 1, 0)
+    return found
 
 
 def required_retention_hours(spark: SparkSession, cfg: Config, now: datetime) -> tuple[float, str]:
@@ -72,6 +69,8 @@ def required_retention_hours(spark: SparkSession, cfg: Config, now: datetime) ->
     needed, because = 0.0, ""
     for name, version in _referenced_versions(spark, cfg).items():
         path = TABLES[name].path(cfg.lake)
+        if not lake.exists(spark, path):
+            continue  # dropped since: nothing of it to keep
         readable = lake.readable(spark, path, version)
         later = DeltaTable.forPath(spark, path).history().filter(F.col("version") > readable)
         after = (later.filter(~F.col("operation").startswith("VACUUM"))  # VACUUM's own commits remove no file
