@@ -45,7 +45,7 @@ from recsys.serving.publish import publish
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
 from recsys.spark import get_spark, jvm
-from recsys.stores.postgres import fresh_database
+from recsys.stores.postgres import drop_database, fresh_database
 from recsys.stores.redis import connect as redis_connect
 
 
@@ -84,7 +84,7 @@ def scratch_config(base: Config, root: Path, name: str) -> Config:
 
 def clean_up(base: Config, name: str) -> None:
     """Drop the scratch database and Redis keys of `scratch_config(base, _, name)`."""
-    fresh_database(dataclasses.replace(base.postgres, database=f"recsys_bench_{name}"), create=False)
+    drop_database(dataclasses.replace(base.postgres, database=f"recsys_bench_{name}"))
     client = redis_connect(base.redis)
     keys = list(client.scan_iter(match=f"bench-{name}:*", count=1000))
     for start in range(0, len(keys), 1000):

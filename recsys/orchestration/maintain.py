@@ -40,22 +40,25 @@ class Maintained:
     vacuumed: int
 
 
+def _previous_versions(spark: SparkSession, cfg: Config, names: list[str]) -> dict[str, int]:
+    """`layer/name` -> the version before the current one, for those of `names` that exist."""
+    found = {}
+    for name in names:
+        path = TABLES[name].path(cfg.lake)
+        if lake.exists(spark, path):
+            found[name] = max(lake.current_version(spark, path) - 1, 0)
+    return found
+
+
 def _referenced_versions(spark: SparkSession, cfg: Config) -> dict[str, int]:
     """`layer/name` -> the oldest version of it the monitor's reference reads (`recsys.monitor.build`)."""
     if cfg.monitor.reference == "previous":
-        found = {}
-        for name, table in TABLES.items():
-            path = table.path(cfg.lake)
-            if lake.exists(spark, path):
-                found[name] = max(lake.current_version(spark, path) - 1, 0)
-        return found
+        return _previous_versions(spark, cfg, list(TABLES))
     setup_mlflow(cfg)
     inputs = champion_inputs(spark, cfg) or {}  # no champion yet: none of its inputs is referenced
     found = {name: version for name, version in inputs.items() if name in TABLES}
-    recommendations = TABLES["gold/recommendations"].path(cfg.lake)
-    if lake.exists(spark, recommendations):  # the prediction checks read its previous version in either mode
-        found["gold/recommendations"] = max(lake.current_version(spark, recommendations) - 1, 0)
-    return found
+    # the prediction checks read gold/recommendations' previous version in either mode
+    return {**found, **_previous_versions(spark, cfg, ["gold/recommendations"])}
 
 
 def required_retention_hours(spark: SparkSession, cfg: Config, now: datetime) -> tuple[float, str]:

@@ -52,14 +52,18 @@ def ensure_database(cfg: PostgresConfig) -> None:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(cfg.database)))
 
 
-def fresh_database(cfg: PostgresConfig, *, create: bool = True) -> None:
-    """Drop the configured database with everything in it, and create it empty unless `create` is
-    False (for scratch databases: tests, benchmarks).
-    """
+def drop_database(cfg: PostgresConfig) -> None:
+    """Drop the configured database with everything in it, if it exists (scratch databases)."""
     with connect(cfg, database="postgres", autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg.database)))
-        if create:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(cfg.database)))
+
+
+def fresh_database(cfg: PostgresConfig) -> None:
+    """Drop the configured database with everything in it, and create it empty (for scratch
+    databases: tests, benchmarks).
+    """
+    drop_database(cfg)
+    ensure_database(cfg)
 
 
 def execute(cfg: PostgresConfig, statement: str, params: Sequence | None = None) -> None:
