@@ -29,10 +29,17 @@ def signed_up_before(as_of: datetime) -> Callable[[DataFrame], DataFrame]:
     return transform
 
 
-def _capped_array(rows: DataFrame, order: list, cap: int, name: str, fields: list[str]) -> DataFrame:
-    """Per user, an array of structs of `fields` ordered by `order` and capped at `cap`."""
+def _capped_array(rows: DataFrame, order: list, cap: int, name: str, fields: list[str],
+                  lookups: tuple[tuple[DataFrame, str], ...] = ()) -> DataFrame:
+    """Per user, an array of structs of `fields` ordered by `order` and capped at `cap`.
+
+    `lookups` are (table, key) joined to the kept rows only, so the per-user sort moves the narrow
+    rows and the statistics are looked up for at most `cap` rows per user.
+    """
     ranked = rows.withColumn("_r", F.row_number().over(Window.partitionBy(USER_KEY).orderBy(*order)))
     kept = ranked.filter(F.col("_r") <= cap)
+    for table, key in lookups:
+        kept = kept.join(table, on=key, how="left")
     collected = kept.groupBy(USER_KEY).agg(
         F.array_sort(F.collect_list(F.struct(F.col("_r"), *[F.col(f) for f in fields]))).alias("_items"))
     return collected.select(USER_KEY, F.transform("_items", lambda s: s.dropFields("_r")).alias(name))
@@ -46,10 +53,10 @@ def favourite_artists(pairs: DataFrame, artist_stats: DataFrame, cap: int) -> Da
     """
     engaged = pairs.select(USER_KEY, ARTIST_ID, F.col("last_ts").alias("last_interaction"),
                            F.col("plays").alias("user_plays"))
-    rows = engaged.join(artist_stats, on=ARTIST_ID, how="left")
     fields = [ARTIST_ID, "artist_name", "genres", "active_days", "trending_rank", "followers", "user_plays",
               "last_interaction"]
-    return _capped_array(rows, [F.desc("last_interaction"), F.asc(ARTIST_ID)], cap, "favourite_artists", fields)
+    return _capped_array(engaged, [F.desc("last_interaction"), F.asc(ARTIST_ID)], cap, "favourite_artists", fields,
+                         lookups=((artist_stats, ARTIST_ID),))
 
 
 def recent_tracks(events: DataFrame, track_stats: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:
@@ -59,10 +66,10 @@ def recent_tracks(events: DataFrame, track_stats: DataFrame, artist_stats: DataF
     tracks = track_stats.select(TRACK_ID, "track_name", "active_days", "trending_rank", "likes",
                                 "avg_listen_ms", "std_listen_ms")
     artists = artist_stats.select(ARTIST_ID, "artist_name", "genres", "followers")
-    rows = played.join(tracks, on=TRACK_ID, how="left").join(artists, on=ARTIST_ID, how="left")
     fields = [TRACK_ID, "track_name", ARTIST_ID, "artist_name", "genres", "active_days", "trending_rank",
               "followers", "likes", "avg_listen_ms", "std_listen_ms", "completion", EVENT_TIME]
-    return _capped_array(rows, [F.desc(EVENT_TIME), F.asc(EVENT_ID)], cap, "recent_tracks", fields)
+    return _capped_array(played, [F.desc(EVENT_TIME), F.asc(EVENT_ID)], cap, "recent_tracks", fields,
+                         lookups=((tracks, TRACK_ID), (artists, ARTIST_ID)))
 
 
 def summaries(events: DataFrame, as_of: datetime) -> DataFrame:
