@@ -8,9 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 
 from recsys.keys import pseudonym
-from recsys.silver.catalog import to_artists, to_tracks
+from recsys.silver.catalog import catalog_fields, to_artists, to_tracks
 from recsys.silver.clean import (
     display_name,
     name_key,
@@ -209,3 +210,25 @@ def test_the_dedupe_reads_only_the_date_partitions_near_the_batch(spark, tmp_pat
     assert [r.event_id for r in fresh.collect()] == ["new"]  # e5 is a copy
     with pytest.raises(Exception, match="(?i)file.*(not exist|not found)|FileNotFound"):
         new_events(events(("late", days[5])), path, window_days=5).count()
+
+
+def test_a_narrow_catalog_picks_its_fields_as_the_whole_catalog_does(spark):
+    rows = [("7", "Björk", "t1", "Jóga", ["pop"], datetime(2026, 1, 1)),
+            ("7", "BJÖRK", "t1", "JOGA", ["pop"], datetime(2026, 1, 2)),
+            ("7", "Björk", "t1", "Jóga", [], datetime(2026, 1, 3)),
+            ("8", "Sigur Rós", "t1", "JOGA", ["post-rock"], datetime(2026, 1, 4))]
+    events = spark.createDataFrame(rows, "artist_id string, artist_name string, track_id string, track_name string, "
+                                         "genres array<string>, event_time timestamp").select(
+        "*", *[F.lit(None).cast(t).alias(c) for c, t in (
+            ("artist_key", "string"), ("artist_rank", "long"), ("artist_followers", "long"), ("track_key", "string"),
+            ("album_name", "string"), ("duration_ms", "long"), ("track_likes", "long"))])
+    artists = catalog_fields(events, "artist", ("artist_name", "genres"))
+    assert_df_equality(artists, to_artists(events).select("artist_id", "artist_name", "genres", "last_seen"),
+                       ignore_row_order=True, ignore_nullable=True)
+    assert sorted((r.artist_id, r.artist_name, r.genres) for r in artists.collect()) == [
+        ("7", "Björk", ["pop"]), ("8", "Sigur Rós", ["post-rock"])]
+    tracks = catalog_fields(events, "track", ("track_name", "artist_id"))
+    assert_df_equality(tracks, to_tracks(events).select("track_id", "track_name", "artist_id", "last_seen"),
+                       ignore_nullable=True)
+    with pytest.raises(ValueError, match="album"):
+        catalog_fields(events, "artist", ("artist_name", "album_name"))

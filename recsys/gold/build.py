@@ -21,7 +21,7 @@ from recsys.config import Config
 from recsys.gold.features import signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
 from recsys.gold.stats import artist_stats, track_stats
-from recsys.silver.catalog import to_artists, to_tracks
+from recsys.silver.catalog import catalog_fields
 from recsys.tables import (
     ARTIST_ID,
     AS_OF,
@@ -89,8 +89,10 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
     events = events.select(*GOLD_READS).persist()
     window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
               "baseline_days": g.trending_baseline_days}
-    a_stats = artist_stats(events, to_artists(events), as_of, **window).persist()
-    t_stats = track_stats(events, to_tracks(events), as_of, **window).persist()
+    artists = catalog_fields(events, "artist", ("artist_name", "genres"))
+    tracks = catalog_fields(events, "track", ("track_name", ARTIST_ID))
+    a_stats = artist_stats(events, artists, as_of, **window).persist()
+    t_stats = track_stats(events, tracks, as_of, **window).persist()
     pairs = interactions(events, weights_from(g.weights), g.confidence).persist()
     features = user_features(users, events, pairs, (a_stats, t_stats), as_of,
                              max_artists=g.max_favourite_artists, max_tracks=g.max_recent_tracks)

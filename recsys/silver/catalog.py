@@ -135,3 +135,19 @@ def to_artists(events: DataFrame) -> DataFrame:
 def to_tracks(events: DataFrame) -> DataFrame:
     """One row per track in `events`: its most frequent name, key, artist, album and duration, latest likes."""
     return tracks_from(catalog_values(events, (_TRACK,)))
+
+
+def catalog_fields(events: DataFrame, kind: str, fields: tuple[str, ...]) -> DataFrame:
+    """One row per artist or track (`kind`) in `events` with only `fields` (and `last_seen`), each
+    picked by the rule `to_artists` and `to_tracks` use, and values as they would type them. A
+    reader that needs two of the catalog's fields (gold's names and genres over its window) explodes
+    each event into three rows instead of six.
+    """
+    spec = next(s for s in (_ARTIST, _TRACK) if s[0] == kind)
+    frequent = tuple(f for f in spec[2] if f in fields)
+    latest = tuple(f for f in spec[3] if f in fields)
+    unknown = set(fields) - {*frequent, *latest}
+    if unknown:
+        raise ValueError(f"{kind} catalog has no fields {sorted(unknown)}")
+    narrow = (kind, spec[1], frequent, latest)
+    return _derive(catalog_values(events, (narrow,)), narrow)
