@@ -143,7 +143,10 @@ def catalog_fields(events: DataFrame, kind: str, fields: tuple[str, ...]) -> Dat
     reader that needs two of the catalog's fields (gold's names and genres over its window) explodes
     each event into three rows instead of six.
     """
-    spec = next(s for s in (_ARTIST, _TRACK) if s[0] == kind)
+    specs = {spec[0]: spec for spec in (_ARTIST, _TRACK)}
+    if kind not in specs:
+        raise ValueError(f"catalog kind must be one of {sorted(specs)}, got {kind!r}")
+    spec = specs[kind]
     frequent = tuple(f for f in spec[2] if f in fields)
     latest = tuple(f for f in spec[3] if f in fields)
     unknown = set(fields) - {*frequent, *latest}
