@@ -78,7 +78,7 @@ def spark(base_cfg: Config, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module", autouse=True)
 def _drop_caches_after_module() -> Iterator[None]:
     """After each module, drop what the session still caches for tables that module made: cached
-    DataFrames and Delta's table-log cache (snapshots, their state and plans, kept an hour).
+    DataFrames and Delta's table-log cache (each table's snapshot, its state and plans).
 
     Every module builds lakes of its own under a temporary folder, so nothing later reads them.
     Without this the one session's live heap grew past 760 MB (of the 2 GB it then had), and a
