@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import TracebackType
+
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -9,15 +11,42 @@ from pyspark.sql import functions as F
 _PART, _LOCAL = "_rn_part", "_rn_local"
 
 
-def with_row_number(df: DataFrame, name: str, *order: Column) -> DataFrame:
+class Persisted:
+    """The DataFrames one piece of work persists, unpersisted together when it ends.
+
+    `with Persisted() as keep: ... keep(df) ...`: `keep(df)` persists `df` and returns it; leaving
+    the block unpersists every frame kept, and only those, so a notebook's own cached frames in
+    the same session stay cached (`spark.catalog.clearCache()` would drop them too).
+    """
+
+    def __init__(self) -> None:
+        self._frames: list[DataFrame] = []
+
+    def __call__(self, df: DataFrame, level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> DataFrame:
+        """`df`, persisted until this scope ends."""
+        kept = df.persist(level)
+        self._frames.append(kept)
+        return kept
+
+    def __enter__(self) -> Persisted:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        for df in reversed(self._frames):
+            df.unpersist()
+        self._frames.clear()
+
+
+def with_row_number(df: DataFrame, name: str, *order: Column, keep: Persisted) -> DataFrame:
     """`df` plus `name`: 1, 2, ... in `order`, which must be total (end it with a key).
 
     The same numbers as `row_number()` over `Window.orderBy(*order)`, without that window's single
     task: the sort range-partitions the rows, each partition numbers its own, and adds the count of
     the partitions before it (a few numbers, collected). The sorted rows are persisted so both
-    passes see the same partitions.
+    passes see the same partitions, by `keep`: the result is valid until `keep` ends.
     """
-    parted = df.sort(*order).withColumn(_PART, F.spark_partition_id()).persist(StorageLevel.MEMORY_AND_DISK)
+    parted = keep(df.sort(*order).withColumn(_PART, F.spark_partition_id()))
     counts = sorted((r[0], r[1]) for r in parted.groupBy(_PART).count().collect())
     offsets: list[Column] = []
     before = 0

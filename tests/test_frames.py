@@ -6,7 +6,7 @@ from chispa import assert_df_equality
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from recsys.frames import with_row_number
+from recsys.frames import Persisted, with_row_number
 
 
 def test_row_numbers_equal_the_global_window_across_partitions_and_ties(spark):
@@ -14,11 +14,29 @@ def test_row_numbers_equal_the_global_window_across_partitions_and_ties(spark):
     df = spark.createDataFrame(rows, "key string, score int").repartition(7)
     order = (F.col("score").desc(), F.col("key"))
     expected = df.withColumn("n", F.row_number().over(Window.orderBy(*order)))
-    got = with_row_number(df, "n", *order)
-    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
-    assert got.agg(F.min("n"), F.max("n"), F.countDistinct("n")).collect()[0] == (1, 997, 997)
+    with Persisted() as keep:
+        got = with_row_number(df, "n", *order, keep=keep)
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+        assert got.agg(F.min("n"), F.max("n"), F.countDistinct("n")).collect()[0] == (1, 997, 997)
 
 
 def test_row_numbers_of_nothing_are_nothing(spark):
     empty = spark.createDataFrame([], "key string")
-    assert with_row_number(empty, "n", F.col("key")).count() == 0
+    with Persisted() as keep:
+        assert with_row_number(empty, "n", F.col("key"), keep=keep).count() == 0
+
+
+def test_a_persisted_scope_unpersists_what_it_kept_and_nothing_else(spark):
+    def cached() -> set[int]:
+        return set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
+
+    mine = spark.range(10).persist()
+    mine.count()
+    before = cached()
+    with Persisted() as keep:
+        numbered = with_row_number(spark.range(50).toDF("key"), "n", F.col("key"), keep=keep)
+        assert numbered.count() == 50
+        assert len(cached() - before) == 1  # the sorted rows both passes read
+    assert cached() == before
+    assert mine.storageLevel.useMemory
+    mine.unpersist()

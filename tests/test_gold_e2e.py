@@ -112,6 +112,23 @@ def test_id_maps_are_stable_across_builds(spark, gold):
 
 
 @pytest.mark.slow
+def test_a_build_releases_what_it_cached_and_keeps_what_the_caller_cached(spark, gold):
+    cfg, _, _, _ = gold
+
+    def cached() -> dict[int, str]:  # Delta keeps the state of the tables it read cached too: its own to manage
+        return {int(k): str(v) for k, v in spark.sparkContext._jsc.getPersistentRDDs().items()
+                if not str(v).startswith("Delta Table State")}
+
+    mine = lake.read(spark, lake.table_path(cfg.lake, "silver", "artists")).persist()  # a table gold does not write
+    mine.count()
+    before = cached()
+    build_gold(spark, cfg, NOW)
+    assert cached() == before
+    assert mine.storageLevel.useMemory
+    mine.unpersist()
+
+
+@pytest.mark.slow
 def test_feature_stores_hold_what_gold_holds_and_sync_incrementally(spark, gold):
     cfg, _, snapshot, first_sync = gold
     assert first_sync.changed == len(snapshot["user_features"])

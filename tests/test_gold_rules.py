@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
+from recsys.frames import Persisted
 from recsys.gold.features import favourite_artists, recent_tracks
 from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
 from recsys.gold.stats import artist_stats, trending_rank, trending_sums
@@ -88,7 +89,9 @@ def test_trending_rank_orders_by_recent_growth(spark):
             + [("play", 24 * 31 + i, "u", 1, "rising", None, None, None, None) for i in range(7)])
     expected = spark.createDataFrame([("rising", 1), ("steady", 2)], "artist_id string, trending_rank int")
     sums = _events(spark, rows).groupBy("artist_id").agg(*trending_sums(as_of, 7, 28))
-    assert_df_equality(trending_rank(sums, "artist_id", 7, 28), expected, ignore_row_order=True, ignore_nullable=True)
+    with Persisted() as keep:
+        got = trending_rank(sums, "artist_id", 7, 28, keep=keep)
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark):
@@ -98,14 +101,16 @@ def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark)
     events = _events(spark, rows)
     names = spark.createDataFrame([("a1", "A", ["x"]), ("a2", "B", ["y"])],
                                   "artist_id string, artist_name string, genres array<string>")
-    stats = artist_stats(events, names, T0 + timedelta(days=1), window_days=90, recent_days=7, baseline_days=28)
     # a1: no plays, 2 net follows (u2 followed, unfollowed, followed again); a2: 2 plays by u3 on one day,
     # no follow events, so the latest displayed count; only played artists have a trending rank
     expected = spark.createDataFrame(
         [("a1", "A", ["x"], 0, 0, 0, None, 2, 0), ("a2", "B", ["y"], 2, 1, 1, 1, 778, 0)],
         "artist_id string, artist_name string, genres array<string>, plays bigint, listeners bigint, "
         "active_days bigint, trending_rank int, followers bigint, likes bigint")
-    assert_df_equality(stats, expected, ignore_row_order=True, ignore_nullable=True)
+    with Persisted() as keep:
+        stats = artist_stats(events, names, T0 + timedelta(days=1), window_days=90, recent_days=7, baseline_days=28,
+                             keep=keep)
+        assert_df_equality(stats, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_id_maps_keep_old_ids_and_number_new_keys(spark, tmp_path):

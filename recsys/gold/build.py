@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.frames import Persisted
 from recsys.gold.features import signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
 from recsys.gold.stats import artist_stats, track_stats
@@ -73,11 +74,12 @@ def in_window(events: DataFrame, as_of: datetime, days: int) -> DataFrame:
         & (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(as_of)))
 
 
-def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None,
+def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persisted, silver_version: int | None = None,
                 users_version: int | None = None) -> tuple[dict[str, DataFrame], dict[str, int]]:
     """The gold DataFrames as of `as_of` (not yet written) and the silver versions they read:
     `silver/events` at `silver_version` (default: the current one), `silver/users` at
-    `users_version` (default: the one current at `as_of`).
+    `users_version` (default: the one current at `as_of`). They are valid while `keep` lasts: the
+    window and the statistics every table shares are persisted there.
     """
     g = cfg.gold
     events_path = lake.table_path(cfg.lake, "silver", "events")
@@ -86,14 +88,14 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, silver_versio
     users, users_version = users_as_of(spark, users_path, as_of, users_version)
     inputs = {"silver/events": version, "silver/users": users_version}
     events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days)
-    events = events.select(*GOLD_READS).persist()
+    events = keep(events.select(*GOLD_READS))
     window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
               "baseline_days": g.trending_baseline_days}
     artists = catalog_fields(events, "artist", ("artist_name", "genres"))
     tracks = catalog_fields(events, "track", ("track_name", ARTIST_ID))
-    a_stats = artist_stats(events, artists, as_of, **window).persist()
-    t_stats = track_stats(events, tracks, as_of, **window).persist()
-    pairs = interactions(events, weights_from(g.weights), g.confidence).persist()
+    a_stats = keep(artist_stats(events, artists, as_of, **window, keep=keep))
+    t_stats = keep(track_stats(events, tracks, as_of, **window, keep=keep))
+    pairs = keep(interactions(events, weights_from(g.weights), g.confidence))
     features = user_features(users, events, pairs, (a_stats, t_stats), as_of,
                              max_artists=g.max_favourite_artists, max_tracks=g.max_recent_tracks)
     return {"artist_stats": a_stats, "track_stats": t_stats, "user_features": features,
@@ -106,23 +108,23 @@ def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version
     `gold_tables`) and record the build.
     """
     build_id = uuid.uuid4().hex
-    tables, inputs = gold_tables(spark, cfg, as_of, silver_version, users_version)
-    for table, (key, idx) in ID_MAP.items():
-        source = tables["interactions"].select(key)
-        update_id_map(spark, lake.table_path(cfg.lake, "gold", f"id_map_{table}"), source, key, idx)
-    id_maps = {t: lake.read(spark, lake.table_path(cfg.lake, "gold", f"id_map_{t}")) for t in ID_MAP}
-    tables["interactions"] = with_ids(tables["interactions"], id_maps["users"], id_maps["artists"])
-    for table in ID_MAP:
-        id_map_path = lake.table_path(cfg.lake, "gold", f"id_map_{table}")
-        inputs[f"gold/id_map_{table}"] = lake.current_version(spark, id_map_path)
+    with Persisted() as keep:
+        tables, inputs = gold_tables(spark, cfg, as_of, keep, silver_version, users_version)
+        for table, (key, idx) in ID_MAP.items():
+            source = tables["interactions"].select(key)
+            update_id_map(spark, lake.table_path(cfg.lake, "gold", f"id_map_{table}"), source, key, idx)
+        id_maps = {t: lake.read(spark, lake.table_path(cfg.lake, "gold", f"id_map_{t}")) for t in ID_MAP}
+        tables["interactions"] = with_ids(tables["interactions"], id_maps["users"], id_maps["artists"])
+        for table in ID_MAP:
+            id_map_path = lake.table_path(cfg.lake, "gold", f"id_map_{table}")
+            inputs[f"gold/id_map_{table}"] = lake.current_version(spark, id_map_path)
 
-    metadata = json.dumps({"build_id": build_id, AS_OF: as_of.isoformat(), "inputs": inputs}, sort_keys=True)
-    outputs = {}
-    for name, df in tables.items():
-        path = lake.table_path(cfg.lake, "gold", name)
-        lake.overwrite(df.withColumn(AS_OF, F.lit(as_of)), path, metadata)
-        outputs[f"gold/{name}"] = lake.current_version(spark, path)
+        metadata = json.dumps({"build_id": build_id, AS_OF: as_of.isoformat(), "inputs": inputs}, sort_keys=True)
+        outputs = {}
+        for name, df in tables.items():
+            path = lake.table_path(cfg.lake, "gold", name)
+            lake.overwrite(df.withColumn(AS_OF, F.lit(as_of)), path, metadata)
+            outputs[f"gold/{name}"] = lake.current_version(spark, path)
     row = (build_id, as_of, datetime.now(as_of.tzinfo), inputs, outputs)
     lake.append(spark.createDataFrame([row], GOLD_BUILDS.schema), GOLD_BUILDS.path(cfg.lake))
-    spark.catalog.clearCache()
     return GoldBuild(build_id, as_of, inputs, outputs)

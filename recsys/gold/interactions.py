@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
-from recsys.frames import with_row_number
+from recsys.frames import Persisted, with_row_number
 from recsys.tables import ARTIST_ID, EVENT_TIME, EVENT_TYPE, USER_KEY
 
 DEFAULT_WEIGHTS = {
@@ -76,12 +76,14 @@ def update_id_map(spark: SparkSession, path: str, keys: DataFrame, key: str, idx
     start = current.agg(F.max(idx)).collect()[0][0]
     start = -1 if start is None else start
     new = keys.select(key).distinct().join(current, on=key, how="left_anti")
-    numbered = with_row_number(new, idx, F.col(key)).withColumn(idx, (F.col(idx) + F.lit(start)).cast("int"))
-    if (numbered.agg(F.max(idx)).collect()[0][0] or 0) > MAX_ID:
-        raise OverflowError(f"{path}: ids would pass {MAX_ID}")
-    (DeltaTable.forPath(spark, path).alias("t")
-     .merge(lake.conform(numbered, path).alias("s"), f"t.{key} = s.{key}")
-     .whenNotMatchedInsertAll().execute())
+    with Persisted() as keep:
+        numbered = with_row_number(new, idx, F.col(key), keep=keep)
+        numbered = numbered.withColumn(idx, (F.col(idx) + F.lit(start)).cast("int"))
+        if (numbered.agg(F.max(idx)).collect()[0][0] or 0) > MAX_ID:
+            raise OverflowError(f"{path}: ids would pass {MAX_ID}")
+        (DeltaTable.forPath(spark, path).alias("t")
+         .merge(lake.conform(numbered, path).alias("s"), f"t.{key} = s.{key}")
+         .whenNotMatchedInsertAll().execute())
 
 
 def with_ids(pairs: DataFrame, users: DataFrame, artists: DataFrame) -> DataFrame:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from recsys.frames import with_row_number
+from recsys.frames import Persisted, with_row_number
 from recsys.tables import ARTIST_ID, EVENT_DATE, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
 
 
@@ -31,11 +31,13 @@ def trending_sums(as_of: datetime, recent_days: int, baseline_days: int) -> list
     ]
 
 
-def trending_rank(sums: DataFrame, key: str, recent_days: int, baseline_days: int) -> DataFrame:
-    """`sums` (one row per `key` with `trending_sums`) with `trending_rank`, its `_`-columns dropped."""
+def trending_rank(sums: DataFrame, key: str, recent_days: int, baseline_days: int, *, keep: Persisted) -> DataFrame:
+    """`sums` (one row per `key` with `trending_sums`) with `trending_rank`, its `_`-columns dropped;
+    valid while `keep` lasts (the ranking's sorted rows are persisted there).
+    """
     growth = (F.col("_recent") / recent_days + 1) / (F.col("_base") / baseline_days + 1)
     ranked = with_row_number(sums.withColumn("_growth", growth), "trending_rank",
-                             F.col("_growth").desc(), F.col("_recent").desc(), F.col(key))
+                             F.col("_growth").desc(), F.col("_recent").desc(), F.col(key), keep=keep)
     return ranked.withColumn("trending_rank", F.col("trending_rank").cast("int")).drop("_recent", "_base", "_growth")
 
 
@@ -49,15 +51,17 @@ def _net_likes(events: DataFrame, key: str) -> DataFrame:
 
 
 def artist_stats(events: DataFrame, artists: DataFrame, as_of: datetime, *, window_days: int,
-                 recent_days: int, baseline_days: int) -> DataFrame:
-    """Per artist seen before `as_of`: plays, listeners, active days, trending rank, followers, likes."""
+                 recent_days: int, baseline_days: int, keep: Persisted) -> DataFrame:
+    """Per artist seen before `as_of`: plays, listeners, active days, trending rank, followers, likes.
+    Valid while `keep` lasts (see `trending_rank`).
+    """
     plays = _window_plays(events, as_of, window_days)
     usage = trending_rank(plays.groupBy(ARTIST_ID).agg(
         F.sum("count").alias("plays"),
         F.countDistinct(USER_KEY).alias("listeners"),
         F.countDistinct(EVENT_DATE).alias("active_days"),
         *trending_sums(as_of, recent_days, baseline_days),
-    ), ARTIST_ID, recent_days, baseline_days)
+    ), ARTIST_ID, recent_days, baseline_days, keep=keep)
     # A user's follow state is their latest follow/unfollow; net followers count those following.
     follows = events.filter(F.col(EVENT_TYPE).isin("follow", "unfollow"))
     latest = F.max_by(F.col(EVENT_TYPE), F.col(EVENT_TIME))
@@ -84,8 +88,10 @@ def artist_stats(events: DataFrame, artists: DataFrame, as_of: datetime, *, wind
 
 
 def track_stats(events: DataFrame, tracks: DataFrame, as_of: datetime, *, window_days: int,
-                recent_days: int, baseline_days: int) -> DataFrame:
-    """Per track seen before `as_of`: plays, listeners, likes, active days, trending, listen time, completion."""
+                recent_days: int, baseline_days: int, keep: Persisted) -> DataFrame:
+    """Per track seen before `as_of`: plays, listeners, likes, active days, trending, listen time, completion.
+    Valid while `keep` lasts (see `trending_rank`).
+    """
     plays = _window_plays(events, as_of, window_days).filter(F.col(TRACK_ID).isNotNull())
 
     def share(kind: str) -> Column:
@@ -99,7 +105,7 @@ def track_stats(events: DataFrame, tracks: DataFrame, as_of: datetime, *, window
         F.stddev_samp("played_ms").alias("std_listen_ms"),
         share("full"), share("partial"), share("skipped"),
         *trending_sums(as_of, recent_days, baseline_days),
-    ), TRACK_ID, recent_days, baseline_days)
+    ), TRACK_ID, recent_days, baseline_days, keep=keep)
     known = events.filter(F.col(TRACK_ID).isNotNull()).select(TRACK_ID).distinct()
     return (
         known.join(tracks.select(TRACK_ID, "track_name", ARTIST_ID), on=TRACK_ID, how="left")

@@ -108,7 +108,6 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
             return f"skipped: the last training is less than {cfg.model.retrain_every_h} h old"
         return summary_line(train(spark, cfg), cfg.model)
 
-    stage("bronze events", bronze_events)
     def accounts() -> str:
         r = ingest_accounts(spark, cfg, run_id=run_id)
         return f"{r.rows_read} accounts extracted, {r.forget_requested} deleted at the source"
@@ -118,6 +117,7 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
         forget_requested(spark, cfg, on_erasure=erased.append)
         return "; ".join(map(str, erased)) or "no user to forget"
 
+    stage("bronze events", bronze_events)
     stage("bronze accounts", accounts)
     stage("forget", forgetting)
     stage("silver", silver)
