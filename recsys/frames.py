@@ -22,8 +22,8 @@ class Persisted:
     def __init__(self) -> None:
         self._frames: list[DataFrame] = []
 
-    def __call__(self, df: DataFrame, level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> DataFrame:
-        """`df`, persisted until this scope ends."""
+    def __call__(self, df: DataFrame, level: StorageLevel = StorageLevel.MEMORY_AND_DISK_DESER) -> DataFrame:
+        """`df`, persisted at `level` (`DataFrame.persist`'s default) until this scope ends."""
         kept = df.persist(level)
         self._frames.append(kept)
         return kept
@@ -46,7 +46,7 @@ def with_row_number(df: DataFrame, name: str, *order: Column, keep: Persisted) -
     the partitions before it (a few numbers, collected). The sorted rows are persisted so both
     passes see the same partitions, by `keep`: the result is valid until `keep` ends.
     """
-    parted = keep(df.sort(*order).withColumn(_PART, F.spark_partition_id()))
+    parted = keep(df.sort(*order).withColumn(_PART, F.spark_partition_id()), StorageLevel.MEMORY_AND_DISK)
     counts = sorted((r[0], r[1]) for r in parted.groupBy(_PART).count().collect())
     offsets: list[Column] = []
     before = 0

@@ -75,6 +75,13 @@ def spark(base_cfg: Config, tmp_path_factory: pytest.TempPathFactory):
     session.stop()
 
 
+def persisted_rdds(spark) -> dict[int, str]:
+    """The session's persisted RDDs by id, with their names; Delta's own caches of the tables' state it
+    read ("Delta Table State #n") left out: Delta manages those."""
+    return {int(k): str(v) for k, v in spark.sparkContext._jsc.getPersistentRDDs().items()
+            if not str(v).startswith("Delta Table State")}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _drop_caches_after_module() -> Iterator[None]:
     """After each module, drop what the session still caches for tables that module made: cached

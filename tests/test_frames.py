@@ -7,6 +7,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from recsys.frames import Persisted, with_row_number
+from tests.conftest import persisted_rdds
 
 
 def test_row_numbers_equal_the_global_window_across_partitions_and_ties(spark):
@@ -27,16 +28,13 @@ def test_row_numbers_of_nothing_are_nothing(spark):
 
 
 def test_a_persisted_scope_unpersists_what_it_kept_and_nothing_else(spark):
-    def cached() -> set[int]:
-        return set(spark.sparkContext._jsc.getPersistentRDDs().keySet())
-
     mine = spark.range(10).persist()
     mine.count()
-    before = cached()
+    before = persisted_rdds(spark)
     with Persisted() as keep:
         numbered = with_row_number(spark.range(50).toDF("key"), "n", F.col("key"), keep=keep)
         assert numbered.count() == 50
-        assert len(cached() - before) == 1  # the sorted rows both passes read
-    assert cached() == before
+        assert len(persisted_rdds(spark).keys() - before.keys()) == 1  # the sorted rows both passes read
+    assert persisted_rdds(spark) == before
     assert mine.storageLevel.useMemory
     mine.unpersist()

@@ -20,7 +20,7 @@ from recsys.keys import features_key
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
 from recsys.stores import postgres, redis
-from tests.conftest import isolated
+from tests.conftest import isolated, persisted_rdds
 
 SPEC = GeneratorSpec(users=120, artists=150, days=3, dirt_rate=0.02, future_days=0, seed=31)
 AS_OF = datetime(2026, 10, 3, 12, tzinfo=UTC)
@@ -114,16 +114,11 @@ def test_id_maps_are_stable_across_builds(spark, gold):
 @pytest.mark.slow
 def test_a_build_releases_what_it_cached_and_keeps_what_the_caller_cached(spark, gold):
     cfg, _, _, _ = gold
-
-    def cached() -> dict[int, str]:  # Delta keeps the state of the tables it read cached too: its own to manage
-        return {int(k): str(v) for k, v in spark.sparkContext._jsc.getPersistentRDDs().items()
-                if not str(v).startswith("Delta Table State")}
-
     mine = lake.read(spark, lake.table_path(cfg.lake, "silver", "artists")).persist()  # a table gold does not write
     mine.count()
-    before = cached()
+    before = persisted_rdds(spark)
     build_gold(spark, cfg, NOW)
-    assert cached() == before
+    assert persisted_rdds(spark) == before
     assert mine.storageLevel.useMemory
     mine.unpersist()
 
