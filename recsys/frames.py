@@ -28,6 +28,11 @@ class Persisted:
         self._frames.append(kept)
         return kept
 
+    def release(self, df: DataFrame) -> None:
+        """Unpersist `df`, kept by this scope, now rather than when the scope ends."""
+        self._frames = [kept for kept in self._frames if kept is not df]
+        df.unpersist()
+
     def __enter__(self) -> Persisted:
         return self
 

@@ -40,6 +40,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.frames import Persisted
 from recsys.keys import pseudonym
 from recsys.stores import postgres, redis
 from recsys.tables import BRONZE_ACCOUNTS, BRONZE_EVENTS, LAYERS, USER_ID
@@ -214,33 +215,34 @@ def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = 
     """Every hit of `wanted` (default: all PII bronze holds) outside bronze and the landing zone, or,
     `everywhere`, in them too (for the values of forgotten users); [] when there is none.
     """
-    wanted_df = (needles(spark, cfg) if wanted is None else wanted).persist()
-    values: dict[str, set[str]] = {}
-    for row in wanted_df.collect():
-        values.setdefault(row["kind"], set()).add(row["value"])
-    kinds = set(values)
-    layers = LAYERS if everywhere else tuple(name for name in LAYERS if name != PRIVATE_LAYER)
-    texts = list(_table_texts(spark, cfg.lake.root, layers))
-    landing = Path(cfg.landing.path, "events")  # the contract's events; `_meta/` is the generator's answer key
-    if everywhere and landing.is_dir():
-        texts.append(spark.read.option("recursiveFileLookup", "true").text(str(landing))
-                     .select(F.lit("landing:events").alias("where"), F.col("value").alias("text")))
-    for table in postgres.tables(cfg.postgres):
-        if table != "accounts" or everywhere:
-            rows = postgres.read_jdbc(spark, cfg.postgres, f'"{table}"')
-            texts.append(rows.select(F.lit(f"postgres:{table}").alias("where"), F.to_json(F.struct("*")).alias("text")))
-    hits: list[Hit] = []
-    if texts:  # one job over every table, file and log: a job per table costs more than the search
-        union = texts[0]
-        for frame in texts[1:]:
-            union = union.unionByName(frame)
-        for r in _found(union, wanted_df, kinds).collect():
-            sink, _, where = r["where"].partition(":")
-            hits.append(Hit(sink, where, r["kind"], r["count"]))
-    hits += _python_hits("redis", _redis_documents(cfg, redis_patterns), values)
-    hits += _python_hits("mlflow", _mlflow_documents(cfg), values)
-    hits += _python_hits("logs", ((log, Path(log).read_text(errors="replace")) for log in logs), values)
-    wanted_df.unpersist()
+    with Persisted() as keep:
+        wanted_df = keep(needles(spark, cfg) if wanted is None else wanted)
+        values: dict[str, set[str]] = {}
+        for row in wanted_df.collect():
+            values.setdefault(row["kind"], set()).add(row["value"])
+        kinds = set(values)
+        layers = LAYERS if everywhere else tuple(name for name in LAYERS if name != PRIVATE_LAYER)
+        texts = list(_table_texts(spark, cfg.lake.root, layers))
+        landing = Path(cfg.landing.path, "events")  # the contract's events; `_meta/` is the generator's answer key
+        if everywhere and landing.is_dir():
+            texts.append(spark.read.option("recursiveFileLookup", "true").text(str(landing))
+                         .select(F.lit("landing:events").alias("where"), F.col("value").alias("text")))
+        for table in postgres.tables(cfg.postgres):
+            if table != "accounts" or everywhere:
+                rows = postgres.read_jdbc(spark, cfg.postgres, f'"{table}"')
+                texts.append(rows.select(F.lit(f"postgres:{table}").alias("where"),
+                                         F.to_json(F.struct("*")).alias("text")))
+        hits: list[Hit] = []
+        if texts:  # one job over every table, file and log: a job per table costs more than the search
+            union = texts[0]
+            for frame in texts[1:]:
+                union = union.unionByName(frame)
+            for r in _found(union, wanted_df, kinds).collect():
+                sink, _, where = r["where"].partition(":")
+                hits.append(Hit(sink, where, r["kind"], r["count"]))
+        hits += _python_hits("redis", _redis_documents(cfg, redis_patterns), values)
+        hits += _python_hits("mlflow", _mlflow_documents(cfg), values)
+        hits += _python_hits("logs", ((log, Path(log).read_text(errors="replace")) for log in logs), values)
     return hits
 
 

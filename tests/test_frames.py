@@ -38,3 +38,14 @@ def test_a_persisted_scope_unpersists_what_it_kept_and_nothing_else(spark):
     assert persisted_rdds(spark) == before
     assert mine.storageLevel.useMemory
     mine.unpersist()
+
+
+def test_a_frame_released_early_is_unpersisted_at_once_and_the_others_stay_until_the_end(spark):
+    before = persisted_rdds(spark)
+    with Persisted() as keep:
+        first, second = keep(spark.range(5)), keep(spark.range(7))
+        assert first.count() + second.count() == 12
+        keep.release(first)
+        assert not first.storageLevel.useMemory and second.storageLevel.useMemory
+    assert not second.storageLevel.useMemory
+    assert persisted_rdds(spark) == before

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from recsys import lake
 from recsys.config import ModelConfig
 from recsys.model.train import CHALLENGER, CHAMPION, Promotion, TrainingFailed, decide, promote, train
+from tests.conftest import persisted_rdds
 
 FIXED = {"reg_param_range": (0.1,), "alpha_range": (1.0,), "scalings": ("linear",), "trials": 1}
 
@@ -108,9 +109,15 @@ def test_when_every_trial_fails_training_fails_naming_the_cause_and_each_trial_i
         spark, mlflow_cfg, tmp_path, capfd):
     cfg = _cfg(mlflow_cfg, tmp_path, ranks=(4, 8), max_iters=(2,), reg_param_range=(0.1,), trials=2)
     _gold(spark, cfg, corrupt=True)  # ALS rejects a NULL id in every configuration
+    cached = persisted_rdds(spark)
 
     with pytest.raises(TrainingFailed, match=r"^all 2 trials failed; 2 of them: .*artist_idx Ids MUST NOT be Null"):
         train(spark, cfg)
+
+    # a failed training leaves none of its cached frames behind; MLlib's ALS leaves the blocks of
+    # a fit that failed, but the SparkContext holds those weakly and its cleaner drops them
+    left = {name.split()[0] for rdd, name in persisted_rdds(spark).items() if rdd not in cached}
+    assert left <= {"ratingBlocks", "userInBlocks", "userOutBlocks", "itemInBlocks", "itemOutBlocks"}
 
     experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
     runs = mlflow.search_runs([experiment.experiment_id])

@@ -25,6 +25,7 @@ from recsys.config import Config
 from recsys.experiment import variants as experiment_variants
 from recsys.feedback.abtest import AbResult, analyze
 from recsys.feedback.attribution import attribute, ctr
+from recsys.frames import Persisted
 from recsys.model.rerank import with_ranker_features
 from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
 from recsys.tables import EVENT_DATE, EVENT_TYPE, GOLD_AB_RESULTS, USER_KEY
@@ -112,35 +113,35 @@ def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
                                     gold["artist_stats"], gold["user_features"])
     out = lake.table_path(cfg.lake, "gold", "feedback")
     lake.overwrite(labelled, out)
-    feedback = lake.read(spark, out).persist()
-    ctr_table = ctr(feedback, "model_version", "variant", "position", EVENT_DATE)
-    lake.overwrite(ctr_table, lake.table_path(cfg.lake, "gold", "ctr"))
-    totals = feedback.agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks")).collect()[0]
-    clicks_total = events.filter(F.col(EVENT_TYPE) == "click").count()
-    result = ab_analysis(feedback, cfg)
-    if result is not None:
-        lake.overwrite(spark.createDataFrame(_ab_rows(result, cfg.experiment.name), GOLD_AB_RESULTS.schema),
-                       lake.table_path(cfg.lake, "gold", "ab_results"))
-    by_position = ctr(feedback, "variant", "position").orderBy("variant", "position").collect()
-    by_day = ctr(feedback, "model_version", EVENT_DATE).orderBy("model_version", EVENT_DATE).collect()
-    summary = {"impressions": totals["impressions"], "clicks attributed": int(totals["clicks"] or 0),
-               "clicks": clicks_total, "attribution window s": f.attribution_window_s}
-
-    with mlflow.start_run(run_name="feedback") as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({"attribution_window_s": f.attribution_window_s, "experiment": cfg.experiment.name,
-                           "salt": cfg.experiment.salt, "variants": str(cfg.experiment.variants)})
-        metrics = {"impressions": summary["impressions"], "clicks": summary["clicks attributed"]}
+    with Persisted() as keep:
+        feedback = keep(lake.read(spark, out))
+        ctr_table = ctr(feedback, "model_version", "variant", "position", EVENT_DATE)
+        lake.overwrite(ctr_table, lake.table_path(cfg.lake, "gold", "ctr"))
+        totals = feedback.agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks")).collect()[0]
+        clicks_total = events.filter(F.col(EVENT_TYPE) == "click").count()
+        result = ab_analysis(feedback, cfg)
         if result is not None:
-            metrics.update({f"ctr.{v.variant}": v.ctr for v in result.variants})
-            metrics.update({"ab.difference": result.difference, "ab.p_value": result.p_value,
-                            "ab.srm_p_value": result.srm_p_value, "ab.mde": result.mde})
-        metrics.update({f"ctr.model_{r['model_version']}": r["clicks"] / r["impressions"]
-                        for r in ctr(feedback, "model_version").collect() if r["model_version"]})
-        mlflow.log_metrics(metrics)
-        report = _report(Path(tmp) / "report.html", result, by_position, by_day, summary)
-        for png in Path(tmp).glob("*.png"):
-            mlflow.log_artifact(str(png), artifact_path="report")
-        mlflow.log_artifact(str(report), artifact_path="report")
-    feedback.unpersist()
+            lake.overwrite(spark.createDataFrame(_ab_rows(result, cfg.experiment.name), GOLD_AB_RESULTS.schema),
+                           lake.table_path(cfg.lake, "gold", "ab_results"))
+        by_position = ctr(feedback, "variant", "position").orderBy("variant", "position").collect()
+        by_day = ctr(feedback, "model_version", EVENT_DATE).orderBy("model_version", EVENT_DATE).collect()
+        summary = {"impressions": totals["impressions"], "clicks attributed": int(totals["clicks"] or 0),
+                   "clicks": clicks_total, "attribution window s": f.attribution_window_s}
+
+        with mlflow.start_run(run_name="feedback") as run, tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_params({"attribution_window_s": f.attribution_window_s, "experiment": cfg.experiment.name,
+                               "salt": cfg.experiment.salt, "variants": str(cfg.experiment.variants)})
+            metrics = {"impressions": summary["impressions"], "clicks": summary["clicks attributed"]}
+            if result is not None:
+                metrics.update({f"ctr.{v.variant}": v.ctr for v in result.variants})
+                metrics.update({"ab.difference": result.difference, "ab.p_value": result.p_value,
+                                "ab.srm_p_value": result.srm_p_value, "ab.mde": result.mde})
+            metrics.update({f"ctr.model_{r['model_version']}": r["clicks"] / r["impressions"]
+                            for r in ctr(feedback, "model_version").collect() if r["model_version"]})
+            mlflow.log_metrics(metrics)
+            report = _report(Path(tmp) / "report.html", result, by_position, by_day, summary)
+            for png in Path(tmp).glob("*.png"):
+                mlflow.log_artifact(str(png), artifact_path="report")
+            mlflow.log_artifact(str(report), artifact_path="report")
     return FeedbackReport(summary["impressions"], summary["clicks attributed"],
                           clicks_total - summary["clicks attributed"], result, run.info.run_id)

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.frames import Persisted
 from recsys.model.metrics import ideal_dcg
 from recsys.model.rerank import CATEGORICAL, NUMERIC, prepared, with_p_click
 from recsys.reporting import bar_chart, image, table, write_report
@@ -98,10 +99,10 @@ def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None 
     """Fit the click model on earlier days, evaluate on the latest, register it and promote it if it helps."""
     setup_mlflow(cfg)
     feedback = feedback if feedback is not None else lake.read(spark, lake.table_path(cfg.lake, "gold", "feedback"))
-    train, test = (prepared(df).persist() for df in split_by_day(feedback, cfg.rerank.holdout_days))
-    with mlflow.start_run(run_name="train-reranker"):
+    with Persisted() as keep, mlflow.start_run(run_name="train-reranker"):
+        train, test = (keep(prepared(df)) for df in split_by_day(feedback, cfg.rerank.holdout_days))
         model = pipeline(cfg).fit(train)
-        scored = with_p_click(model, test).persist()
+        scored = keep(with_p_click(model, test))
         auc = BinaryClassificationEvaluator(labelCol="clicked", rawPredictionCol="rawPrediction").evaluate(scored)
         als_order = click_ndcg(scored, "position", descending=False)
         reranked = click_ndcg(scored, "p_click", descending=True)
@@ -132,8 +133,6 @@ def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None 
         client.set_registered_model_alias(cfg.rerank.name, "challenger", version)
         if promoted:
             client.set_registered_model_alias(cfg.rerank.name, "champion", version)
-    for df in (train, test, scored):
-        df.unpersist()
     return RerankerReport(auc, als_order, reranked, learned, version, promoted, *counts)
 
 

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.frames import Persisted
 from recsys.keys import artist_names_key, features_key
 from recsys.stores.postgres import connect, delete_keys, write_jdbc
 from recsys.stores.redis import by_hash, load_hashes
@@ -181,14 +182,12 @@ def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> S
     previous_version = lake.read(spark, syncs_path).agg(F.max("version")).collect()[0][0]
     version = lake.current_version(spark, path)
     changed, removed_df = changed_since(spark, path, previous_version)
-    changed = changed.persist()
     removed = [r.user_key for r in removed_df.collect()]  # deletions only: small by nature
-    try:
+    with Persisted() as keep:
+        changed = keep(changed)
         n = changed.count()
         write_postgres(changed, removed, cfg, stage_suffix)
         write_redis(changed, removed, cfg)
-    finally:
-        changed.unpersist()
     names = sync_artist_names(spark, cfg)
     lake.append(spark.createDataFrame([(version, datetime.now(UTC), n, len(removed))],
                                       GOLD_FEATURE_STORE_SYNCS.schema), syncs_path)

@@ -39,6 +39,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.config import Config
 from recsys.experiment import aliases as experiment_aliases
+from recsys.frames import Persisted
 from recsys.model.als import ITEM, USER
 from recsys.model.rerank import load_reranker, rerank, with_ranker_features
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
@@ -218,6 +219,12 @@ def _reranked(cfg: Config, recs: DataFrame, artist_stats: DataFrame, user_featur
 def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | None = None,
                           batch_id: str | None = None) -> BatchReport:
     """Top-K per user for each served model alias, with cold start for users ALS does not know."""
+    with Persisted() as keep:  # the frames below, released however the build ends
+        return _build(spark, cfg, refs, batch_id, keep)
+
+
+def _build(spark: SparkSession, cfg: Config, refs: list[str] | None, batch_id: str | None,
+           keep: Persisted) -> BatchReport:
     setup_mlflow(cfg)
     k, batch_id = cfg.recommend.top_k, batch_id or uuid.uuid4().hex
     refs = refs or experiment_aliases(cfg.experiment)
@@ -231,9 +238,9 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
     everyone = gold["user_features"].select(USER_KEY, segment) \
         .unionByName(gold["interactions"].select(USER_KEY, F.lit(UNKNOWN_SEGMENT).alias(SEGMENT))) \
         .groupBy(USER_KEY).agg(F.min(SEGMENT).alias(SEGMENT))
-    everyone = everyone.join(gold["id_map_users"], on=USER_KEY, how="left").persist()
-    lists = segment_lists(gold["interactions"], everyone.filter(F.col(USER).isNotNull()), k).persist()
-    cold_lists = _cold_lists(lists, artists, k).persist()
+    everyone = keep(everyone.join(gold["id_map_users"], on=USER_KEY, how="left"))
+    lists = keep(segment_lists(gold["interactions"], everyone.filter(F.col(USER).isNotNull()), k))
+    cold_lists = keep(_cold_lists(lists, artists, k))
 
     loaded = {ref: load_model(cfg, ref) for ref in dict.fromkeys(refs)}
     labels = _labeller(artists)
@@ -270,6 +277,4 @@ def build_recommendations(spark: SparkSession, cfg: Config, refs: list[str] | No
         by_alias[r["model_alias"]] = by_alias.get(r["model_alias"], 0) + r["lists"]
     report = BatchReport(batch_id, models, max(by_alias.values(), default=0), sum(by_alias.values()),
                          sum(r["items"] for r in counts), by_source, lake.current_version(spark, path))
-    for df in (everyone, lists, cold_lists):
-        df.unpersist()
     return report

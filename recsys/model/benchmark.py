@@ -15,6 +15,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys.frames import Persisted
 from recsys.model.als import ITEM, USER, AlsParams, fit, popularity
 from recsys.model.metrics import ranking_metrics
 from recsys.model.search import SearchSpace, TrialOutcome, configuration_failures, run_search
@@ -33,39 +34,38 @@ def evaluate(spark: SparkSession, interactions: DataFrame, space: SearchSpace, *
     the search's trials (scored on validation).
     """
     train, test = random_holdout(interactions.select(USER, ITEM, "confidence", USER_KEY))
-    train, test = train.persist(), test.persist()
-    fit_part, validation = (df.persist() for df in random_holdout(train, seed=VALIDATION_SEED))
-    n_items = interactions.select(ITEM).distinct().count()
-    users = test.select(USER, USER_KEY).distinct()
-    if segments is not None:
-        users = users.join(segments, on=USER_KEY, how="left") \
-            .withColumn(SEGMENT, segment_of(F.col("age_group"), F.col("country")))
-    else:
-        users = users.withColumn(SEGMENT, F.lit(UNKNOWN_SEGMENT))
-    rows = []
-    for name, recs in (("global popularity", popularity(train, users, k)),
-                       ("segment popularity", popularity(train, users, k, segment=SEGMENT))):
-        rows.append({"model": name, **ranking_metrics(recs, test, k, n_items, user=USER, item=ITEM), "fit_s": 0.0})
+    with Persisted() as keep:
+        train, test = keep(train), keep(test)
+        fit_part, validation = (keep(df) for df in random_holdout(train, seed=VALIDATION_SEED))
+        n_items = interactions.select(ITEM).distinct().count()
+        users = test.select(USER, USER_KEY).distinct()
+        if segments is not None:
+            users = users.join(segments, on=USER_KEY, how="left") \
+                .withColumn(SEGMENT, segment_of(F.col("age_group"), F.col("country")))
+        else:
+            users = users.withColumn(SEGMENT, F.lit(UNKNOWN_SEGMENT))
+        rows = []
+        for name, recs in (("global popularity", popularity(train, users, k)),
+                           ("segment popularity", popularity(train, users, k, segment=SEGMENT))):
+            rows.append({"model": name, **ranking_metrics(recs, test, k, n_items, user=USER, item=ITEM), "fit_s": 0.0})
 
-    validation_users = validation.select(USER).distinct()
+        validation_users = validation.select(USER).distinct()
 
-    def score(number: int, params: AlsParams) -> dict[str, float]:
-        with configuration_failures(spark):
-            model, _ = fit(fit_part, params)
-            recs = recommend(model, validation_users, fit_part, k)
-            return ranking_metrics(recs, validation, k, n_items, user=USER, item=ITEM)
+        def score(number: int, params: AlsParams) -> dict[str, float]:
+            with configuration_failures(spark):
+                model, _ = fit(fit_part, params)
+                recs = recommend(model, validation_users, fit_part, k)
+                return ranking_metrics(recs, validation, k, n_items, user=USER, item=ITEM)
 
-    trials = run_search(space, score, max_trials=max_trials, budget_s=budget_s)
-    done = [t for t in trials if t.metrics]
-    if done:
-        best = max(done, key=lambda t: (t.metrics or {})["ndcg"]).params
-        model, seconds = fit(train, best)
-        recs = recommend(model, users, train, k)
-        label = f"ALS searched: rank {best.rank} reg {best.reg_param:.3g} alpha {best.alpha:.3g} {best.scaling}"
-        rows.append({"model": label, **ranking_metrics(recs, test, k, n_items, user=USER, item=ITEM),
-                     "fit_s": round(seconds, 1)})
-    for df in (train, test, fit_part, validation):
-        df.unpersist()
+        trials = run_search(space, score, max_trials=max_trials, budget_s=budget_s)
+        done = [t for t in trials if t.metrics]
+        if done:
+            best = max(done, key=lambda t: (t.metrics or {})["ndcg"]).params
+            model, seconds = fit(train, best)
+            recs = recommend(model, users, train, k)
+            label = f"ALS searched: rank {best.rank} reg {best.reg_param:.3g} alpha {best.alpha:.3g} {best.scaling}"
+            rows.append({"model": label, **ranking_metrics(recs, test, k, n_items, user=USER, item=ITEM),
+                         "fit_s": round(seconds, 1)})
     return rows, trials
 
 

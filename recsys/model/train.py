@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config, ModelConfig
+from recsys.frames import Persisted
 from recsys.model.als import ITEM, USER, AlsParams, fit, popularity
 from recsys.model.metrics import METRICS, metric_curves, ranking_metrics
 from recsys.model.search import SearchSpace, TrialFailed, TrialOutcome, configuration_failures, run_search
@@ -203,20 +204,19 @@ def _truth_scores(spark: SparkSession, cfg: Config, model: ALSModel, interaction
     relevant = future_discoveries(spark, cfg, interactions)
     if relevant is None:
         return None
-    relevant = relevant.persist()
-    users = _with_segments(spark, cfg, relevant.select(USER).distinct())
-    k = cfg.model.k
-    lists = {"als": recommend(model, users, interactions, k, cfg.model.recommend_threshold),
-             **{name: popularity(interactions, users, k, segment=segment) for name, segment in BASELINES.items()}}
-    scores = {name: _metrics(recs, relevant, k, n_items) for name, recs in lists.items()}
-    relevant.unpersist()
-    return scores
+    with Persisted() as keep:
+        relevant = keep(relevant)
+        users = _with_segments(spark, cfg, relevant.select(USER).distinct())
+        k = cfg.model.k
+        lists = {"als": recommend(model, users, interactions, k, cfg.model.recommend_threshold),
+                 **{name: popularity(interactions, users, k, segment=segment) for name, segment in BASELINES.items()}}
+        return {name: _metrics(recs, relevant, k, n_items) for name, recs in lists.items()}
 
 
-def _inputs(spark: SparkSession, cfg: Config) -> tuple[DataFrame, dict[str, int]]:
-    """gold/interactions (persisted) and the Delta version of every gold table training reads."""
+def _inputs(spark: SparkSession, cfg: Config, keep: Persisted) -> tuple[DataFrame, dict[str, int]]:
+    """gold/interactions (persisted by `keep`) and the Delta version of every gold table training reads."""
     path = lake.table_path(cfg.lake, "gold", "interactions")
-    interactions = lake.read(spark, path).select(USER, ITEM, "confidence", "last_ts", AS_OF).persist()
+    interactions = keep(lake.read(spark, path).select(USER, ITEM, "confidence", "last_ts", AS_OF))
     inputs = {"gold/interactions": lake.current_version(spark, path)}
     for table_name in ("id_map_users", "id_map_artists", "user_features"):
         table_path = lake.table_path(cfg.lake, "gold", table_name)
@@ -260,13 +260,18 @@ class _Split:
 
 def train(spark: SparkSession, cfg: Config) -> TrainResult:
     """Search, train, evaluate against baselines and the champion, register, and promote if the rules allow."""
+    with Persisted() as keep:  # every frame training caches, released however it ends
+        return _train(spark, cfg, keep)
+
+
+def _train(spark: SparkSession, cfg: Config, keep: Persisted) -> TrainResult:
     m = cfg.model
     space = SearchSpace.from_config(m)
     setup_mlflow(cfg)
-    interactions, inputs = _inputs(spark, cfg)
+    interactions, inputs = _inputs(spark, cfg, keep)
     as_of = interactions.agg(F.max(AS_OF)).collect()[0][0]
-    train_df, test_df = (df.persist() for df in split(interactions, m))
-    data = _Split(train_df, test_df, _with_segments(spark, cfg, test_df.select(USER).distinct()).persist(),
+    train_df, test_df = (keep(df) for df in split(interactions, m))
+    data = _Split(train_df, test_df, keep(_with_segments(spark, cfg, test_df.select(USER).distinct())),
                   interactions.select(ITEM).distinct().count(), max(m.k, m.curve_max_k), m.recommend_threshold)
     spark.sparkContext.setCheckpointDir(f"{cfg.services.state_dir}/checkpoints/als")
 
@@ -275,14 +280,14 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
                            "search_budget_s": m.search_budget_s, "space": str(space), "min_lift": m.min_lift,
                            "recommend_threshold": data.threshold, AS_OF: str(as_of),
                            **{f"input_version.{k}": v for k, v in inputs.items()}})
-        lists = {name: popularity(train_df, data.users, data.depth, segment=segment).persist()
+        lists = {name: keep(popularity(train_df, data.users, data.depth, segment=segment))
                  for name, segment in BASELINES.items()}
         scores = {name: _metrics(recs, test_df, m.k, data.n_items) for name, recs in lists.items()}
         for name, values in scores.items():
             mlflow.log_metrics({f"{name}.{k}": v for k, v in values.items()})
 
         started = time.monotonic()
-        best, outcomes = _search(spark, space, data, m)
+        best, outcomes = _search(spark, space, data, m, keep)
         search_seconds = time.monotonic() - started
         failed = [t for t in outcomes if t.failure]
         mlflow.log_metrics({"search_seconds": search_seconds, "trials_completed": len(outcomes) - len(failed),
@@ -322,14 +327,15 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         promoted = promote(MlflowClient(), m.name, version, decision)
         mlflow.set_tags({"promoted": str(promoted), "promotion_reason": decision.reason,
                          "registered_version": version})
-    for df in (train_df, test_df, interactions, data.users, best.recs, *lists.values()):
-        df.unpersist()
     return TrainResult(parent.info.run_id, version, best.params, best_scores, champion and champion[1], promoted,
                        scores, decision.reason, truth, len(outcomes), len(failed), search_seconds)
 
 
-def _search(spark: SparkSession, space: SearchSpace, data: _Split, m: ModelConfig) -> tuple[_Best, list[TrialOutcome]]:
-    """Run the search, each trial an MLflow child run; the best trial, or `TrainingFailed` if none trained."""
+def _search(spark: SparkSession, space: SearchSpace, data: _Split, m: ModelConfig,
+            keep: Persisted) -> tuple[_Best, list[TrialOutcome]]:
+    """Run the search, each trial an MLflow child run; the best trial (its lists kept by `keep`), or
+    `TrainingFailed` if none trained.
+    """
     best: _Best | None = None
 
     def evaluate(number: int, params: AlsParams) -> dict[str, float]:
@@ -339,7 +345,7 @@ def _search(spark: SparkSession, space: SearchSpace, data: _Split, m: ModelConfi
             try:
                 with configuration_failures(spark):
                     model, seconds = fit(data.train, params)
-                    recs = recommend(model, data.users, data.train, data.depth, data.threshold).persist()
+                    recs = keep(recommend(model, data.users, data.train, data.depth, data.threshold))
                     trial = _metrics(recs, data.test, m.k, data.n_items)
             except TrialFailed as err:
                 mlflow.set_tag("failure", str(err))
@@ -347,10 +353,10 @@ def _search(spark: SparkSession, space: SearchSpace, data: _Split, m: ModelConfi
             mlflow.log_metrics({**trial, "fit_seconds": seconds})
         if best is None or trial["ndcg"] > best.metrics["ndcg"]:
             if best is not None:
-                best.recs.unpersist()
+                keep.release(best.recs)
             best = _Best(params, trial, recs)
         else:
-            recs.unpersist()
+            keep.release(recs)
         return trial
 
     outcomes = run_search(space, evaluate, max_trials=m.trials, budget_s=m.search_budget_s)

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.bronze.accounts import forgotten_tokens
 from recsys.config import Config
+from recsys.frames import Persisted
 from recsys.silver import postgres_sink
 from recsys.silver.catalog import artists_from, catalog_values, recount, touched_by, tracks_from
 from recsys.silver.events import SilverEventsReport, build_silver_events
@@ -50,8 +51,8 @@ def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> int:
     ensure_catalog_values(spark, cfg)  # a lake from before the catalog table: forgetting runs before silver
     events = lake.read(spark, events_path)
     theirs = events.join(F.broadcast(gone), on=USER_KEY, how="left_semi")
-    touched = touched_by(theirs).persist()
-    try:
+    with Persisted() as keep:
+        touched = keep(touched_by(theirs))
         if touched.isEmpty():
             return 0
         artists = touched.filter("kind = 'artist'").select(F.col("id").alias(ARTIST_ID))
@@ -61,8 +62,6 @@ def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> int:
                      .join(F.broadcast(tracks.withColumn("_t", F.lit(True))), on=TRACK_ID, how="left")
                      .filter(F.col("_a") | F.col("_t")))
         recount(spark, SILVER_CATALOG_VALUES.path(cfg.lake), remaining, touched)
-    finally:
-        touched.unpersist()
     deleted = lake.delete_matching(spark, events_path, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
     postgres_sink.delete_users(cfg.postgres, [r[USER_KEY] for r in gone.collect()])
     return deleted

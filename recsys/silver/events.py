@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.frames import Persisted
 from recsys.silver.catalog import add_values, catalog_values
 from recsys.silver.clean import with_completion, with_event_time, with_genres, with_names, with_untrusted_reason
 from recsys.silver.privacy import geocoder, pseudonymizer
@@ -135,22 +136,22 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
     report = SilverEventsReport()
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
-        cleaned = clean_events(
-            batch.withColumn("_run_id", F.lit(run_id)), pseudonymize=pseudonymize, geocode=geocode, now=now,
-            future_tolerance=timedelta(seconds=q.future_tolerance_s),
-            min_trusted=date.fromisoformat(q.min_trusted_date), max_duration_ms=q.max_duration_ms,
-        ).persist()
-        try:
+        with Persisted() as keep:
+            cleaned = keep(clean_events(
+                batch.withColumn("_run_id", F.lit(run_id)), pseudonymize=pseudonymize, geocode=geocode, now=now,
+                future_tolerance=timedelta(seconds=q.future_tolerance_s),
+                min_trusted=date.fromisoformat(q.min_trusted_date), max_duration_ms=q.max_duration_ms,
+            ))
             trusted = cleaned.filter(F.col("_reason").isNull())
-            unique = (first_per_event(trusted).withColumn("token", F.sha2(USER_KEY, 256))
-                      .join(F.broadcast(gone), on="token", how="left_anti").drop("token")
-                      .select(*SILVER_EVENTS.schema.fieldNames()).persist())
+            unique = keep(first_per_event(trusted).withColumn("token", F.sha2(USER_KEY, 256))
+                          .join(F.broadcast(gone), on="token", how="left_anti").drop("token")
+                          .select(*SILVER_EVENTS.schema.fieldNames()))
             counts = {r["_reason"] or "ok": r["n"] for r in
                       cleaned.groupBy("_reason").agg(F.count("*").alias("n")).collect()}
             lake.append_once(cleaned.filter(F.col("_reason").isNotNull())
                              .select(*SILVER_EVENTS_QUARANTINE.schema.fieldNames()),
                              quarantine_path, app_id, batch_id)
-            new = new_events(unique, events_path, cfg.ingest.dedup_window_days).persist()
+            new = keep(new_events(unique, events_path, cfg.ingest.dedup_window_days))
             inserted = new.count()
             with lake.staged(catalog_values(new), cfg.lake, "catalog_values") as values, \
                     lake.transaction(spark, app_id, batch_id):
@@ -158,10 +159,6 @@ def build_silver_events(spark: SparkSession, cfg: Config, run_id: str, now: date
             lake.append_once(new, events_path, app_id, batch_id)
             if on_batch is not None:
                 on_batch(unique, batch_id)
-            new.unpersist()
-            unique.unpersist()
-        finally:
-            cleaned.unpersist()
         ok = counts.pop("ok", 0)
         report.rows_in += ok + sum(counts.values())
         report.inserted += inserted
