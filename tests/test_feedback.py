@@ -107,3 +107,17 @@ def test_reranker_learns_a_planted_click_preference(spark, mlflow_cfg):
                  "'25-34' as age_group", "'DE' as country")
     reordered = rerank(load_reranker(mlflow_cfg), candidates).orderBy("rank").collect()
     assert [r.artist_id for r in reordered] == ["famous", "quiet"]
+
+
+def test_too_few_days_of_feedback_fail_the_reranker_before_any_mlflow_run(spark, mlflow_cfg):
+    import dataclasses
+
+    import mlflow
+
+    from recsys.feedback.reranker import train_reranker
+
+    cfg = dataclasses.replace(mlflow_cfg, rerank=dataclasses.replace(mlflow_cfg.rerank, holdout_days=3))
+    with pytest.raises(ValueError, match=r"feedback spans 3 day\(s\); needs more than rerank.holdout_days = 3"):
+        train_reranker(spark, cfg, _planted_feedback(spark, n=300))
+    experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    assert experiment is not None and mlflow.search_runs([experiment.experiment_id]).empty

@@ -99,8 +99,9 @@ def train_reranker(spark: SparkSession, cfg: Config, feedback: DataFrame | None 
     """Fit the click model on earlier days, evaluate on the latest, register it and promote it if it helps."""
     setup_mlflow(cfg)
     feedback = feedback if feedback is not None else lake.read(spark, lake.table_path(cfg.lake, "gold", "feedback"))
+    days = split_by_day(feedback, cfg.rerank.holdout_days)  # too few days fails here, before any MLflow run
     with Persisted() as keep, mlflow.start_run(run_name="train-reranker"):
-        train, test = (keep(prepared(df)) for df in split_by_day(feedback, cfg.rerank.holdout_days))
+        train, test = (keep(prepared(df)) for df in days)
         model = pipeline(cfg).fit(train)
         scored = keep(with_p_click(model, test))
         auc = BinaryClassificationEvaluator(labelCol="clicked", rawPredictionCol="rawPrediction").evaluate(scored)
