@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 
+import mlflow
 import numpy as np
 import pytest
 from chispa import assert_df_equality
@@ -110,10 +112,6 @@ def test_reranker_learns_a_planted_click_preference(spark, mlflow_cfg):
 
 
 def test_too_few_days_of_feedback_fail_the_reranker_before_any_mlflow_run(spark, mlflow_cfg):
-    import dataclasses
-
-    import mlflow
-
     from recsys.feedback.reranker import train_reranker
 
     cfg = dataclasses.replace(mlflow_cfg, rerank=dataclasses.replace(mlflow_cfg.rerank, holdout_days=3))
