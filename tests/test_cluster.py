@@ -1,8 +1,9 @@
 """A real Spark standalone cluster: a master and two 1-core workers from the installed pyspark, the
-jobs sent with `spark-submit --py-files <wheel> --jars .jars/*`, exactly as the README says. The
-tables they write equal a `local[2]` run of the same files, also when an executor JVM is killed
-(SIGKILL) in the middle of silver; then train, recommend and publish run there too, and the API
-serves the published lists. Every process started here is stopped at the end.
+scheduler's chain (`jobs/refresh.py`) sent with `spark-submit --py-files <wheel> --jars .jars/*`,
+exactly as the README says. The silver and gold tables it writes equal a `local[2]` run of the same
+stages on the same files, also though an executor JVM is killed (SIGKILL) in the middle of silver;
+it trains, recommends and publishes there too, and the API serves the published lists. Every
+process started here is stopped at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pyspark
@@ -37,6 +38,7 @@ from recsys.experiment import assign
 from recsys.gold.build import build_gold
 from recsys.keys import pseudonym
 from recsys.model.batch import flat
+from recsys.orchestration.forget import forget_requested
 from recsys.serving.auth import bearer
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
@@ -121,9 +123,10 @@ def _submit(cluster, cfg, job: str, *args: str) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
-def _finish(job: subprocess.Popen) -> None:
-    output, _ = job.communicate(timeout=900)
+def _finish(job: subprocess.Popen) -> str:
+    output, _ = job.communicate(timeout=1500)
     assert job.returncode == 0, output[-4000:]
+    return output
 
 
 def _executors() -> list[int]:
@@ -135,7 +138,7 @@ def _executors() -> list[int]:
 def _kill_an_executor_while(job: subprocess.Popen, events_log: Path, killed: list[int]) -> None:
     """Once silver has appended its first events (version 1; version 0 is the empty table), with more
     to do, SIGKILL one of the job's executor JVMs (not its worker, which starts a new one)."""
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1200
     while job.poll() is None and time.monotonic() < deadline:
         executors = _executors()
         if len(executors) >= 2 and (events_log / f"{1:020d}.json").exists():
@@ -175,24 +178,33 @@ def test_the_chain_on_a_standalone_cluster_equals_local_also_when_an_executor_di
                                 privacy=PrivacyConfig(pseudonym_secret=SECRET))
     on_cluster = dataclasses.replace(local, lake=LakeConfig(root=str(tmp_path / "cluster-lake")))
     generate(local.landing.path, SPEC, on_accounts=lambda rows: upsert_accounts(local.postgres, rows))
+    model = ("--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "--set", "mlflow.experiment=cluster",
+             "--set", f"model.name=cluster-{tmp_path.name}", "--set", "model.trials=1",
+             "--set", "model.min_lift=-1", "--set", "model.min_coverage=0",  # promote on 120 users
+             "--set", f"publish.prefix={on_cluster.publish.prefix}")
 
-    _finish(_submit(cluster, on_cluster, "ingest_events.py"))
-    _finish(_submit(cluster, on_cluster, "ingest_accounts.py"))
-    silver_job = _submit(cluster, on_cluster, "build_silver.py")
+    # The whole chain in one submit, as a scheduler runs it: one driver, so one start-up on the workers.
+    refresh_job = _submit(cluster, on_cluster, "refresh.py", "--now", AS_OF, *model)
     killed: list[int] = []
     events_log = Path(lake.table_path(on_cluster.lake, "silver", "events")) / "_delta_log"
-    killer = threading.Thread(target=_kill_an_executor_while, args=(silver_job, events_log, killed))
+    killer = threading.Thread(target=_kill_an_executor_while, args=(refresh_job, events_log, killed))
     killer.start()
-    _finish(silver_job)
+    output = _finish(refresh_job)
     killer.join()
-    _finish(_submit(cluster, on_cluster, "build_gold.py", "--as-of", AS_OF, "--no-sync"))
     assert killed, "no executor was killed during silver: it committed no events while two executors ran"
+    stages = [line.removeprefix("refresh: ")[:15].rstrip() for line in output.splitlines()
+              if line.startswith("refresh: ")]
+    assert stages == ["bronze events", "bronze accounts", "forget", "silver", "gold", "train", "recommend",
+                      "publish"], output[-4000:]
 
-    cfg = local
+    # The same stages up to gold in this process (local[2]), with the refresh's clock and users.
+    cfg, now = local, datetime.fromisoformat(AS_OF)
     ingest_events(spark, cfg)
     ingest_accounts(spark, cfg, run_id="local")
-    build_silver(spark, cfg, run_id="local", now=datetime.now(UTC))
-    build_gold(spark, cfg, as_of=datetime.fromisoformat(AS_OF))
+    forget_requested(spark, cfg)
+    build_silver(spark, cfg, run_id="local", now=now)
+    users = lake.current_version(spark, lake.table_path(cfg.lake, "silver", "users"))
+    build_gold(spark, cfg, as_of=now, users_version=users)
 
     for layer, names in COMPARED.items():
         for name in names:
@@ -201,17 +213,11 @@ def test_the_chain_on_a_standalone_cluster_equals_local_also_when_an_executor_di
             assert a.count() > 0, f"{layer}/{name} is empty"
             assert (a.exceptAll(b).count(), b.exceptAll(a).count()) == (0, 0), f"{layer}/{name} differs"
 
-    _serving_on_the_cluster(spark, cluster, on_cluster, tmp_path)
+    _serving_the_cluster_lists(spark, cluster, on_cluster, model)
 
 
-def _serving_on_the_cluster(spark, cluster, cfg, tmp_path: Path) -> None:
-    """Train, recommend and publish through spark-submit; the API then serves the published lists."""
-    model = ("--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "--set", "mlflow.experiment=cluster",
-             "--set", f"model.name=cluster-{tmp_path.name}", "--set", "model.trials=1",
-             "--set", "model.min_lift=-1", "--set", "model.min_coverage=0",  # promote on 120 users
-             "--set", f"publish.prefix={cfg.publish.prefix}")
-    for job in ("train.py", "recommend.py", "publish.py"):
-        _finish(_submit(cluster, cfg, job, *model))
+def _serving_the_cluster_lists(spark, cluster, cfg, model: tuple[str, ...]) -> None:
+    """The API serves a user the list the cluster's refresh trained, recommended and published."""
     lists = flat(lake.read(spark, lake.table_path(cfg.lake, "gold", "recommendations")))
     served = {(r.user_key, r.model_alias) for r in lists.select("user_key", "model_alias").distinct().collect()}
     user_id, user_key, alias = next(  # a user whose A/B variant's model has a list
