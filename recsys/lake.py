@@ -77,8 +77,18 @@ def _differences(declared_schema: T.StructType, actual: T.StructType, what: str)
     return problems
 
 
+PARTITION_HEADER = "# Partition Information"  # where `DESCRIBE TABLE` starts listing partition columns
+
+
 def _partitioning(spark: SparkSession, path: str) -> list[str]:
-    return list(DeltaTable.forPath(spark, path).detail().select("partitionColumns").collect()[0][0])
+    """The stored table's partition columns, from `DESCRIBE TABLE`: it reads the table's metadata
+    only, where `DeltaTable.detail()` also lists and counts every file, a Spark job per write
+    (about 0.3 s warm, 0.85 s cold against 0.06-0.08 s, measured on a small table).
+    """
+    names = [row[0] for row in spark.sql(f"DESCRIBE TABLE delta.`{path.replace('`', '``')}`").collect()]
+    if PARTITION_HEADER not in names:
+        return []
+    return names[names.index(PARTITION_HEADER) + 2:]  # past the header and its "# col_name" row
 
 
 def _stored_differences(spark: SparkSession, path: str) -> list[str]:

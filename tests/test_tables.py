@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import LakeConfig
-from recsys.tables import GOLD_CTR, GOLD_ID_MAP_USERS, TABLES
+from recsys.tables import GOLD_CTR, GOLD_ID_MAP_USERS, SILVER_EVENTS, TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,3 +74,21 @@ def test_a_stored_table_behind_its_declaration_is_refused_until_migrated(spark, 
     assert lake.migrate(spark, path) == []
     lake.overwrite(fresh, path)
     assert lake.read(spark, path).agg(F.sum("impressions")).collect()[0][0] == 10
+
+
+def test_a_stored_partitioning_other_than_declared_is_refused_until_migrated(spark, tmp_path):
+    path = GOLD_ID_MAP_USERS.path(LakeConfig(root=str(tmp_path)))
+    rows = spark.createDataFrame([("k1", 1), ("k2", 2)], GOLD_ID_MAP_USERS.schema)
+    rows.write.format("delta").partitionBy("user_idx").save(path)  # declared unpartitioned
+    with pytest.raises(lake.SchemaMismatch, match=r"partitioned by \['user_idx'\], declared nothing.*make migrate"):
+        lake.append(rows, path)
+
+    assert lake.migrate(spark, path) == ["the stored table is partitioned by ['user_idx'], declared nothing"]
+    assert lake.migrate(spark, path) == []
+    lake.append(rows, path)
+    assert lake.read(spark, path).count() == 4
+
+    events = SILVER_EVENTS.path(LakeConfig(root=str(tmp_path)))
+    spark.createDataFrame([], SILVER_EVENTS.schema).write.format("delta").save(events)  # declared by event_date
+    with pytest.raises(lake.SchemaMismatch, match=r"partitioned by nothing, declared \['event_date'\]"):
+        lake.ensure_table(spark, events)
