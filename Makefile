@@ -127,7 +127,7 @@ migrate: setup ## bring stored lake tables to their declarations in recsys/table
 monitor: services-up ## drift checks against the champion's training snapshot; exit 6 on an alert
 	$(PY) jobs/monitor.py $(ARGS)
 
-bench: bench-topk bench-publish bench-api ## every benchmark below
+bench: bench-topk bench-publish bench-api ## top-K, publish and API (bench-pipeline, about 70 min, and bench-layout run on their own)
 
 bench-topk: setup ## top-K: blocked matmul vs recommendForAllUsers, cross join + window, numpy floor
 	$(PY) benchmarks/bench_topk.py $(ARGS)
