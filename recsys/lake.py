@@ -83,9 +83,12 @@ PARTITION_HEADER = "# Partition Information"  # where `DESCRIBE TABLE` starts li
 def _partitioning(spark: SparkSession, path: str) -> list[str]:
     """The stored table's partition columns, from `DESCRIBE TABLE`: it reads the table's metadata
     only, where `DeltaTable.detail()` also lists and counts every file, a Spark job per write
-    (about 0.3 s warm, 0.85 s cold against 0.06-0.08 s, measured on a small table).
+    (about 0.3 s warm, 0.85 s cold against 0.06-0.08 s, measured on a small table). SQL names a
+    table by an absolute path only, so a relative lake root (the local default) is qualified first.
     """
-    names = [row[0] for row in spark.sql(f"DESCRIBE TABLE delta.`{path.replace('`', '``')}`").collect()]
+    fs, hpath = _hadoop_path(spark, path)
+    qualified = str(fs.makeQualified(hpath).toString()).replace("`", "``")
+    names = [row[0] for row in spark.sql(f"DESCRIBE TABLE delta.`{qualified}`").collect()]
     if PARTITION_HEADER not in names:
         return []
     return names[names.index(PARTITION_HEADER) + 2:]  # past the header and its "# col_name" row

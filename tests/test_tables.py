@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import LakeConfig
+from recsys.spark import jvm
 from recsys.tables import GOLD_CTR, GOLD_ID_MAP_USERS, SILVER_EVENTS, TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,9 @@ def test_a_stored_table_behind_its_declaration_is_refused_until_migrated(spark, 
 
 
 def test_a_stored_partitioning_other_than_declared_is_refused_until_migrated(spark, tmp_path):
-    path = GOLD_ID_MAP_USERS.path(LakeConfig(root=str(tmp_path)))
+    # A relative root, like the local default (relative to the JVM's working directory), with a space.
+    cfg = LakeConfig(root=os.path.relpath(tmp_path / "a lake", jvm(spark).java.lang.System.getProperty("user.dir")))
+    path = GOLD_ID_MAP_USERS.path(cfg)
     rows = spark.createDataFrame([("k1", 1), ("k2", 2)], GOLD_ID_MAP_USERS.schema)
     rows.write.format("delta").partitionBy("user_idx").save(path)  # declared unpartitioned
     with pytest.raises(lake.SchemaMismatch, match=r"partitioned by \['user_idx'\], declared nothing.*make migrate"):
@@ -88,7 +92,7 @@ def test_a_stored_partitioning_other_than_declared_is_refused_until_migrated(spa
     lake.append(rows, path)
     assert lake.read(spark, path).count() == 4
 
-    events = SILVER_EVENTS.path(LakeConfig(root=str(tmp_path)))
+    events = SILVER_EVENTS.path(cfg)
     spark.createDataFrame([], SILVER_EVENTS.schema).write.format("delta").save(events)  # declared by event_date
     with pytest.raises(lake.SchemaMismatch, match=r"partitioned by nothing, declared \['event_date'\]"):
         lake.ensure_table(spark, events)
