@@ -2,9 +2,8 @@
 recommend, publish. One line per stage; a failure exits non-zero naming its stage."""
 
 import sys
-from datetime import UTC, datetime
 
-from recsys.cli import job_parser, run_job
+from recsys.cli import job_parser, run_job, utc_time
 from recsys.orchestration.refresh import RefreshFailed, StageResult, refresh
 from recsys.spark import get_spark
 
@@ -15,9 +14,8 @@ def _line(result: StageResult) -> None:
 
 def main(cfg, args) -> int:
     spark = get_spark(cfg.spark, app_name="recsys-refresh")
-    now = datetime.fromisoformat(args.now).astimezone(UTC) if args.now else None
     try:
-        refresh(spark, cfg, on_stage=_line, now=now)
+        refresh(spark, cfg, on_stage=_line, now=args.now)
     except RefreshFailed as err:
         print(f"recsys: {err}", file=sys.stderr)
         return err.exit_code
@@ -26,6 +24,7 @@ def main(cfg, args) -> int:
 
 if __name__ == "__main__":
     parser = job_parser(__doc__)
-    parser.add_argument("--now", help="ISO-8601 time the refresh runs as of: silver's clock and gold's as-of "
-                                      "(default: now; a replay or a test pins it)")
+    parser.add_argument("--now", type=utc_time,
+                        help="ISO-8601 time (UTC unless it names an offset) the refresh runs as of: silver's "
+                             "clock and gold's as-of (default: now; a replay or a test pins it)")
     sys.exit(run_job(main, parser))

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from recsys.config import Config, ConfigError, load_config
 from recsys.endpoints import ServiceUnavailable
@@ -29,6 +30,17 @@ def job_parser(description: str) -> argparse.ArgumentParser:
         help="override one config key (repeatable; wins over the file and the environment)",
     )
     return parser
+
+
+def utc_time(text: str) -> datetime:
+    """An ISO-8601 time argument (`--now`, `--as-of`) as an aware UTC datetime. A time without an
+    offset is UTC, like every time in recsys, never the zone of the machine the job runs on.
+    """
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r} (e.g. 2026-10-02T06:00:00Z)") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def run_job(main: JobMain, parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:

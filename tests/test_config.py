@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from recsys.cli import EXIT_CONFIG, EXIT_SERVICE, job_parser, run_job
+from recsys.cli import EXIT_CONFIG, EXIT_SERVICE, job_parser, run_job, utc_time
 from recsys.config import ConfigError, load_config
 from recsys.endpoints import Endpoint, ServiceUnavailable
 from recsys.stores import postgres, redis
+from tests.conftest import ROOT
 
 CONF = """
 spark:
@@ -130,6 +135,28 @@ def test_a_job_prints_one_line_and_exits_non_zero_on_bad_config(capsys):
     assert code == EXIT_CONFIG
     err = capsys.readouterr().err.strip()
     assert err == "recsys: config error: redis.db: expected int, got 'one' (from --set redis.db)"
+
+
+def test_a_time_argument_without_an_offset_is_utc_whatever_the_machine_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")  # 4 or 5 hours behind UTC
+    time.tzset()
+    try:
+        assert utc_time("2026-10-02") == datetime(2026, 10, 2, tzinfo=UTC)
+        assert utc_time(" 2026-10-02T06:30:00 ") == datetime(2026, 10, 2, 6, 30, tzinfo=UTC)
+        assert utc_time("2026-10-02T06:30:00Z") == datetime(2026, 10, 2, 6, 30, tzinfo=UTC)
+        assert utc_time("2026-10-02T06:30:00+02:00") == datetime(2026, 10, 2, 4, 30, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize(("job", "option"), [("refresh.py", "--now"), ("build_gold.py", "--as-of")])
+def test_a_job_refuses_a_time_it_cannot_read_before_it_starts(job, option):
+    done = subprocess.run([sys.executable, str(ROOT / "jobs" / job), "--env", "test", option, "yesterday"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(
+        f"error: argument {option}: not an ISO-8601 time: 'yesterday' (e.g. 2026-10-02T06:00:00Z)")
 
 
 def _closed_port() -> int:
