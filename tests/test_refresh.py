@@ -16,6 +16,7 @@ from recsys import lake
 from recsys.config import ModelConfig
 from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.keys import pseudonym
+from recsys.model.batch import flat
 from recsys.orchestration.refresh import RefreshFailed, refresh
 from recsys.sources.accounts import upsert_accounts
 from recsys.stores import postgres
@@ -65,6 +66,13 @@ def test_two_refreshes_publish_twice_and_train_only_when_due(services, spark, tm
     assert first_of["forget"] == second_of["forget"] == "no user to forget"
     features = lake.read(spark, lake.table_path(cfg.lake, "gold", "user_features"))
     assert features.filter(F.col(USER_KEY) == moved).select("age_group").collect() == [("65+",)]
+    # every listed artist carries its own name (the lists are labelled from the catalog on the executors)
+    gold = {name: lake.read(spark, lake.table_path(cfg.lake, "gold", name))
+            for name in ("recommendations", "artist_stats")}
+    listed = flat(gold["recommendations"]).select("artist_id", "artist_name")
+    catalog = gold["artist_stats"].select("artist_id", "artist_name")
+    assert listed.filter(F.col("artist_name").isNotNull()).count() > 0
+    assert listed.subtract(catalog).count() == 0  # as sets: an artist is listed for many users
     live = text(connect(cfg.redis).get(f"{cfg.publish.prefix}:recs:live"))
     assert live and second_of["publish"] == f"version {live} live" and first_of["publish"] != second_of["publish"]
 

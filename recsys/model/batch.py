@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_type
 
 from recsys import lake
 from recsys.config import Config
@@ -44,13 +45,11 @@ from recsys.model.als import ITEM, USER
 from recsys.model.rerank import load_reranker, rerank, with_ranker_features
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
 from recsys.model.topk import nested_top_k
-from recsys.tables import ARTIST_ID, USER_KEY
+from recsys.tables import ARTIST_ID, GOLD_RECOMMENDATIONS, USER_KEY
 from recsys.tracking import setup_mlflow
 
 GLOBAL = "*"
 ITEMS = "items"  # a list's artists, best first
-ITEMS_SPARK = "user_idx int, items array<struct<artist_id:string,artist_name:string,score:float>>"
-ITEMS_ARROW = pa.list_(pa.struct([(ARTIST_ID, pa.string()), ("artist_name", pa.string()), ("score", pa.float32())]))
 
 
 class ModelNotFound(LookupError):
@@ -131,7 +130,9 @@ def _labeller(artists: DataFrame) -> tuple[Callable[[pa.RecordBatch], pa.RecordB
     lookup[idx] = np.arange(len(idx))
     shared = artists.sparkSession.sparkContext.broadcast(
         (lookup, catalog.column(ARTIST_ID).combine_chunks(), catalog.column("artist_name").combine_chunks()))
-    schema = pa.schema([(USER, pa.int32()), (ITEMS, ITEMS_ARROW)])
+    items_type = GOLD_RECOMMENDATIONS.schema[ITEMS].dataType  # a list as the table declares it
+    items_arrow = to_arrow_type(items_type)
+    schema, fields = pa.schema([(USER, pa.int32()), (ITEMS, items_arrow)]), list(items_arrow.value_type)
 
     def label(batch: pa.RecordBatch) -> pa.RecordBatch:
         lookup, ids, names = shared.value
@@ -140,13 +141,13 @@ def _labeller(artists: DataFrame) -> tuple[Callable[[pa.RecordBatch], pa.RecordB
         known = (flat >= 0) & (flat < len(lookup))
         rows = np.where(known, lookup[np.where(known, flat, 0)], -1)
         at = pa.array(rows, mask=rows < 0)
-        items = pa.StructArray.from_arrays(
-            [ids.take(at), names.take(at), batch.column("score").flatten()], fields=list(ITEMS_ARROW.value_type))
+        columns = {ARTIST_ID: ids.take(at), "artist_name": names.take(at), "score": batch.column("score").flatten()}
+        items = pa.StructArray.from_arrays([columns[f.name] for f in fields], fields=fields)
         offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
         return pa.RecordBatch.from_arrays(
             [batch.column(USER), pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)], schema=schema)
 
-    return label, ITEMS_SPARK
+    return label, f"{USER} int, {ITEMS} {items_type.simpleString()}"
 
 
 def as_lists(rows: DataFrame) -> DataFrame:
