@@ -11,6 +11,9 @@ STAMP := .state/stamps
 SECRET_FILE := .state/pseudonym_secret
 LOCAL_SECRETS := .state/postgres_password .state/redis_password .state/jwt_secret
 PYTEST_ARGS ?=
+# `make test` runs the test modules on this many pytest-xdist processes (1: one process, no xdist).
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # Local runs keep Spark's driver on loopback; the secret for pseudonyms comes from the
 # environment, or on this machine from a random one made once under .state/.
@@ -60,13 +63,13 @@ services-down: ## stop the local servers that services-up started
 	@if [ -x $(PY) ]; then $(PY) jobs/services.py down; RECSYS_ENV=test $(PY) jobs/services.py down; fi
 
 test: setup ## run every test, the slow end-to-end ones too (what CI runs)
-	RECSYS_ENV=test $(PY) -m pytest $(PYTEST_ARGS)
+	RECSYS_ENV=test $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 cluster-test: services-up ## the chain on a real Spark standalone cluster (master + 2 workers) vs local[2]; part of make test
 	RECSYS_ENV=test $(PY) -m pytest tests/test_cluster.py $(PYTEST_ARGS)
 
 test-fast: setup ## run the tests, skipping those marked slow
-	RECSYS_ENV=test $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	RECSYS_ENV=test $(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff (style, docstrings, complexity, annotations) and mypy on the library, jobs and benchmarks
 	$(VENV)/bin/ruff check recsys jobs tests notebooks benchmarks

