@@ -11,9 +11,10 @@ STAMP := .state/stamps
 SECRET_FILE := .state/pseudonym_secret
 LOCAL_SECRETS := .state/postgres_password .state/redis_password .state/jwt_secret
 PYTEST_ARGS ?=
-# `make test` runs the test modules on this many pytest-xdist processes (1: one process, no xdist).
+# `make test` runs the test modules on this many pytest-xdist processes (1: one process, no xdist),
+# in the order tests/conftest.py gives them (the longest first), not xdist's (the most tests first).
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+XDIST = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # Local runs keep Spark's driver on loopback; the secret for pseudonyms comes from the
 # environment, or on this machine from a random one made once under .state/.

@@ -43,6 +43,18 @@ LASTFM_DIR = ROOT.parent / "shared" / "data" / "lastfm-2k"
 CONTRACTS_DIR = ROOT.parent / "shared" / "contracts"
 
 
+# The modules that take longest (their tests' times in `make test`'s durations), run first: the
+# two workers then share out the short ones at the end instead of one ending on a long module alone.
+LONGEST_FIRST = ("test_cluster.py", "test_pii_scan.py", "test_refresh.py", "test_gold_e2e.py", "test_lakehouse_e2e.py",
+                 "test_notebooks.py", "test_ingest_crash.py", "test_incremental.py", "test_lastfm_silver.py",
+                 "test_model_train.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's tests keep their order
+
+
 def isolated(cfg: Config, root: Path, name: str) -> Config:
     """`cfg` with stores of its own: a lake and landing zone under `root`, a fresh PostgreSQL
     database `recsys_test_<name>` and Redis key prefixes of its own, so a module that changes its
