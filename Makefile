@@ -41,11 +41,17 @@ $(STAMP)/python: setup.py requirements.lock | $(STAMP)/prereqs
 	$(UV) pip install -q -p $(PY) -c requirements.lock -e '.[dev]'
 	@touch $@
 
-jars: $(STAMP)/jars ## resolve the JVM jars (Delta Lake, PostgreSQL JDBC) from Maven Central into .jars/
-$(STAMP)/jars: jvm/pom.xml | $(STAMP)/prereqs
+# recsys' own JVM code (jvm/src) is compiled against the installed pyspark's jars, the very Spark
+# and Jackson it runs with, into .jars/recsys-jvm.jar.
+JAVA_SOURCES := $(shell find jvm/src -name '*.java')
+jars: $(STAMP)/jars ## resolve the JVM jars (Delta Lake, PostgreSQL JDBC) from Maven Central and build recsys' own into .jars/
+$(STAMP)/jars: jvm/pom.xml $(JAVA_SOURCES) | $(STAMP)/prereqs $(STAMP)/python
 	@mkdir -p $(STAMP)
-	rm -rf .jars
+	rm -rf .jars build/jvm
 	mvn -B -q -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars -DexcludeTransitive=true
+	javac --release 17 -Xlint:all,-path -Werror -d build/jvm \
+		-cp "$$($(PY) -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')/jars/*" $(JAVA_SOURCES)
+	jar --create --file .jars/recsys-jvm.jar -C build/jvm .
 	@touch $@
 
 $(STAMP)/prereqs: scripts/install-prereqs.sh

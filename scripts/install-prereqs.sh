@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System prerequisites of `make setup`: Python 3.11, Java 17, Maven (for the jars), a native
+# System prerequisites of `make setup`: Python 3.11, a Java 17 JDK and Maven (for the jars), a native
 # BLAS for ALS, and the load tools redis-benchmark and wrk. Missing ones are installed from Debian
 # when we are root; otherwise we say what to install. Without libblas.so.3 Spark falls back to a
 # pure-Java BLAS (same results, ~25% slower ALS here) and logs "netlib-blas: dlopen (libblas.so.3) failed".
@@ -11,7 +11,7 @@ if ! command -v python3.11 >/dev/null; then
 elif ! python3.11 -c "import ensurepip, venv" 2>/dev/null; then
   missing+=(python3.11-venv)  # Debian splits venv/ensurepip out of the interpreter
 fi
-command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)  # `make jars` compiles jvm/src
 command -v mvn >/dev/null || missing+=(maven)
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libblas\.so\.3 ' || missing+=(libopenblas0-pthread)
 command -v runuser >/dev/null || missing+=(util-linux)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
@@ -46,7 +47,8 @@ def test_each_broken_contract_gets_its_reason(spark):
     ]
     expected = spark.createDataFrame(
         list(zip(lines, [
-            (None, None), ("not_json", None), ("not_json", None), ("not_json", None), ("wrong_type", "count"),
+            (None, None), ("not_json", "invalid JSON"), ("not_json", "empty line"), ("not_json", "not an object"),
+            ("wrong_type", "count"),
             ("wrong_type", "event_ts"), ("wrong_type", "card"), ("missing_required", "event_id"),
             ("missing_required", "card.track_id"), ("missing_required", "recommendation"),
             ("unknown_event_type", "skip"), ("invalid_value", "count"), ("missing_required", "card.duration_ms"),
@@ -77,3 +79,40 @@ def test_extra_fields_stay_null_when_a_line_has_only_known_ones(spark):
     rows = to_bronze(parse_events(raw.withColumn("_ingested_at", F.current_timestamp())
                                   .withColumn("_run_id", F.lit("r")))).collect()
     assert [(r["_extra"], r["_extra_card"]) for r in rows] == [(None, None)] * 3
+
+
+def test_a_line_holding_more_than_one_object_is_quarantined_whole(spark):
+    """`from_json` alone reads the first object of `{...}{...}` and drops the rest: a producer that
+    loses a newline would lose every second event without a trace. The line is quarantined instead."""
+    second = GOOD.replace('"e1"', '"e2"')
+    lines = [GOOD + second, GOOD + " " + second, GOOD + " trailing", GOOD + "  "]
+    raw = spark.createDataFrame([(line, "f.json") for line in lines], "value string, _source_file string")
+    parsed = parse_events(raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit("r")))
+    quarantined = {r["_raw"]: (r["_reason"], r["_detail"]) for r in to_quarantine(parsed).collect()}
+    assert quarantined == {line: ("not_json", "text after the object") for line in lines[:3]}
+    assert [r["event_id"] for r in to_bronze(parsed).collect()] == ["e1"]  # trailing spaces are no content
+
+
+def test_unknown_fields_keep_their_values_as_text(spark):
+    """Unknown values as Spark renders JSON into a string field: a string's text, JSON null as NULL,
+    numbers and nested values as compact JSON; a repeated field keeps its last value."""
+    line = (GOOD[:-1] + ', "new": {"a": [1, 2.50, 1e3, true, null, "s"]}, "gone": null, "n": 12345678901234567890,'
+            ' "s": "caf\\u00e9", "s": "again"}')
+    line = line.replace('"played_ms":190000}', '"played_ms":190000, "mood": ["up", 1], "mood": 5}')
+    raw = spark.createDataFrame([(line, "f.json")], "value string, _source_file string")
+    row = to_bronze(parse_events(raw.withColumn("_ingested_at", F.current_timestamp())
+                                 .withColumn("_run_id", F.lit("r")))).first()
+    assert row["_extra"] == {"new": '{"a":[1,2.5,1000.0,true,null,"s"]}', "gone": None, "n": "12345678901234567890",
+                             "s": "again"}
+    assert row["_extra_card"] == {"mood": "5"}
+
+
+def test_without_recsys_jar_bronze_stops_naming_it(spark, monkeypatch):
+    """On a cluster missing `recsys-jvm.jar`, bronze must say which jar, not fail on an unknown class."""
+    from recsys.bronze import events
+    from recsys.config import ConfigError
+
+    monkeypatch.setattr(events, "SHAPE_CLASS", "io.recsys.bronze.NotShipped")
+    raw = spark.createDataFrame([(GOOD, "f.json")], "value string, _source_file string")
+    with pytest.raises(ConfigError, match=r"io\.recsys\.bronze\.NotShipped in recsys-jvm\.jar: run `make jars`"):
+        parse_events(raw)

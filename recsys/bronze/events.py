@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from recsys import lake
 from recsys.bronze.schema import (
@@ -29,7 +30,7 @@ from recsys.bronze.schema import (
     KNOWN_CARD,
     KNOWN_TOP_LEVEL,
 )
-from recsys.config import Config, LimitsConfig
+from recsys.config import Config, ConfigError, LimitsConfig
 from recsys.landing.contract import LABEL
 from recsys.landing.zone import EVENT_TYPES, EVENTS_DIR
 from recsys.tables import ARTIST_ID, BRONZE_INGEST_BATCHES, BRONZE_INGEST_RUNS, EVENT_ID, EVENT_TYPE, TRACK_ID, USER_ID
@@ -41,7 +42,15 @@ MAX_LATITUDE, MAX_LONGITUDE = 90, 180
 
 ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}:?\d{2})$"
 EPOCH_MS = r"^\d{1,16}$"
-FIELDS = "map<string,string>"  # a JSON object's fields, nested values as their JSON text
+# A line's shape, read on the JVM by `jvm/src/main/java/io/recsys/bronze/LineShape.java` (built into
+# .jars/ by `make jars`): why it is not one JSON object (NULL when it is), its field names, and its
+# and its card's unknown fields (NULL when none), values as their text.
+SHAPE_CLASS, SHAPE_JAR, SHAPE_FUNCTION = "io.recsys.bronze.LineShape", "recsys-jvm.jar", "recsys_line_shape"
+SHAPE = T.StructType([
+    T.StructField("problem", T.StringType()), T.StructField("keys", T.ArrayType(T.StringType())),
+    T.StructField("extra", T.MapType(T.StringType(), T.StringType())),
+    T.StructField("extra_nested", T.MapType(T.StringType(), T.StringType())),
+])
 REASONS = ("not_json", "wrong_type", "missing_required", "unknown_event_type", "invalid_value")
 
 
@@ -68,18 +77,35 @@ def _why(reason: str, checks: list[tuple[str, Column]], default: Column | None =
     return fails, _outcome(reason, detail)
 
 
+def line_shape(spark: SparkSession) -> Callable[[Column], Column]:
+    """The JVM function that reads a line's shape (`SHAPE`, see `jvm/.../LineShape.java`), registered
+    in `spark`; a clear error when its jar is not on the classpath.
+    """
+    try:
+        spark.udf.registerJavaFunction(SHAPE_FUNCTION, SHAPE_CLASS, SHAPE)
+    except Exception as err:  # py4j or Spark's AnalysisException, depending on where the class is missing
+        if SHAPE_CLASS not in str(err):
+            raise
+        raise ConfigError(f"bronze needs recsys' JVM helper {SHAPE_CLASS} in {SHAPE_JAR}: run `make jars` (it is "
+                          "in .jars/), or put the jar on the cluster's classpath with the Delta Lake jars") from None
+    known, card = ",".join(KNOWN_TOP_LEVEL), ",".join(KNOWN_CARD)
+    return lambda line: F.call_function(SHAPE_FUNCTION, line, F.lit(known), F.lit("card"), F.lit(card))
+
+
 def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFrame:
     """Parse `value` (one landing line) with the declared schema; add `_reason` and `_detail`.
 
     Rows with a NULL `_reason` keep the contract; the others say which rule they broke first,
-    in the order of `REASONS`. A line is parsed twice: with the declared schema (`j`) and as a
-    map of its fields (`_fields`: which keys it has, and the nested objects' text); a line that
-    is not a JSON object has no `_fields`. Our bounds (`limits.max_count`, the label rule of
-    `recsys.landing.contract.LABEL`) are `invalid_value` too.
+    in the order of `REASONS`. A line is read twice: its values by `from_json` with the declared
+    schema (`j`), and its shape (`_shape`: whether it is exactly one JSON object, its field names,
+    its and its card's unknown fields) in one streaming pass on the JVM. A line that is not one
+    JSON object is `not_json`, with why (`invalid JSON`, `empty line`, `not an object`, `text after
+    the object`: two events run together lose neither). Our bounds (`limits.max_count`, the label
+    rule of `recsys.landing.contract.LABEL`) are `invalid_value` too.
     """
     limits = limits or LimitsConfig()
     j = F.col("j")
-    keys = F.map_keys("_fields")
+    keys = F.col("_shape.keys")
     ts_text = F.trim(j["event_ts"])
     card, rec, event_type = j["card"], j["recommendation"], j[EVENT_TYPE]
     geo, volume = j["context"]["geo"], card["volume"]
@@ -112,7 +138,7 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
         ("context.geo", (F.abs(geo["lat"]) > MAX_LATITUDE) | (F.abs(geo["lon"]) > MAX_LONGITUDE)),
     ])
     reason = (
-        F.when(F.col("_fields").isNull(), _outcome("not_json", F.lit(None)))
+        F.when(F.col("_shape.problem").isNotNull(), _outcome("not_json", F.col("_shape.problem")))
         .when(wrong_type[0] | j[CORRUPT].isNotNull(), wrong_type[1])
         .when(*missing)
         .when(~event_type.isin(*EVENT_TYPES), _outcome("unknown_event_type", event_type))
@@ -120,33 +146,22 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
     )
     return (
         raw.withColumn("j", F.from_json("value", EVENT_WITH_CORRUPT, {"columnNameOfCorruptRecord": CORRUPT}))
-        .withColumn("_fields", F.from_json("value", FIELDS))
+        .withColumn("_shape", line_shape(raw.sparkSession)(F.col("value")))
         .withColumn("_why", reason)
         .select("*", F.col("_why.r").alias("_reason"), F.col("_why.d").alias("_detail"))
         .drop("_why")
     )
 
 
-def _unknown_fields(keys: Column, known: tuple[str, ...], fields: Column) -> Column:
-    """The fields whose names (`keys`) are not in `known`, or NULL when there are none. `fields`,
-    the object as a map, is evaluated only for the few objects that have unknown fields: finding
-    names costs far less per line than parsing the card into a map did.
-    """
-    unknown = F.array_except(keys, F.array(*map(F.lit, known)))
-    return F.when(F.size(unknown) > 0, F.map_filter(fields, lambda k, v: ~k.isin(*known)))
-
-
 def to_bronze(parsed: DataFrame) -> DataFrame:
     """Contract-valid rows in the `bronze/events` schema."""
-    card_text = F.col("_fields")["card"]
     return (
         parsed.filter(F.col("_reason").isNull())
         .select(
             F.col("value").alias("_raw"),
             *[F.col("j")[name].alias(name) for name in KNOWN_TOP_LEVEL],
-            _unknown_fields(F.map_keys("_fields"), KNOWN_TOP_LEVEL, F.col("_fields")).alias("_extra"),
-            _unknown_fields(F.json_object_keys(card_text), KNOWN_CARD, F.from_json(card_text, FIELDS))
-            .alias("_extra_card"),
+            F.col("_shape.extra").alias("_extra"),
+            F.col("_shape.extra_nested").alias("_extra_card"),
             "_source_file", "_ingested_at", "_run_id",
         )
     )

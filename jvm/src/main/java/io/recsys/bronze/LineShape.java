@@ -1,0 +1,141 @@
+package io.recsys.bronze;
+
+import com.fasterxml.jackson.core.JsonEncoding;
+import com.fasterxml.jackson.core.JsonFactory;
+import com.fasterxml.jackson.core.JsonGenerator;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonToken;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
+import org.apache.spark.sql.api.java.UDF4;
+import org.apache.spark.sql.catalyst.json.JSONOptions;
+
+/**
+ * The shape of one landing line, read in one streaming pass: whether it is exactly one JSON object,
+ * the names of its fields, and the fields nobody declared, at the top level and in one nested object.
+ *
+ * <p>Bronze parses each line's values with Spark's {@code from_json} and the declared schema; this
+ * finds what that parse cannot say. Arguments: the line, the declared top-level names
+ * (comma-separated), the name of the nested object whose unknown fields are kept too, and that
+ * object's declared names. It returns a row {@code (problem, keys, extra, extra_nested)}:
+ * <ul>
+ *   <li>{@code problem}: NULL for one JSON object, else why the line is not one: {@code invalid JSON},
+ *   {@code empty line}, {@code not an object}, {@code text after the object} (two events run
+ *   together, say: {@code from_json} alone reads the first and drops the second);</li>
+ *   <li>{@code keys}: the object's field names in order, repeats included;</li>
+ *   <li>{@code extra}, {@code extra_nested}: the unknown fields with their values as text, or NULL
+ *   when there are none. A repeated unknown field keeps its last value, as the schema parse does
+ *   for declared fields.</li>
+ * </ul>
+ * Values are rendered as Spark renders a JSON value into a string field (a string's own text, JSON
+ * NULL as NULL, anything else as compact JSON), and the parser is built from Spark's own JSON
+ * options, so a line is read here exactly as {@code from_json} reads it.
+ */
+public final class LineShape implements UDF4<String, String, String, String, Row> {
+    private static final long serialVersionUID = 1L;
+
+    private static final JsonFactory FACTORY = new JSONOptions(
+            scala.collection.immutable.Map$.MODULE$.<String, String>empty(), "UTC", "_corrupt_record")
+            .buildJsonFactory();
+    private static final Map<String, Set<String>> NAMES = new ConcurrentHashMap<>();
+
+    @Override
+    public Row call(String line, String known, String nested, String nestedKnown) throws IOException {
+        Set<String> top = names(known);
+        Set<String> inner = names(nestedKnown);
+        List<String> keys = new ArrayList<>(16);
+        Map<String, String> extra = null;
+        Map<String, String> extraNested = null;
+        try (JsonParser parser = FACTORY.createParser(line)) {
+            try {
+                if (parser.nextToken() != JsonToken.START_OBJECT) {
+                    return problem(parser.currentToken() == null ? "empty line" : "not an object");
+                }
+                JsonToken token;
+                while ((token = parser.nextToken()) == JsonToken.FIELD_NAME) {
+                    String name = parser.currentName();
+                    keys.add(name);
+                    JsonToken value = parser.nextToken();
+                    if (!top.contains(name)) {
+                        extra = put(extra, name, text(parser, value));
+                    } else if (name.equals(nested)) {
+                        extraNested = value == JsonToken.START_OBJECT ? unknown(parser, inner) : skip(parser);
+                    } else {
+                        parser.skipChildren();
+                    }
+                }
+                if (token != JsonToken.END_OBJECT) {
+                    return problem("invalid JSON");
+                }
+            } catch (IOException e) {
+                return problem("invalid JSON");
+            }
+            try {
+                if (parser.nextToken() != null) {
+                    return problem("text after the object");
+                }
+            } catch (IOException e) {
+                return problem("text after the object");
+            }
+        }
+        return RowFactory.create(null, keys.toArray(new String[0]), extra, extraNested);
+    }
+
+    private static Set<String> names(String commaSeparated) {
+        return NAMES.computeIfAbsent(commaSeparated, s -> Set.of(s.split(",")));
+    }
+
+    private static Row problem(String why) {
+        return RowFactory.create(why, null, null, null);
+    }
+
+    /** The unknown fields of the object the parser is at (its START_OBJECT), or NULL. */
+    private static Map<String, String> unknown(JsonParser parser, Set<String> known) throws IOException {
+        Map<String, String> found = null;
+        while (parser.nextToken() == JsonToken.FIELD_NAME) {
+            String name = parser.currentName();
+            JsonToken value = parser.nextToken();
+            if (known.contains(name)) {
+                parser.skipChildren();
+            } else {
+                found = put(found, name, text(parser, value));
+            }
+        }
+        return found;
+    }
+
+    private static Map<String, String> skip(JsonParser parser) throws IOException {
+        parser.skipChildren();
+        return null;
+    }
+
+    private static Map<String, String> put(Map<String, String> map, String name, String value) {
+        Map<String, String> into = map == null ? new LinkedHashMap<>() : map;
+        into.put(name, value);
+        return into;
+    }
+
+    /** A value as Spark's JSON reader renders it into a string field. */
+    private static String text(JsonParser parser, JsonToken value) throws IOException {
+        if (value == JsonToken.VALUE_STRING) {
+            return parser.getText();
+        }
+        if (value == JsonToken.VALUE_NULL) {
+            return null;
+        }
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        try (JsonGenerator generator = FACTORY.createGenerator(out, JsonEncoding.UTF8)) {
+            generator.copyCurrentStructure(parser);
+        }
+        return out.toString(StandardCharsets.UTF_8);
+    }
+}
