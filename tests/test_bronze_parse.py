@@ -12,9 +12,14 @@ GOOD = ('{"event_id":"e1","event_type":"play","event_ts":"2026-10-01T10:00:00Z",
         '"card":{"artist_id":7,"artist_name":"Björk","track_id":"t1","duration_ms":200000,"played_ms":190000}}')
 
 
-def _reasons(spark, lines):
+def _landed(spark, lines):
+    """Landing lines as the ingest hands them to `parse_events`: the line, its file and the run's lineage."""
     raw = spark.createDataFrame([(line, "f.json") for line in lines], "value string, _source_file string")
-    return parse_events(raw).select("value", "_reason", "_detail")
+    return raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit("r"))
+
+
+def _reasons(spark, lines):
+    return parse_events(_landed(spark, lines)).select("value", "_reason", "_detail")
 
 
 def test_each_broken_contract_gets_its_reason(spark):
@@ -63,8 +68,7 @@ def test_each_broken_contract_gets_its_reason(spark):
 def test_valid_rows_keep_raw_line_ids_as_text_and_unknown_fields(spark):
     line = GOOD[:-1] + ',"client_build":"b7"}'
     line = line.replace('"played_ms":190000}', '"played_ms":190000,"mood":"upbeat"}')
-    raw = spark.createDataFrame([(line, "f.json")], "value string, _source_file string")
-    parsed = parse_events(raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit("r")))
+    parsed = parse_events(_landed(spark, [line]))
     row = to_bronze(parsed).first()
     assert row["_raw"] == line
     assert (row["user_id"], row["card"]["artist_id"]) == ("42", "7")
@@ -75,9 +79,7 @@ def test_valid_rows_keep_raw_line_ids_as_text_and_unknown_fields(spark):
 def test_extra_fields_stay_null_when_a_line_has_only_known_ones(spark):
     lines = [GOOD, GOOD.replace('"played_ms":190000}', '"played_ms":190000,"album_name":null}'),
              GOOD[:-1] + ',"context":{"device_os":"ios","mood":"x"}}']
-    raw = spark.createDataFrame([(line, "f.json") for line in lines], "value string, _source_file string")
-    rows = to_bronze(parse_events(raw.withColumn("_ingested_at", F.current_timestamp())
-                                  .withColumn("_run_id", F.lit("r")))).collect()
+    rows = to_bronze(parse_events(_landed(spark, lines))).collect()
     assert [(r["_extra"], r["_extra_card"]) for r in rows] == [(None, None)] * 3
 
 
@@ -86,8 +88,7 @@ def test_a_line_holding_more_than_one_object_is_quarantined_whole(spark):
     loses a newline would lose every second event without a trace. The line is quarantined instead."""
     second = GOOD.replace('"e1"', '"e2"')
     lines = [GOOD + second, GOOD + " " + second, GOOD + " trailing", GOOD + "  "]
-    raw = spark.createDataFrame([(line, "f.json") for line in lines], "value string, _source_file string")
-    parsed = parse_events(raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit("r")))
+    parsed = parse_events(_landed(spark, lines))
     quarantined = {r["_raw"]: (r["_reason"], r["_detail"]) for r in to_quarantine(parsed).collect()}
     assert quarantined == {line: ("not_json", "text after the object") for line in lines[:3]}
     assert [r["event_id"] for r in to_bronze(parsed).collect()] == ["e1"]  # trailing spaces are no content
@@ -99,9 +100,7 @@ def test_unknown_fields_keep_their_values_as_text(spark):
     line = (GOOD[:-1] + ', "new": {"a": [1, 2.50, 1e3, true, null, "s"]}, "gone": null, "n": 12345678901234567890,'
             ' "s": "caf\\u00e9", "s": "again"}')
     line = line.replace('"played_ms":190000}', '"played_ms":190000, "mood": ["up", 1], "mood": 5}')
-    raw = spark.createDataFrame([(line, "f.json")], "value string, _source_file string")
-    row = to_bronze(parse_events(raw.withColumn("_ingested_at", F.current_timestamp())
-                                 .withColumn("_run_id", F.lit("r")))).first()
+    row = to_bronze(parse_events(_landed(spark, [line]))).first()
     assert row["_extra"] == {"new": '{"a":[1,2.5,1000.0,true,null,"s"]}', "gone": None, "n": "12345678901234567890",
                              "s": "again"}
     assert row["_extra_card"] == {"mood": "5"}
@@ -113,6 +112,6 @@ def test_without_recsys_jar_bronze_stops_naming_it(spark, monkeypatch):
     from recsys.config import ConfigError
 
     monkeypatch.setattr(events, "SHAPE_CLASS", "io.recsys.bronze.NotShipped")
-    raw = spark.createDataFrame([(GOOD, "f.json")], "value string, _source_file string")
+    raw = _landed(spark, [GOOD])
     with pytest.raises(ConfigError, match=r"io\.recsys\.bronze\.NotShipped in recsys-jvm\.jar: run `make jars`"):
         parse_events(raw)
