@@ -188,6 +188,11 @@ def current_version(spark: SparkSession, path: str) -> int:
     return DeltaTable.forPath(spark, path).history(1).select("version").collect()[0][0]
 
 
+def num_files(spark: SparkSession, path: str) -> int:
+    """How many data files the current version of the Delta table at `path` has."""
+    return int(DeltaTable.forPath(spark, path).detail().select("numFiles").collect()[0][0])
+
+
 def version_at(spark: SparkSession, path: str, when: datetime) -> int:
     """The version that was current at `when`: the latest committed at or before it, or the oldest
     kept version when `when` is earlier than every commit (the closest state the table knows);

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pyspark.sql import functions as F
@@ -15,7 +15,7 @@ from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.gold.build import build_gold
-from recsys.gold.store import PG_TABLE, sync_feature_store
+from recsys.gold.store import FULL_VIEW, PG_TABLE, sync_feature_store
 from recsys.keys import features_key
 from recsys.silver.build import build_silver
 from recsys.sources.accounts import upsert_accounts
@@ -123,15 +123,38 @@ def test_a_build_releases_what_it_cached_and_keeps_what_the_caller_cached(spark,
     mine.unpersist()
 
 
+def _as_json(spark, cfg, columns):
+    """`gold/user_features`' `columns` per user as PostgreSQL's jsonb gives them back: JSON values."""
+    rows = _gold(spark, cfg, "user_features").select("user_key", *[F.to_json(c).alias(c) for c in columns])
+    return {r.user_key: tuple(r[c] and json.loads(r[c]) for c in columns) for r in rows.collect()}
+
+
 @pytest.mark.slow
 def test_feature_stores_hold_what_gold_holds_and_sync_incrementally(spark, gold):
     cfg, _, snapshot, first_sync = gold
     assert first_sync.changed == len(snapshot["user_features"])
-    build_gold(spark, cfg, NOW)  # a later as-of: recent plays and trends move for some users
-    report = sync_feature_store(spark, cfg, stage_suffix="again")
-    features = {r.user_key: r for r in _gold(spark, cfg, "user_features").collect()}
-    assert 0 < report.changed <= len(features)
+
+    def features_now():
+        return {r.user_key: r for r in _gold(spark, cfg, "user_features").drop("as_of").collect()}
+
+    build_gold(spark, cfg, AS_OF)
+    sync_feature_store(spark, cfg, stage_suffix="again")
+    earlier = features_now()
+    build_gold(spark, cfg, AS_OF + timedelta(hours=6))  # a few users play: their artists' statistics move
+    report = sync_feature_store(spark, cfg, stage_suffix="later")
+    moved = sum(earlier.get(key) != row for key, row in features_now().items())
+    # Only the users whose own features changed are rewritten, not all whose artists' statistics moved.
+    assert 0 < report.changed < moved
+    arrays = ("favourite_artists", "recent_tracks", "top_genres")
+    with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT user_key, {', '.join(arrays)} FROM {FULL_VIEW}")
+        full = {row[0]: tuple(row[1:]) for row in cur.fetchall()}
+    assert full == _as_json(spark, cfg, arrays)  # the view rebuilds gold's rows, statistics and all
+
+    build_gold(spark, cfg, NOW)
+    assert sync_feature_store(spark, cfg, stage_suffix="now").changed > 0
     assert sync_feature_store(spark, cfg, stage_suffix="noop").changed == 0
+    features = {r.user_key: r for r in _gold(spark, cfg, "user_features").collect()}
     sample = sorted(k for k, r in features.items() if r.favourite_artists)[:10]
     with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {PG_TABLE}")

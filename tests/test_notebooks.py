@@ -48,7 +48,7 @@ def test_notebooks_run_from_generated_files_to_an_api_answer(spark, services, tm
     cfg = load_config()
     ensure_database(cfg.postgres)
     for table in ("accounts", "click_events", "user_features"):
-        execute(cfg.postgres, f"DROP TABLE IF EXISTS {table}")
+        execute(cfg.postgres, f"DROP TABLE IF EXISTS {table} CASCADE")  # user_features has a view
 
     namespace: dict = {"spark": spark, "__name__": "__notebook__"}
     for path in NOTEBOOKS:

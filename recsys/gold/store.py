@@ -1,9 +1,15 @@
 """The feature store's online sides: PostgreSQL `user_features` and one Redis hash per user.
 
-Incremental: each user's features carry a `feature_hash` (SHA-256 of their JSON); only users
-whose hash differs from the previous `gold/user_features` version are written, and users that
-vanished (deleted accounts) are removed. Redis is written from the executors through the one
-Redis sink (`recsys.stores.redis.load_hashes`), never through the driver.
+Incremental. A user's row holds what is the user's own: scalars, top genres, and the arrays'
+own fields (`OWN_FIELDS`: ids, the user's plays and times, completion), digested by
+`feature_hash`. Only users whose digest differs from the previous `gold/user_features`
+version are written, and users that vanished (deleted accounts) are removed. The artists' and
+songs' statistics, which move for everyone whenever anyone plays, are written once per sync to
+`feature_artists` and `feature_tracks` (replaced whole, in one transaction), and the view
+`user_features_full` joins them back into the arrays: it shows each user's row as
+`gold/user_features` holds it. Copied into every row, they made every sync rewrite every user.
+Redis is written from the executors through the one Redis sink
+(`recsys.stores.redis.load_hashes`), never through the driver.
 
 Redis key layout (prefix `gold.redis_prefix`, default `recsys`):
     <prefix>:features:<user_key>  hash, TTL `gold.feature_ttl_s`
@@ -30,10 +36,11 @@ from recsys.config import Config
 from recsys.frames import Persisted
 from recsys.keys import artist_names_key, features_key
 from recsys.stores.postgres import connect, delete_keys, write_jdbc
+from recsys.stores.postgres import tables as postgres_tables
 from recsys.stores.redis import by_hash, load_hashes
 from recsys.stores.redis import connect as redis_connect
 from recsys.stores.resp import bulk_strings
-from recsys.tables import ARTIST_ID, AS_OF, GOLD_FEATURE_STORE_SYNCS, USER_KEY
+from recsys.tables import ARTIST_ID, AS_OF, EVENT_TIME, GOLD_FEATURE_STORE_SYNCS, TRACK_ID, USER_KEY
 
 PG_TABLE = "user_features"
 PG_DDL = f"""
@@ -49,10 +56,80 @@ CREATE TABLE IF NOT EXISTS {PG_TABLE} (
 """
 SCALARS = ("age_group", "city", "region", "country", "plays_30d", "distinct_artists")
 JSON_COLUMNS = ("top_genres", "favourite_artists", "recent_tracks")
+# Per array, the fields that are the user's own; the others are the statistics of `STATS`.
+OWN_FIELDS = {"favourite_artists": (ARTIST_ID, "user_plays", "last_interaction"),
+              "recent_tracks": (TRACK_ID, ARTIST_ID, "completion", EVENT_TIME)}
+# Per statistics table: its key, its gold table, and the columns with their PostgreSQL types.
+STATS = {
+    "feature_artists": (ARTIST_ID, "artist_stats", {
+        "artist_name": "text", "genres": "jsonb", "active_days": "bigint", "trending_rank": "integer",
+        "followers": "bigint"}),
+    "feature_tracks": (TRACK_ID, "track_stats", {
+        "track_name": "text", "active_days": "bigint", "trending_rank": "integer", "likes": "bigint",
+        "avg_listen_ms": "double precision", "std_listen_ms": "double precision"}),
+}
+FULL_VIEW = "user_features_full"
+
+
+def _stats_ddl(table: str) -> str:
+    key, _, columns = STATS[table]
+    typed = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+    return f"CREATE TABLE IF NOT EXISTS {table} ({key} text PRIMARY KEY, {typed})"
+
+
+def _own(field: str) -> str:
+    """SQL for one of the user's own fields of the array element `e`."""
+    return f"e->'{field}'"
+
+
+def _array_sql(column: str, fields: list[tuple[str, str]], joins: str) -> str:
+    """SQL rebuilding one array of `user_features` with its statistics, in the array's order:
+    `fields` are (name, expression over the element `e` and the joined statistics).
+    """
+    built = ", ".join(f"'{name}', {expr}" for name, expr in fields)
+    return (f"CASE WHEN f.{column} IS NOT NULL THEN COALESCE(("
+            f"SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object({built})) ORDER BY n) "
+            f"FROM jsonb_array_elements(f.{column}) WITH ORDINALITY AS x(e, n) {joins}), '[]'::jsonb) END")
+
+
+def _view_ddl() -> str:
+    """`user_features_full`: `user_features` with the arrays' statistics joined back, each element
+    with the fields (and order) of `gold/user_features`; JSON nulls are left out, as Spark does.
+    """
+    favourites = _array_sql("favourite_artists", [
+        (ARTIST_ID, _own(ARTIST_ID)), ("artist_name", "a.artist_name"), ("genres", "a.genres"),
+        ("active_days", "a.active_days"), ("trending_rank", "a.trending_rank"), ("followers", "a.followers"),
+        ("user_plays", _own("user_plays")), ("last_interaction", _own("last_interaction")),
+    ], f"LEFT JOIN feature_artists a ON a.{ARTIST_ID} = e->>'{ARTIST_ID}'")
+    recent = _array_sql("recent_tracks", [
+        (TRACK_ID, _own(TRACK_ID)), ("track_name", "t.track_name"), (ARTIST_ID, _own(ARTIST_ID)),
+        ("artist_name", "a.artist_name"), ("genres", "a.genres"), ("active_days", "t.active_days"),
+        ("trending_rank", "t.trending_rank"), ("followers", "a.followers"), ("likes", "t.likes"),
+        ("avg_listen_ms", "t.avg_listen_ms"), ("std_listen_ms", "t.std_listen_ms"),
+        ("completion", _own("completion")), (EVENT_TIME, _own(EVENT_TIME)),
+    ], f"LEFT JOIN feature_tracks t ON t.{TRACK_ID} = e->>'{TRACK_ID}' "
+       f"LEFT JOIN feature_artists a ON a.{ARTIST_ID} = e->>'{ARTIST_ID}'")
+    scalars = ", ".join(f"f.{c}" for c in (USER_KEY, AS_OF, *SCALARS, "top_genres"))
+    return (f"CREATE OR REPLACE VIEW {FULL_VIEW} AS SELECT {scalars}, {favourites} AS favourite_artists, "
+            f"{recent} AS recent_tracks, f.feature_hash FROM {PG_TABLE} f")
+
+
+def own_features(features: DataFrame) -> DataFrame:
+    """`gold/user_features` rows with only the user's own fields in the arrays (`OWN_FIELDS`).
+
+    Zipped from the fields' own arrays (`favourite_artists.artist_id`, ...), so Parquet reads only
+    those fields: 2-4x faster than a `transform` of each element, which reads the whole arrays.
+    """
+    def own(column: str) -> Column:
+        return F.arrays_zip(*[F.col(f"{column}.{field}") for field in OWN_FIELDS[column]]).alias(column)
+
+    return features.select(*[own(c) if c in OWN_FIELDS else c for c in features.columns])
 
 
 def with_feature_hash(features: DataFrame) -> DataFrame:
-    """Features with `feature_hash`: a digest of everything but the key and the build time."""
+    """Own features (`own_features`) with `feature_hash`: a digest of everything but the key and the
+    build time. Statistics are left out: they move for everyone every build, and are stored apart.
+    """
     payload = F.to_json(F.struct(*[c for c in features.columns if c not in (USER_KEY, AS_OF)]))
     return features.withColumn("feature_hash", F.sha2(payload, 256))
 
@@ -67,7 +144,7 @@ class SyncReport:
 
 def changed_since(spark: SparkSession, path: str, previous_version: int | None) -> tuple[DataFrame, DataFrame]:
     """Rows of the current `gold/user_features` that are new or changed, and keys that vanished."""
-    current = with_feature_hash(lake.read(spark, path))
+    current = with_feature_hash(own_features(lake.read(spark, path)))
     if previous_version is not None and previous_version == lake.current_version(spark, path):
         return current.limit(0), spark.createDataFrame([], "user_key string")
     if previous_version is None:
@@ -75,7 +152,8 @@ def changed_since(spark: SparkSession, path: str, previous_version: int | None) 
     # Forgetting syncs, erases users from this table and from both stores itself, so the erasure's
     # version is the state the stores hold when it is later than the last sync.
     before_version = lake.readable(spark, path, previous_version)
-    before = with_feature_hash(lake.read(spark, path, version=before_version)).select(USER_KEY, "feature_hash")
+    before = with_feature_hash(own_features(lake.read(spark, path, version=before_version))).select(
+        USER_KEY, "feature_hash")
     changed = current.join(before, on=[USER_KEY, "feature_hash"], how="left_anti")
     removed = before.select(USER_KEY).join(current.select(USER_KEY), on=USER_KEY, how="left_anti")
     return changed, removed
@@ -87,8 +165,6 @@ def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_su
     columns = [USER_KEY, AS_OF, *SCALARS, *JSON_COLUMNS, "feature_hash"]
     staged = changed.select(USER_KEY, AS_OF, *SCALARS, *[F.to_json(c).alias(c) for c in JSON_COLUMNS],
                             "feature_hash")
-    with connect(cfg.postgres) as conn, conn.cursor() as cur:
-        cur.execute(PG_DDL)
     write_jdbc(staged, cfg.postgres, stage, mode="overwrite")
     select = ", ".join(f"{c}::jsonb" if c in JSON_COLUMNS else c for c in columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != USER_KEY)
@@ -98,6 +174,34 @@ def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_su
         cur.execute(f"DROP TABLE {stage}")
         if removed:
             cur.execute(f"DELETE FROM {PG_TABLE} WHERE user_key = ANY(%s)", (removed,))
+
+
+def create_tables(cfg: Config) -> None:
+    """The features table, the statistics tables and the view over them, unless they exist."""
+    with connect(cfg.postgres) as conn, conn.cursor() as cur:
+        cur.execute(PG_DDL)
+        for table in STATS:
+            cur.execute(_stats_ddl(table))
+        cur.execute(_view_ddl())
+
+
+def write_statistics(spark: SparkSession, cfg: Config, stage_suffix: str) -> None:
+    """Replace `feature_artists` and `feature_tracks` with the current gold statistics, both in one
+    transaction: a reader of `user_features_full` sees the old or the new statistics, never a mix.
+    """
+    stages = {}
+    for table, (key, gold_table, columns) in STATS.items():
+        stats = lake.read(spark, lake.table_path(cfg.lake, "gold", gold_table))
+        stages[table] = f"{table}_stage_{stage_suffix}"
+        write_jdbc(stats.select(key, *[F.to_json(c).alias(c) if kind == "jsonb" else c for c, kind in columns.items()]),
+                   cfg.postgres, stages[table], mode="overwrite")
+    with connect(cfg.postgres) as conn, conn.cursor() as cur:
+        for table, (key, _, columns) in STATS.items():
+            select = ", ".join(f"{c}::jsonb" if kind == "jsonb" else c for c, kind in columns.items())
+            cur.execute(f"DELETE FROM {table}")  # not TRUNCATE: readers keep the old rows until commit
+            cur.execute(f"INSERT INTO {table} ({key}, {', '.join(columns)}) "
+                        f"SELECT {key}, {select} FROM {stages[table]}")
+            cur.execute(f"DROP TABLE {stages[table]}")
 
 
 def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:
@@ -180,6 +284,9 @@ def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> S
     syncs_path = lake.table_path(cfg.lake, "gold", SYNCS)
     lake.ensure_table(spark, syncs_path)
     previous_version = lake.read(spark, syncs_path).agg(F.max("version")).collect()[0][0]
+    if any(table not in postgres_tables(cfg.postgres) for table in STATS):
+        previous_version = None  # rows written before the statistics were stored apart are rewritten
+    create_tables(cfg)
     version = lake.current_version(spark, path)
     changed, removed_df = changed_since(spark, path, previous_version)
     removed = [r.user_key for r in removed_df.collect()]  # deletions only: small by nature
@@ -188,6 +295,7 @@ def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> S
         n = changed.count()
         write_postgres(changed, removed, cfg, stage_suffix)
         write_redis(changed, removed, cfg)
+    write_statistics(spark, cfg, stage_suffix)
     names = sync_artist_names(spark, cfg)
     lake.append(spark.createDataFrame([(version, datetime.now(UTC), n, len(removed))],
                                       GOLD_FEATURE_STORE_SYNCS.schema), syncs_path)

@@ -170,7 +170,8 @@ def run_demo(spark: SparkSession, cfg: Config, started: float) -> int:
     print(f"  landing zone     {cfg.landing.path} (manifest and ground truth in _meta/)")
     print(f"  MLflow UI        .venv/bin/mlflow ui --backend-store-uri {tracking_uri(cfg)}")
     print(f"  PostgreSQL       psql -h {cfg.postgres.host} -p {cfg.postgres.port} -U {cfg.postgres.user} "
-          f"{cfg.postgres.database}   (tables accounts, click_events, user_features)")
+          f"{cfg.postgres.database}   (tables accounts, click_events, user_features, feature_artists, "
+          f"feature_tracks; view user_features_full)")
     print(f"  Redis            {cfg.redis.url}/{cfg.redis.db}   (keys {cfg.gold.redis_prefix}:features:<user_key>, "
           f"{cfg.publish.prefix}:recs:*)")
     print(f"  API              make serve, then http://{cfg.serving.host}:{cfg.serving.port}/docs")

@@ -119,10 +119,11 @@ def maintain(spark: SparkSession, cfg: Config, now: datetime | None = None) -> l
     existing = {name: path for name, path in paths.items() if lake.exists(spark, path)}
     before = {}
     for name, path in existing.items():
-        before[name] = _files(spark, path)
+        before[name] = lake.num_files(spark, path)
         DeltaTable.forPath(spark, path).optimize().executeCompaction()
     deleted = vacuum(spark, cfg, list(existing.values()), now)
-    return [Maintained(name, before[name], _files(spark, path), deleted[path]) for name, path in existing.items()]
+    return [Maintained(name, before[name], lake.num_files(spark, path), deleted[path])
+            for name, path in existing.items()]
 
 
 def _vacuumed_files(spark: SparkSession, path: str, version: int) -> int:
@@ -130,7 +131,3 @@ def _vacuumed_files(spark: SparkSession, path: str, version: int) -> int:
     ended = (DeltaTable.forPath(spark, path).history().filter(F.col("version") > version)
              .filter(F.col("operation") == "VACUUM END").select("operationMetrics").collect())
     return sum(int(r[0].get("numDeletedFiles", 0)) for r in ended)
-
-
-def _files(spark: SparkSession, path: str) -> int:
-    return int(DeltaTable.forPath(spark, path).detail().select("numFiles").collect()[0][0])
