@@ -34,6 +34,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys import lake
 from recsys.config import load_config
 from recsys.gold.build import in_window
 from recsys.silver.events import new_events
@@ -95,10 +96,6 @@ def timed(work: Callable[[], object]) -> float:
     started = time.monotonic()
     work()
     return time.monotonic() - started
-
-
-def num_files(spark: SparkSession, path: str) -> int:
-    return int(DeltaTable.forPath(spark, path).detail().select("numFiles").collect()[0][0])
 
 
 class Bench:
@@ -185,10 +182,10 @@ def main() -> None:
         incoming.count()
         for layout in LAYOUTS:
             path = bench.paths[layout]
-            bench.record(layout, "appends", appended[layout], num_files(spark, path))
+            bench.record(layout, "appends", appended[layout], lake.num_files(spark, path))
             bench.reads(layout, "before OPTIMIZE", incoming, cfg.ingest.dedup_window_days)
             seconds = timed(DeltaTable.forPath(spark, path).optimize().executeCompaction)
-            bench.record(layout, "OPTIMIZE", seconds, num_files(spark, path))
+            bench.record(layout, "OPTIMIZE", seconds, lake.num_files(spark, path))
             bench.reads(layout, "after OPTIMIZE", incoming, cfg.ingest.dedup_window_days)
             bench.forget(layout)
         print("\n" + bench.markdown())
