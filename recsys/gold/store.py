@@ -284,7 +284,7 @@ def sync_feature_store(spark: SparkSession, cfg: Config, stage_suffix: str) -> S
     syncs_path = lake.table_path(cfg.lake, "gold", SYNCS)
     lake.ensure_table(spark, syncs_path)
     previous_version = lake.read(spark, syncs_path).agg(F.max("version")).collect()[0][0]
-    if any(table not in postgres_tables(cfg.postgres) for table in STATS):
+    if not set(STATS) <= set(postgres_tables(cfg.postgres)):
         previous_version = None  # rows written before the statistics were stored apart are rewritten
     create_tables(cfg)
     version = lake.current_version(spark, path)
