@@ -25,6 +25,7 @@ Redis key layout (prefix `gold.redis_prefix`, default `recsys`):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -159,14 +160,20 @@ def changed_since(spark: SparkSession, path: str, previous_version: int | None) 
     return changed, removed
 
 
+def _stage(rows: DataFrame, json_columns: Collection[str], cfg: Config, stage: str) -> str:
+    """Write `rows` over JDBC to the staging table `stage`, `json_columns` as JSON text; the SELECT
+    list that reads them back from it, those columns cast to jsonb.
+    """
+    write_jdbc(rows.select(*[F.to_json(c).alias(c) if c in json_columns else c for c in rows.columns]),
+               cfg.postgres, stage, mode="overwrite")
+    return ", ".join(f"{c}::jsonb" if c in json_columns else c for c in rows.columns)
+
+
 def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_suffix: str) -> None:
     """Upsert changed users into the PostgreSQL features table through a staging table; delete removed ones."""
     stage = f"{PG_TABLE}_stage_{stage_suffix}"
     columns = [USER_KEY, AS_OF, *SCALARS, *JSON_COLUMNS, "feature_hash"]
-    staged = changed.select(USER_KEY, AS_OF, *SCALARS, *[F.to_json(c).alias(c) for c in JSON_COLUMNS],
-                            "feature_hash")
-    write_jdbc(staged, cfg.postgres, stage, mode="overwrite")
-    select = ", ".join(f"{c}::jsonb" if c in JSON_COLUMNS else c for c in columns)
+    select = _stage(changed.select(*columns), JSON_COLUMNS, cfg, stage)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != USER_KEY)
     with connect(cfg.postgres) as conn, conn.cursor() as cur:
         cur.execute(f"INSERT INTO {PG_TABLE} ({', '.join(columns)}) SELECT {select} FROM {stage} "
@@ -189,18 +196,17 @@ def write_statistics(spark: SparkSession, cfg: Config, stage_suffix: str) -> Non
     """Replace `feature_artists` and `feature_tracks` with the current gold statistics, both in one
     transaction: a reader of `user_features_full` sees the old or the new statistics, never a mix.
     """
-    stages = {}
+    stages = {table: f"{table}_stage_{stage_suffix}" for table in STATS}
+    selects = {}
     for table, (key, gold_table, columns) in STATS.items():
-        stats = lake.read(spark, lake.table_path(cfg.lake, "gold", gold_table))
-        stages[table] = f"{table}_stage_{stage_suffix}"
-        write_jdbc(stats.select(key, *[F.to_json(c).alias(c) if kind == "jsonb" else c for c, kind in columns.items()]),
-                   cfg.postgres, stages[table], mode="overwrite")
+        stats = lake.read(spark, lake.table_path(cfg.lake, "gold", gold_table)).select(key, *columns)
+        json_columns = [c for c, kind in columns.items() if kind == "jsonb"]
+        selects[table] = _stage(stats, json_columns, cfg, stages[table])
     with connect(cfg.postgres) as conn, conn.cursor() as cur:
         for table, (key, _, columns) in STATS.items():
-            select = ", ".join(f"{c}::jsonb" if kind == "jsonb" else c for c, kind in columns.items())
             cur.execute(f"DELETE FROM {table}")  # not TRUNCATE: readers keep the old rows until commit
             cur.execute(f"INSERT INTO {table} ({key}, {', '.join(columns)}) "
-                        f"SELECT {key}, {select} FROM {stages[table]}")
+                        f"SELECT {selects[table]} FROM {stages[table]}")
             cur.execute(f"DROP TABLE {stages[table]}")
 
 
