@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow
+import psycopg2
 import pytest
 from chispa import assert_df_equality
 from pyspark.ml.feature import StringIndexer
@@ -64,6 +65,22 @@ def test_jdbc_write_then_read_back(spark, cfg, pg_table):
     postgres.write_jdbc(extra, cfg.postgres, pg_table)
     back = postgres.read_jdbc(spark, cfg.postgres, f"(SELECT * FROM {pg_table} WHERE user_id = 'u_new') AS t")
     assert [tuple(r) for r in back.collect()] == [("u_new", 5)]
+
+
+def test_a_staged_load_reads_back_json_and_drops_its_stage_even_when_the_move_fails(spark, cfg):
+    target, stage = "runtime_staged", "runtime_staged_stage"
+    postgres.execute(cfg.postgres, f"DROP TABLE IF EXISTS {target}")
+    postgres.execute(cfg.postgres, f"CREATE TABLE {target} (user_id text PRIMARY KEY, genres jsonb)")
+    rows = spark.createDataFrame([("u1", ["rock", "jazz"]), ("u2", [])], "user_id string, genres array<string>")
+    with postgres.staged(rows, cfg.postgres, stage, json_columns=("genres",)) as select:
+        postgres.execute(cfg.postgres, f"INSERT INTO {target} SELECT {select} FROM {stage}")
+    with pytest.raises(psycopg2.errors.UniqueViolation):  # the same rows again break the primary key
+        with postgres.staged(rows, cfg.postgres, stage, json_columns=("genres",)) as select:
+            postgres.execute(cfg.postgres, f"INSERT INTO {target} SELECT {select} FROM {stage}")
+    back = postgres.read_jdbc(spark, cfg.postgres, f"(SELECT user_id, genres->>0 AS first FROM {target}) AS t")
+    assert sorted(tuple(r) for r in back.collect()) == [("u1", "rock"), ("u2", None)]
+    assert target in postgres.tables(cfg.postgres) and stage not in postgres.tables(cfg.postgres)
+    postgres.execute(cfg.postgres, f"DROP TABLE {target}")
 
 
 def test_redis_round_trip(cfg):

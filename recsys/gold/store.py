@@ -25,7 +25,7 @@ Redis key layout (prefix `gold.redis_prefix`, default `recsys`):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,7 +36,7 @@ from recsys import lake
 from recsys.config import Config
 from recsys.frames import Persisted
 from recsys.keys import artist_names_key, features_key
-from recsys.stores.postgres import connect, delete_keys, write_jdbc
+from recsys.stores.postgres import connect, delete_keys, staged
 from recsys.stores.postgres import tables as postgres_tables
 from recsys.stores.redis import by_hash, load_hashes
 from recsys.stores.redis import connect as redis_connect
@@ -160,25 +160,15 @@ def changed_since(spark: SparkSession, path: str, previous_version: int | None) 
     return changed, removed
 
 
-def _stage(rows: DataFrame, json_columns: Collection[str], cfg: Config, stage: str) -> str:
-    """Write `rows` over JDBC to the staging table `stage`, `json_columns` as JSON text; the SELECT
-    list that reads them back from it, those columns cast to jsonb.
-    """
-    write_jdbc(rows.select(*[F.to_json(c).alias(c) if c in json_columns else c for c in rows.columns]),
-               cfg.postgres, stage, mode="overwrite")
-    return ", ".join(f"{c}::jsonb" if c in json_columns else c for c in rows.columns)
-
-
 def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_suffix: str) -> None:
     """Upsert changed users into the PostgreSQL features table through a staging table; delete removed ones."""
     stage = f"{PG_TABLE}_stage_{stage_suffix}"
     columns = [USER_KEY, AS_OF, *SCALARS, *JSON_COLUMNS, "feature_hash"]
-    select = _stage(changed.select(*columns), JSON_COLUMNS, cfg, stage)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != USER_KEY)
-    with connect(cfg.postgres) as conn, conn.cursor() as cur:
+    with (staged(changed.select(*columns), cfg.postgres, stage, JSON_COLUMNS) as select,
+          connect(cfg.postgres) as conn, conn.cursor() as cur):
         cur.execute(f"INSERT INTO {PG_TABLE} ({', '.join(columns)}) SELECT {select} FROM {stage} "
                     f"ON CONFLICT (user_key) DO UPDATE SET {updates}, updated_at = now()")
-        cur.execute(f"DROP TABLE {stage}")
         if removed:
             cur.execute(f"DELETE FROM {PG_TABLE} WHERE user_key = ANY(%s)", (removed,))
 
@@ -196,18 +186,18 @@ def write_statistics(spark: SparkSession, cfg: Config, stage_suffix: str) -> Non
     """Replace `feature_artists` and `feature_tracks` with the current gold statistics, both in one
     transaction: a reader of `user_features_full` sees the old or the new statistics, never a mix.
     """
-    stages = {table: f"{table}_stage_{stage_suffix}" for table in STATS}
-    selects = {}
-    for table, (key, gold_table, columns) in STATS.items():
-        stats = lake.read(spark, lake.table_path(cfg.lake, "gold", gold_table)).select(key, *columns)
-        json_columns = [c for c, kind in columns.items() if kind == "jsonb"]
-        selects[table] = _stage(stats, json_columns, cfg, stages[table])
-    with connect(cfg.postgres) as conn, conn.cursor() as cur:
-        for table, (key, _, columns) in STATS.items():
-            cur.execute(f"DELETE FROM {table}")  # not TRUNCATE: readers keep the old rows until commit
-            cur.execute(f"INSERT INTO {table} ({key}, {', '.join(columns)}) "
-                        f"SELECT {selects[table]} FROM {stages[table]}")
-            cur.execute(f"DROP TABLE {stages[table]}")
+    with ExitStack() as stack:
+        selects = {}
+        for table, (key, gold_table, columns) in STATS.items():
+            stats = lake.read(spark, lake.table_path(cfg.lake, "gold", gold_table)).select(key, *columns)
+            json_columns = [c for c, kind in columns.items() if kind == "jsonb"]
+            stage = f"{table}_stage_{stage_suffix}"
+            selects[table] = (stage, stack.enter_context(staged(stats, cfg.postgres, stage, json_columns)))
+        with connect(cfg.postgres) as conn, conn.cursor() as cur:
+            for table, (key, _, columns) in STATS.items():
+                stage, select = selects[table]
+                cur.execute(f"DELETE FROM {table}")  # not TRUNCATE: readers keep the old rows until commit
+                cur.execute(f"INSERT INTO {table} ({key}, {', '.join(columns)}) SELECT {select} FROM {stage}")
 
 
 def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:

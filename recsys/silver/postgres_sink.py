@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pyspark.sql import DataFrame
 
 from recsys.config import PostgresConfig
-from recsys.stores.postgres import connect, delete_keys, write_jdbc
+from recsys.stores.postgres import connect, delete_keys, staged
 from recsys.tables import ARTIST_ID, EVENT_ID, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
 
 TABLE = "click_events"
@@ -48,11 +48,9 @@ def ensure_click_events(cfg: PostgresConfig) -> None:
 def append_click_events(events: DataFrame, cfg: PostgresConfig, stage_suffix: str) -> None:
     """Append click events to PostgreSQL through a staging table; an event already there is skipped."""
     stage = f"{TABLE}_stage_{stage_suffix}".replace("-", "_")
-    columns = ", ".join(COLUMNS)
-    write_jdbc(events.select(*COLUMNS), cfg, stage, mode="overwrite")
-    with connect(cfg) as conn, conn.cursor() as cur:
-        cur.execute(f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT (event_id) DO NOTHING")
-        cur.execute(f"DROP TABLE {stage}")
+    with staged(events.select(*COLUMNS), cfg, stage) as select, connect(cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) SELECT {select} FROM {stage} "
+                    "ON CONFLICT (event_id) DO NOTHING")
 
 
 def delete_users(cfg: PostgresConfig, user_keys: Iterable[str]) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg2
 from psycopg2 import sql
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from recsys.config import PostgresConfig
 from recsys.endpoints import Endpoint, ServiceUnavailable
@@ -133,3 +134,17 @@ def write_jdbc(df: DataFrame, cfg: PostgresConfig, table: str, mode: str = "appe
     """Write a DataFrame to a PostgreSQL table over JDBC in batched inserts."""
     props = {**jdbc_properties(cfg), "batchsize": "5000", "reWriteBatchedInserts": "true"}
     df.write.jdbc(jdbc_url(cfg), table, mode=mode, properties=props)
+
+
+@contextmanager
+def staged(rows: DataFrame, cfg: PostgresConfig, stage: str, json_columns: Collection[str] = ()) -> Iterator[str]:
+    """Load `rows` over JDBC into the staging table `stage` (`json_columns` as JSON text) and yield
+    the SELECT list that reads them back, those columns cast to jsonb, for the one SQL statement
+    that moves them. The stage is dropped on leaving, whether that statement succeeded or not.
+    """
+    write_jdbc(rows.select(*[F.to_json(c).alias(c) if c in json_columns else c for c in rows.columns]),
+               cfg, stage, mode="overwrite")
+    try:
+        yield ", ".join(f"{c}::jsonb" if c in json_columns else c for c in rows.columns)
+    finally:
+        execute(cfg, f"DROP TABLE IF EXISTS {stage}")
