@@ -8,7 +8,10 @@ The floor is measured in the same run: the same landing files read as text, pars
 multiple of it. Both run once on the first day's files before they are measured (`warm_up`).
 Then the incremental cost: a lake of 1 day and a lake of D days each get one more day and a
 refresh (ingest .. publish, no training); their seconds and ratio show whether a refresh's cost
-grows with history.
+grows with history. After each refresh, what gold holds (window events, interaction pairs, the
+users' array lengths): a gold build recomputes all of it, so its cost follows these until
+`gold.feature_window_days` is full. `--window-days W` sets that window for the run, to see the
+refresh once the window has stopped growing.
 
 Defaults are sized to about 10 M landing lines (60,000 users x 20 days); `ARGS="--users 2000
 --days 3"` for a quick run. Everything runs in a scratch folder with its own lake, removed at the
@@ -28,15 +31,16 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.bronze.schema import EVENT
 from recsys.config import Config, DatagenConfig, load_config
 from recsys.datagen.generator import generate
-from recsys.gold.build import build_gold
+from recsys.gold.build import build_gold, in_window
 from recsys.gold.store import sync_feature_store
 from recsys.model.batch import build_recommendations
 from recsys.model.train import train
@@ -47,6 +51,7 @@ from recsys.sources.accounts import upsert_accounts
 from recsys.spark import get_spark, jvm
 from recsys.stores.postgres import drop_database, fresh_database
 from recsys.stores.redis import connect as redis_connect
+from recsys.tables import AS_OF, GOLD_BUILDS
 
 
 class PeakMemory:
@@ -117,6 +122,22 @@ def print_stage(r: StageResult) -> None:
     print(f"    {r.stage:16} {r.seconds:8.1f} s  {r.summary}", flush=True)
 
 
+def gold_state(spark: SparkSession, cfg: Config) -> str:
+    """What gold holds, which a build recomputes: window events, interaction pairs, and the users'
+    arrays (their lengths read from one field each, so Parquet reads little). Not timed.
+    """
+    def gold(name: str) -> DataFrame:
+        return lake.read(spark, lake.table_path(cfg.lake, "gold", name))
+
+    users = gold("user_features").agg(F.count("*"), F.sum(F.array_size("favourite_artists.artist_id")),
+                                      F.sum(F.array_size("recent_tracks.track_id"))).collect()[0]
+    window = lake.read(spark, GOLD_BUILDS.path(cfg.lake)).orderBy(F.desc("built_at")).limit(1).collect()[0]
+    events = in_window(lake.read(spark, lake.table_path(cfg.lake, "silver", "events")), window[AS_OF],
+                       cfg.gold.feature_window_days).count()
+    return (f"{events:,} window events, {gold('interactions').count():,} interaction pairs, {users[0]:,} users with "
+            f"{users[1] / users[0]:.1f} favourite artists and {users[2] / users[0]:.1f} recent songs on average")
+
+
 def incremental_cost(spark: SparkSession, base: Config, root: Path, full: Config, spec: DatagenConfig, days: int,
                      stage: Callable[[str, int, Callable[[], object]], float]) -> None:
     """One more day refreshed on a 1-day lake and on the D-day lake: does a refresh grow with history?
@@ -137,6 +158,7 @@ def incremental_cost(spark: SparkSession, base: Config, root: Path, full: Config
         no_training = dataclasses.replace(c, model=dataclasses.replace(c.model, retrain_every_h=1e9))
         seconds.append(stage(f"refresh after {name}", 0, functools.partial(refresh, spark, no_training,
                                                                             on_stage=print_stage)))
+        print(f"    gold after it: {gold_state(spark, c)}", flush=True)
     print(f"refresh of one new day: after day 1 {seconds[0]:.0f} s ({lines[0]:,} lines), after day {days} "
           f"{seconds[1]:.0f} s ({lines[1]:,} lines): {seconds[1] / seconds[0]:.2f}x")
 
@@ -145,10 +167,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=60_000)
     parser.add_argument("--days", type=int, default=20)
+    parser.add_argument("--window-days", type=int, help="gold.feature_window_days (default: the config's)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
 
     base = load_config()
+    if args.window_days:
+        base = dataclasses.replace(base, gold=dataclasses.replace(base.gold, feature_window_days=args.window_days))
     spark = get_spark(base.spark, app_name="recsys-bench-pipeline")
     memory = PeakMemory(int(jvm(spark).java.lang.ProcessHandle.current().pid()))
     root = Path(tempfile.mkdtemp(prefix="recsys-bench-"))
@@ -171,7 +196,7 @@ def main() -> None:
         manifest = generate(cfg.landing.path, spec, on_accounts=lambda r: upsert_accounts(cfg.postgres, r))
         lines = manifest["lines"]
         print(f"generated {lines:,} lines in {manifest['files']} files ({time.monotonic() - started:.0f} s); "
-              f"{args.users} users x {args.days} days", flush=True)
+              f"{args.users} users x {args.days} days; gold's window {base.gold.feature_window_days} days", flush=True)
         now = datetime.now(UTC)
         warm_up(spark, cfg, root)
         floor = stage("floor: text+from_json+Delta", lines, lambda: write_floor(spark, cfg, root / "floor"))

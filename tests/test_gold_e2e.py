@@ -124,9 +124,11 @@ def test_a_build_releases_what_it_cached_and_keeps_what_the_caller_cached(spark,
 
 
 def _as_json(spark, cfg, columns):
-    """`gold/user_features`' `columns` per user as PostgreSQL's jsonb gives them back: JSON values."""
+    """`gold/user_features`' `columns` per user as PostgreSQL's jsonb gives them back: JSON values,
+    and None for a NULL array (`to_json` of NULL is NULL).
+    """
     rows = _gold(spark, cfg, "user_features").select("user_key", *[F.to_json(c).alias(c) for c in columns])
-    return {r.user_key: tuple(r[c] and json.loads(r[c]) for c in columns) for r in rows.collect()}
+    return {r.user_key: tuple(None if r[c] is None else json.loads(r[c]) for c in columns) for r in rows.collect()}
 
 
 @pytest.mark.slow
