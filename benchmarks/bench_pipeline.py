@@ -163,17 +163,28 @@ def incremental_cost(spark: SparkSession, base: Config, root: Path, full: Config
           f"{seconds[1]:.0f} s ({lines[1]:,} lines): {seconds[1] / seconds[0]:.2f}x")
 
 
-def main() -> None:
+def arguments() -> tuple[argparse.Namespace, Config, DatagenConfig]:
+    """The command line, the config it gives (`--window-days`) and the data to generate: the D days
+    end the day before the one appended for the refresh, which is yesterday, so the builds "as of
+    now" see them in gold's window and trending periods, however short.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=60_000)
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--window-days", type=int, help="gold.feature_window_days (default: the config's)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
-
     base = load_config()
     if args.window_days:
         base = dataclasses.replace(base, gold=dataclasses.replace(base.gold, feature_window_days=args.window_days))
+    start = datetime.now(UTC).date() - timedelta(days=args.days + 1)
+    spec = dataclasses.replace(base.datagen, users=args.users, days=args.days, future_days=0,
+                               start_date=start.isoformat())
+    return args, base, spec
+
+
+def main() -> None:
+    args, base, spec = arguments()
     spark = get_spark(base.spark, app_name="recsys-bench-pipeline")
     memory = PeakMemory(int(jvm(spark).java.lang.ProcessHandle.current().pid()))
     root = Path(tempfile.mkdtemp(prefix="recsys-bench-"))
@@ -191,7 +202,6 @@ def main() -> None:
 
     try:
         cfg = scratch_config(base, root, "full")
-        spec = dataclasses.replace(base.datagen, users=args.users, days=args.days, future_days=0)
         started = time.monotonic()
         manifest = generate(cfg.landing.path, spec, on_accounts=lambda r: upsert_accounts(cfg.postgres, r))
         lines = manifest["lines"]
