@@ -68,15 +68,18 @@ def test_jdbc_write_then_read_back(spark, cfg, pg_table):
 
 
 def test_a_staged_load_reads_back_json_and_drops_its_stage_even_when_the_move_fails(spark, cfg):
-    target, stage = "runtime_staged", "runtime_staged_stage"
+    target, suffix = "runtime_staged", "run-1"  # a run id's `-` cannot be in a table name
+    stage = postgres.stage_name(target, suffix)
+    assert stage == "runtime_staged_stage_run_1"
     postgres.execute(cfg.postgres, f"DROP TABLE IF EXISTS {target}")
     postgres.execute(cfg.postgres, f"CREATE TABLE {target} (user_id text PRIMARY KEY, genres jsonb)")
     rows = spark.createDataFrame([("u1", ["rock", "jazz"]), ("u2", [])], "user_id string, genres array<string>")
-    with postgres.staged(rows, cfg.postgres, stage, json_columns=("genres",)) as select:
-        postgres.execute(cfg.postgres, f"INSERT INTO {target} SELECT {select} FROM {stage}")
+    with postgres.staged(rows, cfg.postgres, target, suffix, json_columns=("genres",)) as staged_rows:
+        assert stage in postgres.tables(cfg.postgres)
+        postgres.execute(cfg.postgres, f"INSERT INTO {target} {staged_rows}")
     with pytest.raises(psycopg2.errors.UniqueViolation):  # the same rows again break the primary key
-        with postgres.staged(rows, cfg.postgres, stage, json_columns=("genres",)) as select:
-            postgres.execute(cfg.postgres, f"INSERT INTO {target} SELECT {select} FROM {stage}")
+        with postgres.staged(rows, cfg.postgres, target, suffix, json_columns=("genres",)) as staged_rows:
+            postgres.execute(cfg.postgres, f"INSERT INTO {target} {staged_rows}")
     back = postgres.read_jdbc(spark, cfg.postgres, f"(SELECT user_id, genres->>0 AS first FROM {target}) AS t")
     assert sorted(tuple(r) for r in back.collect()) == [("u1", "rock"), ("u2", None)]
     assert target in postgres.tables(cfg.postgres) and stage not in postgres.tables(cfg.postgres)

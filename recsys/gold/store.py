@@ -162,12 +162,11 @@ def changed_since(spark: SparkSession, path: str, previous_version: int | None) 
 
 def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_suffix: str) -> None:
     """Upsert changed users into the PostgreSQL features table through a staging table; delete removed ones."""
-    stage = f"{PG_TABLE}_stage_{stage_suffix}"
     columns = [USER_KEY, AS_OF, *SCALARS, *JSON_COLUMNS, "feature_hash"]
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != USER_KEY)
-    with (staged(changed.select(*columns), cfg.postgres, stage, JSON_COLUMNS) as select,
+    with (staged(changed.select(*columns), cfg.postgres, PG_TABLE, stage_suffix, JSON_COLUMNS) as rows,
           connect(cfg.postgres) as conn, conn.cursor() as cur):
-        cur.execute(f"INSERT INTO {PG_TABLE} ({', '.join(columns)}) SELECT {select} FROM {stage} "
+        cur.execute(f"INSERT INTO {PG_TABLE} ({', '.join(columns)}) {rows} "
                     f"ON CONFLICT (user_key) DO UPDATE SET {updates}, updated_at = now()")
         if removed:
             cur.execute(f"DELETE FROM {PG_TABLE} WHERE user_key = ANY(%s)", (removed,))
@@ -187,17 +186,15 @@ def write_statistics(spark: SparkSession, cfg: Config, stage_suffix: str) -> Non
     transaction: a reader of `user_features_full` sees the old or the new statistics, never a mix.
     """
     with ExitStack() as stack:
-        selects = {}
+        staged_rows = {}
         for table, (key, gold_table, columns) in STATS.items():
             stats = lake.read(spark, lake.table_path(cfg.lake, "gold", gold_table)).select(key, *columns)
             json_columns = [c for c, kind in columns.items() if kind == "jsonb"]
-            stage = f"{table}_stage_{stage_suffix}"
-            selects[table] = (stage, stack.enter_context(staged(stats, cfg.postgres, stage, json_columns)))
+            staged_rows[table] = stack.enter_context(staged(stats, cfg.postgres, table, stage_suffix, json_columns))
         with connect(cfg.postgres) as conn, conn.cursor() as cur:
             for table, (key, _, columns) in STATS.items():
-                stage, select = selects[table]
                 cur.execute(f"DELETE FROM {table}")  # not TRUNCATE: readers keep the old rows until commit
-                cur.execute(f"INSERT INTO {table} ({key}, {', '.join(columns)}) SELECT {select} FROM {stage}")
+                cur.execute(f"INSERT INTO {table} ({key}, {', '.join(columns)}) {staged_rows[table]}")
 
 
 def write_redis(changed: DataFrame, removed: list[str], cfg: Config) -> None:

@@ -47,10 +47,8 @@ def ensure_click_events(cfg: PostgresConfig) -> None:
 
 def append_click_events(events: DataFrame, cfg: PostgresConfig, stage_suffix: str) -> None:
     """Append click events to PostgreSQL through a staging table; an event already there is skipped."""
-    stage = f"{TABLE}_stage_{stage_suffix}".replace("-", "_")
-    with staged(events.select(*COLUMNS), cfg, stage) as select, connect(cfg) as conn, conn.cursor() as cur:
-        cur.execute(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) SELECT {select} FROM {stage} "
-                    "ON CONFLICT (event_id) DO NOTHING")
+    with staged(events.select(*COLUMNS), cfg, TABLE, stage_suffix) as rows, connect(cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) {rows} ON CONFLICT (event_id) DO NOTHING")
 
 
 def delete_users(cfg: PostgresConfig, user_keys: Iterable[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -136,15 +137,26 @@ def write_jdbc(df: DataFrame, cfg: PostgresConfig, table: str, mode: str = "appe
     df.write.jdbc(jdbc_url(cfg), table, mode=mode, properties=props)
 
 
-@contextmanager
-def staged(rows: DataFrame, cfg: PostgresConfig, stage: str, json_columns: Collection[str] = ()) -> Iterator[str]:
-    """Load `rows` over JDBC into the staging table `stage` (`json_columns` as JSON text) and yield
-    the SELECT list that reads them back, those columns cast to jsonb, for the one SQL statement
-    that moves them. The stage is dropped on leaving, whether that statement succeeded or not.
+def stage_name(table: str, suffix: str) -> str:
+    """The staging table of one load into `table`: `<table>_stage_<suffix>`, every character of
+    `suffix` that is not a letter, digit or underscore (a run id's `-`, say) made `_`.
     """
+    return f"{table}_stage_{re.sub(r'[^A-Za-z0-9_]', '_', suffix)}"
+
+
+@contextmanager
+def staged(rows: DataFrame, cfg: PostgresConfig, table: str, suffix: str,
+           json_columns: Collection[str] = ()) -> Iterator[str]:
+    """Load `rows` over JDBC into a staging table for `table` (`stage_name`; `json_columns` as JSON
+    text) and yield the query that reads them back, those columns cast to jsonb, for the one SQL
+    statement that moves them. The stage is dropped on leaving, whether that statement succeeded
+    or not.
+    """
+    stage = stage_name(table, suffix)
     write_jdbc(rows.select(*[F.to_json(c).alias(c) if c in json_columns else c for c in rows.columns]),
                cfg, stage, mode="overwrite")
     try:
-        yield ", ".join(f"{c}::jsonb" if c in json_columns else c for c in rows.columns)
+        columns = ", ".join(f"{c}::jsonb" if c in json_columns else c for c in rows.columns)
+        yield f"SELECT {columns} FROM {stage}"
     finally:
         execute(cfg, f"DROP TABLE IF EXISTS {stage}")
