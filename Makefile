@@ -137,7 +137,7 @@ migrate: setup ## bring stored lake tables to their declarations in recsys/table
 monitor: services-up ## drift checks against the champion's training snapshot; exit 6 on an alert
 	$(PY) jobs/monitor.py $(ARGS)
 
-bench: bench-topk bench-publish bench-api ## top-K, publish and API (bench-pipeline, about 70 min, and bench-layout run on their own)
+bench: bench-topk bench-publish bench-api ## top-K, publish and API (bench-pipeline, 40-95 min by the machine, and bench-layout run on their own)
 
 bench-topk: setup ## top-K: blocked matmul vs recommendForAllUsers, cross join + window, numpy floor
 	$(PY) benchmarks/bench_topk.py $(ARGS)
