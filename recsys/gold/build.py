@@ -36,9 +36,11 @@ from recsys.tables import (
 )
 
 GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
-# The silver columns gold reads (14 of 37): the window is cached, so neither lineage and context
-# (source file, session, device, place, ...) nor the catalog fields no gold table shows (keys,
-# album, displayed rank and likes, duration) are read.
+# The silver columns gold reads (14 of 37), so neither lineage and context (source file, session,
+# device, place, ...) nor the catalog fields no gold table shows (keys, album, displayed rank and
+# likes, duration) are read. The window is not cached: each table's query reads only its own
+# columns of the window's Parquet files, which cost less than caching all 14 once (a 20-day build
+# of 15,000 users: 63-65 s against 71-77 s).
 GOLD_READS = (
     EVENT_ID, EVENT_TYPE, EVENT_TIME, EVENT_DATE, USER_KEY, "count", ARTIST_ID, "artist_name", TRACK_ID, "track_name",
     "genres", "artist_followers", "played_ms", "completion",
@@ -79,7 +81,7 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persist
     """The gold DataFrames as of `as_of` (not yet written) and the silver versions they read:
     `silver/events` at `silver_version` (default: the current one), `silver/users` at
     `users_version` (default: the one current at `as_of`). They are valid while `keep` lasts: the
-    window and the statistics every table shares are persisted there.
+    statistics and interactions more than one table reads are persisted there.
     """
     g = cfg.gold
     events_path = lake.table_path(cfg.lake, "silver", "events")
@@ -88,7 +90,7 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persist
     users, users_version = users_as_of(spark, users_path, as_of, users_version)
     inputs = {"silver/events": version, "silver/users": users_version}
     events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days)
-    events = keep(events.select(*GOLD_READS))
+    events = events.select(*GOLD_READS)
     window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
               "baseline_days": g.trending_baseline_days}
     artists = catalog_fields(events, "artist", ("artist_name", "genres"))
