@@ -36,7 +36,7 @@ from recsys.tables import (
 )
 
 GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
-# The silver columns gold reads (14 of 37), so neither lineage and context (source file, session,
+# The silver columns gold reads (14 of 37): neither lineage and context (source file, session,
 # device, place, ...) nor the catalog fields no gold table shows (keys, album, displayed rank and
 # likes, duration) are read. The window is not cached: each table's query reads only its own
 # columns of the window's Parquet files. That costs no more than caching all 14 once (20-day builds
