@@ -40,8 +40,8 @@ GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
 # device, place, ...) nor the catalog fields no gold table shows (keys, album, displayed rank and
 # likes, duration) are read. The window is not cached: each table's query reads only its own
 # columns of the window's Parquet files. That costs no more than caching all 14 once (20-day builds
-# alternated in one process: 68.9 s on average against 74.1 s at 15,000 users, 89.6 s against
-# 89.9-93.6 s at 30,000) and holds no copy of the window in memory.
+# alternated in one process: 68.9 s on average against 74.1 s at 15,000 users, 106.3 and 89.6 s
+# against 93.6 and 89.9 s at 30,000) and holds no copy of the window in memory.
 GOLD_READS = (
     EVENT_ID, EVENT_TYPE, EVENT_TIME, EVENT_DATE, USER_KEY, "count", ARTIST_ID, "artist_name", TRACK_ID, "track_name",
     "genres", "artist_followers", "played_ms", "completion",
