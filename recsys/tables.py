@@ -151,7 +151,8 @@ GOLD_USER_FEATURES = Table(
     "recent_tracks array<struct<track_id:string,track_name:string,artist_id:string,artist_name:string,"
     "genres:array<string>,active_days:bigint,trending_rank:int,followers:bigint,likes:bigint,"
     "avg_listen_ms:double,std_listen_ms:double,completion:string,event_time:timestamp>>, "
-    "plays_30d bigint, distinct_artists bigint, top_genres array<string>, as_of timestamp", key=(USER_KEY,))
+    "plays_30d bigint, distinct_artists bigint, top_genres array<string>, feature_hash string, as_of timestamp",
+    key=(USER_KEY,))
 GOLD_INTERACTIONS = Table(
     "gold", "interactions", "(user, artist) pair with implicit-feedback confidence",
     "artist_id string, user_key string, raw_score double, plays bigint, last_ts timestamp, confidence double, "

@@ -174,3 +174,28 @@ def test_feature_stores_hold_what_gold_holds_and_sync_incrementally(spark, gold)
         assert json.loads(cached[b"favourite_artist_ids"]) == [a.artist_id for a in f.favourite_artists]
         assert cached[b"age_group"].decode() == f.age_group
         assert 0 < client.ttl(features_key(cfg.gold.redis_prefix, key)) <= cfg.gold.feature_ttl_s
+
+
+@pytest.mark.slow
+def test_upgrading_to_stored_digests_rewrites_no_user(spark, gold):
+    """A lake whose `user_features` predates the stored `feature_hash`: the sync computes the digests
+    the build now stores (the same ones), before and after `make migrate`, so no user is rewritten.
+    """
+    cfg, _, _, _ = gold
+    path = lake.table_path(cfg.lake, "gold", "user_features")
+    build_gold(spark, cfg, NOW)
+    sync_feature_store(spark, cfg, stage_suffix="digests")
+    built = {r.user_key: r.feature_hash for r in _gold(spark, cfg, "user_features").collect()}
+    assert None not in built.values() and len(set(built.values())) > len(built) / 2
+    # The table as builds wrote it before they stored the digest.
+    (_gold(spark, cfg, "user_features").drop("feature_hash").write.format("delta").mode("overwrite")
+     .option("overwriteSchema", "true").save(path))
+    assert sync_feature_store(spark, cfg, stage_suffix="old").changed == 0
+    assert lake.migrate(spark, path)  # the column added, every digest NULL
+    assert sync_feature_store(spark, cfg, stage_suffix="migrated").changed == 0
+    build_gold(spark, cfg, NOW)
+    assert sync_feature_store(spark, cfg, stage_suffix="rebuilt").changed == 0
+    assert {r.user_key: r.feature_hash for r in _gold(spark, cfg, "user_features").collect()} == built
+    with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT user_key, feature_hash FROM {PG_TABLE}")
+        assert dict(cur.fetchall()) == built

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.config import Config
 from recsys.frames import Persisted
-from recsys.gold.features import signed_up_before, user_features
+from recsys.gold.features import FEATURE_HASH, feature_hash, signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
 from recsys.gold.stats import artist_stats, track_stats
 from recsys.silver.catalog import catalog_fields
@@ -101,6 +101,7 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persist
     pairs = keep(interactions(events, weights_from(g.weights), g.confidence))
     features = user_features(users, events, pairs, (a_stats, t_stats), as_of,
                              max_artists=g.max_favourite_artists, max_tracks=g.max_recent_tracks)
+    features = features.withColumn(FEATURE_HASH, feature_hash(features))
     return {"artist_stats": a_stats, "track_stats": t_stats, "user_features": features,
             "interactions": pairs}, inputs
 

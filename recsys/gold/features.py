@@ -4,6 +4,11 @@
 event but an impression), newest engagement first, each with the artist's statistics and the
 user's own plays. `recent_tracks`: the last `gold.max_recent_tracks` plays with a track, newest
 first, each with the song's and its artist's statistics and this play's completion.
+
+What is the user's own (`OWN_FIELDS` of the arrays, and every other column) is digested into
+`feature_hash` when the build writes the row, so the feature store finds the users whose own
+features changed by comparing two small columns of two versions. The statistics are left out:
+they move for everyone whenever anyone plays, and the feature store keeps them apart.
 """
 
 from __future__ import annotations
@@ -11,10 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys.tables import ARTIST_ID, EVENT_ID, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
+from recsys.tables import ARTIST_ID, AS_OF, EVENT_ID, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
+
+# Per array, the fields that are the user's own; the others are artist and song statistics.
+OWN_FIELDS = {"favourite_artists": (ARTIST_ID, "user_plays", "last_interaction"),
+              "recent_tracks": (TRACK_ID, ARTIST_ID, "completion", EVENT_TIME)}
+FEATURE_HASH = "feature_hash"
 
 
 def signed_up_before(as_of: datetime) -> Callable[[DataFrame], DataFrame]:
@@ -109,3 +119,25 @@ def user_features(users: DataFrame, events: DataFrame, pairs: DataFrame, stats: 
             F.coalesce("top_genres", empty.cast("array<string>")).alias("top_genres"),
         )
     )
+
+
+def _own_columns(columns: list[str]) -> list[Column]:
+    """`columns` of `gold/user_features`, each array zipped from its own fields' arrays
+    (`favourite_artists.artist_id`, ...), so Parquet reads only those fields: 2-4x faster than a
+    `transform` of each element, which reads the whole arrays.
+    """
+    return [F.arrays_zip(*[F.col(f"{c}.{field}") for field in OWN_FIELDS[c]]).alias(c) if c in OWN_FIELDS
+            else F.col(c) for c in columns]
+
+
+def own_features(features: DataFrame) -> DataFrame:
+    """`gold/user_features` rows with only the user's own fields in the arrays (`OWN_FIELDS`)."""
+    return features.select(*_own_columns(features.columns))
+
+
+def feature_hash(features: DataFrame) -> Column:
+    """The digest of each row's own features: SHA-256 of the JSON of every column but the key and
+    the build time, the arrays with their own fields only.
+    """
+    hashed = [c for c in features.columns if c not in (USER_KEY, AS_OF, FEATURE_HASH)]
+    return F.sha2(F.to_json(F.struct(*_own_columns(hashed))), 256)

@@ -1,13 +1,14 @@
 """The feature store's online sides: PostgreSQL `user_features` and one Redis hash per user.
 
 Incremental. A user's row holds what is the user's own: scalars, top genres, and the arrays'
-own fields (`OWN_FIELDS`: ids, the user's plays and times, completion), digested by
-`feature_hash`. Only users whose digest differs from the previous `gold/user_features`
-version are written, and users that vanished (deleted accounts) are removed. The artists' and
-songs' statistics, which move for everyone whenever anyone plays, are written once per sync to
-`feature_artists` and `feature_tracks` (replaced whole, in one transaction), and the view
-`user_features_full` joins them back into the arrays: it shows each user's row as
-`gold/user_features` holds it. Copied into every row, they made every sync rewrite every user.
+own fields (`gold.features.OWN_FIELDS`: ids, the user's plays and times, completion), with the
+digest of them that the build stored (`feature_hash`). Only users whose digest differs from the
+previous `gold/user_features` version are written, and users that vanished (deleted accounts)
+are removed. The artists' and songs' statistics, which move for everyone whenever anyone plays,
+are written once per sync to `feature_artists` and `feature_tracks` (replaced whole, in one
+transaction), and the view `user_features_full` joins them back into the arrays: it shows each
+user's row as `gold/user_features` holds it. Copied into every row, they made every sync
+rewrite every user.
 Redis is written from the executors through the one Redis sink
 (`recsys.stores.redis.load_hashes`), never through the driver.
 
@@ -35,6 +36,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.config import Config
 from recsys.frames import Persisted
+from recsys.gold.features import FEATURE_HASH, feature_hash, own_features
 from recsys.keys import artist_names_key, features_key
 from recsys.stores.postgres import connect, delete_keys, staged
 from recsys.stores.postgres import tables as postgres_tables
@@ -57,9 +59,6 @@ CREATE TABLE IF NOT EXISTS {PG_TABLE} (
 """
 SCALARS = ("age_group", "city", "region", "country", "plays_30d", "distinct_artists")
 JSON_COLUMNS = ("top_genres", "favourite_artists", "recent_tracks")
-# Per array, the fields that are the user's own; the others are the statistics of `STATS`.
-OWN_FIELDS = {"favourite_artists": (ARTIST_ID, "user_plays", "last_interaction"),
-              "recent_tracks": (TRACK_ID, ARTIST_ID, "completion", EVENT_TIME)}
 # Per statistics table: its key, its gold table, and the columns with their PostgreSQL types.
 STATS = {
     "feature_artists": (ARTIST_ID, "artist_stats", {
@@ -115,26 +114,6 @@ def _view_ddl() -> str:
             f"{recent} AS recent_tracks, f.feature_hash FROM {PG_TABLE} f")
 
 
-def own_features(features: DataFrame) -> DataFrame:
-    """`gold/user_features` rows with only the user's own fields in the arrays (`OWN_FIELDS`).
-
-    Zipped from the fields' own arrays (`favourite_artists.artist_id`, ...), so Parquet reads only
-    those fields: 2-4x faster than a `transform` of each element, which reads the whole arrays.
-    """
-    def own(column: str) -> Column:
-        return F.arrays_zip(*[F.col(f"{column}.{field}") for field in OWN_FIELDS[column]]).alias(column)
-
-    return features.select(*[own(c) if c in OWN_FIELDS else c for c in features.columns])
-
-
-def with_feature_hash(features: DataFrame) -> DataFrame:
-    """Own features (`own_features`) with `feature_hash`: a digest of everything but the key and the
-    build time. Statistics are left out: they move for everyone every build, and are stored apart.
-    """
-    payload = F.to_json(F.struct(*[c for c in features.columns if c not in (USER_KEY, AS_OF)]))
-    return features.withColumn("feature_hash", F.sha2(payload, 256))
-
-
 @dataclass(frozen=True)
 class SyncReport:
     """How many users the feature store sync wrote and removed, and artist names it wrote."""
@@ -143,9 +122,29 @@ class SyncReport:
     artist_names: int = 0
 
 
+def _hashed(features: DataFrame) -> DataFrame:
+    """`gold/user_features` rows with the digest their build stored. Rows built before builds stored
+    it (versions older than the column, or `make migrate`d and not rebuilt yet) get it computed.
+    """
+    if FEATURE_HASH not in features.columns:
+        return features.withColumn(FEATURE_HASH, feature_hash(features))
+    return features.withColumn(FEATURE_HASH, F.coalesce(FEATURE_HASH, feature_hash(features)))
+
+
+def _digests(features: DataFrame) -> DataFrame:
+    """(user_key, feature_hash) of a `gold/user_features` version: the stored digests, read alone
+    (Delta's per-file null counts answer whether any is missing), unless some must be computed.
+    """
+    if FEATURE_HASH in features.columns and not features.filter(F.col(FEATURE_HASH).isNull()).limit(1).count():
+        return features.select(USER_KEY, FEATURE_HASH)
+    return _hashed(features).select(USER_KEY, FEATURE_HASH)
+
+
 def changed_since(spark: SparkSession, path: str, previous_version: int | None) -> tuple[DataFrame, DataFrame]:
-    """Rows of the current `gold/user_features` that are new or changed, and keys that vanished."""
-    current = with_feature_hash(own_features(lake.read(spark, path)))
+    """Own features (`own_features`) of the current `gold/user_features` rows that are new or
+    changed, and keys that vanished. Only the digests of the version before are read.
+    """
+    current = own_features(_hashed(lake.read(spark, path)))
     if previous_version is not None and previous_version == lake.current_version(spark, path):
         return current.limit(0), spark.createDataFrame([], "user_key string")
     if previous_version is None:
@@ -153,16 +152,15 @@ def changed_since(spark: SparkSession, path: str, previous_version: int | None) 
     # Forgetting syncs, erases users from this table and from both stores itself, so the erasure's
     # version is the state the stores hold when it is later than the last sync.
     before_version = lake.readable(spark, path, previous_version)
-    before = with_feature_hash(own_features(lake.read(spark, path, version=before_version))).select(
-        USER_KEY, "feature_hash")
-    changed = current.join(before, on=[USER_KEY, "feature_hash"], how="left_anti")
+    before = _digests(lake.read(spark, path, version=before_version))
+    changed = current.join(before, on=[USER_KEY, FEATURE_HASH], how="left_anti")
     removed = before.select(USER_KEY).join(current.select(USER_KEY), on=USER_KEY, how="left_anti")
     return changed, removed
 
 
 def write_postgres(changed: DataFrame, removed: list[str], cfg: Config, stage_suffix: str) -> None:
     """Upsert changed users into the PostgreSQL features table through a staging table; delete removed ones."""
-    columns = [USER_KEY, AS_OF, *SCALARS, *JSON_COLUMNS, "feature_hash"]
+    columns = [USER_KEY, AS_OF, *SCALARS, *JSON_COLUMNS, FEATURE_HASH]
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != USER_KEY)
     with (staged(changed.select(*columns), cfg.postgres, PG_TABLE, stage_suffix, JSON_COLUMNS) as rows,
           connect(cfg.postgres) as conn, conn.cursor() as cur):
