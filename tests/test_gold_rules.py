@@ -11,7 +11,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from recsys.frames import Persisted
 from recsys.gold.features import favourite_artists, recent_tracks
 from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
-from recsys.gold.stats import artist_stats, trending_rank, trending_sums
+from recsys.gold.stats import Windows, artist_stats, trending_rank, trending_sums
 
 T0 = datetime(2026, 10, 1)
 EVENTS = ("event_id string, event_type string, event_time timestamp, event_date date, user_key string, "
@@ -108,8 +108,8 @@ def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark)
         "artist_id string, artist_name string, genres array<string>, plays bigint, listeners bigint, "
         "active_days bigint, trending_rank int, followers bigint, likes bigint")
     with Persisted() as keep:
-        stats = artist_stats(events, names, T0 + timedelta(days=1), window_days=90, recent_days=7, baseline_days=28,
-                             keep=keep)
+        pairs = interactions(events, DEFAULT_WEIGHTS)
+        stats = artist_stats(events, names, pairs, T0 + timedelta(days=1), Windows(90, 7, 28), keep=keep)
         assert_df_equality(stats, expected, ignore_row_order=True, ignore_nullable=True)
 
 

@@ -21,7 +21,7 @@ from recsys.config import Config
 from recsys.frames import Persisted
 from recsys.gold.features import FEATURE_HASH, feature_hash, signed_up_before, user_features
 from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
-from recsys.gold.stats import artist_stats, track_stats
+from recsys.gold.stats import Windows, artist_stats, track_stats
 from recsys.silver.catalog import catalog_fields
 from recsys.tables import (
     ARTIST_ID,
@@ -92,13 +92,12 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persist
     inputs = {"silver/events": version, "silver/users": users_version}
     events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days)
     events = events.select(*GOLD_READS)
-    window = {"window_days": g.feature_window_days, "recent_days": g.trending_recent_days,
-              "baseline_days": g.trending_baseline_days}
+    windows = Windows(g.feature_window_days, g.trending_recent_days, g.trending_baseline_days)
     artists = catalog_fields(events, "artist", ("artist_name", "genres"))
     tracks = catalog_fields(events, "track", ("track_name", ARTIST_ID))
-    a_stats = keep(artist_stats(events, artists, as_of, **window, keep=keep))
-    t_stats = keep(track_stats(events, tracks, as_of, **window, keep=keep))
     pairs = keep(interactions(events, weights_from(g.weights), g.confidence))
+    a_stats = keep(artist_stats(events, artists, pairs, as_of, windows, keep=keep))
+    t_stats = keep(track_stats(events, tracks, as_of, windows, keep=keep))
     features = user_features(users, events, pairs, (a_stats, t_stats), as_of,
                              max_artists=g.max_favourite_artists, max_tracks=g.max_recent_tracks)
     features = features.withColumn(FEATURE_HASH, feature_hash(features))
