@@ -9,7 +9,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
 from recsys.frames import Persisted
-from recsys.gold.features import favourite_artists, recent_tracks
+from recsys.gold.features import favourite_artists, recent_tracks, summaries
 from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
 from recsys.gold.stats import Windows, artist_stats, trending_rank, trending_sums
 
@@ -59,6 +59,19 @@ def test_recent_tracks_are_the_last_plays_with_a_track_newest_first(spark):
         "artist_name:string,genres:array<string>,active_days:bigint,trending_rank:int,followers:bigint,likes:bigint,"
         "avg_listen_ms:double,std_listen_ms:double,completion:string,event_time:timestamp>>")
     assert_df_equality(out, expected, ignore_nullable=True)
+
+
+def test_summaries_count_the_last_30_days_plays_and_the_distinct_artists_played(spark):
+    rows = [("play", 0, "u1", 2, "a1", None, None, None, None),   # 30 days and an hour before: not in plays_30d
+            ("play", 2, "u1", 1, "a1", None, None, None, None),
+            ("play", 3, "u1", 1, "a2", None, None, None, None),
+            ("play", 4, "u1", 4, None, None, None, None, None),   # no artist: a play, not an artist
+            ("like", 5, "u1", 1, "a3", None, None, None, None),   # liked, never played
+            ("follow", 6, "u2", 1, "a1", None, None, None, None)]  # plays nothing: no summary
+    events = _events(spark, rows)
+    out = summaries(events, interactions(events, DEFAULT_WEIGHTS), as_of=T0 + timedelta(days=30, hours=1))
+    got = {r.user_key: (r.plays_30d, r.distinct_artists, r.top_genres) for r in out.collect()}
+    assert got == {"u1": (6, 2, ["rock"])}
 
 
 def test_confidence_weighs_completion_likes_follows_and_subtracts_unfollows(spark):
