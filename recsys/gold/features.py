@@ -93,8 +93,8 @@ def summaries(events: DataFrame, pairs: DataFrame, as_of: datetime) -> DataFrame
     recent = F.col(EVENT_TIME) >= F.lit(as_of - timedelta(days=30))
     played = pairs.groupBy(USER_KEY).agg(
         F.count_if((F.col("plays") > 0) & F.col(ARTIST_ID).isNotNull()).alias("distinct_artists"))
-    per_user = plays.groupBy(USER_KEY).agg(
-        F.sum(F.when(recent, F.col("count")).otherwise(0)).alias("plays_30d")).join(played, on=USER_KEY, how="left")
+    per_user = (plays.groupBy(USER_KEY).agg(F.sum(F.when(recent, F.col("count")).otherwise(0)).alias("plays_30d"))
+                .join(played, on=USER_KEY, how="left"))
     by_genre = (plays.select(USER_KEY, "count", F.explode("genres").alias("genre"))
                 .groupBy(USER_KEY, "genre").agg(F.sum("count").alias("n")))
     top = _capped_array(by_genre, [F.desc("n"), F.asc("genre")], 3, "_top", ["genre"])
