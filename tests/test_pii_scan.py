@@ -93,3 +93,13 @@ def test_nothing_past_bronze_holds_pii_then_a_leak_into_gold_is_found(spark, cha
     # the row only: tables keep no column statistics, so the commit did not copy it into the Delta log
     assert found == {("lake", "gold/artist_stats", "email"): 1}
     assert email.lower() not in report(hits).lower()
+
+
+def test_a_lake_whose_bronze_holds_no_pii_is_reported_clean(spark, services, tmp_path):
+    cfg = isolated(services, tmp_path, "pii_none")
+    cfg = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, experiment=f"pii-none-{tmp_path.name}"))
+    for table in (BRONZE_ACCOUNTS, BRONZE_EVENTS, GOLD_ARTIST_STATS):
+        lake.ensure_table(spark, table.path(cfg.lake))
+    hits = scan(spark, cfg, redis_patterns=(f"{cfg.gold.redis_prefix}:*",))
+    assert hits == []
+    assert report(hits) == "pii-scan: no PII found outside bronze and the landing zone"
