@@ -12,6 +12,7 @@ hours named. Replays and point-in-time builds further back than the retention ar
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +25,8 @@ from recsys.config import Config
 from recsys.monitor.build import champion_inputs
 from recsys.tables import TABLES
 from recsys.tracking import setup_mlflow
+
+VACUUM_THREADS = 4  # tables vacuumed at once (see `vacuum`)
 
 
 class RetentionTooShort(ValueError):
@@ -97,19 +100,27 @@ def _checked_retention(spark: SparkSession, cfg: Config, now: datetime | None) -
 def vacuum(spark: SparkSession, cfg: Config, paths: list[str], now: datetime | None = None) -> dict[str, int]:
     """VACUUM the tables at `paths` with `lake.retention_hours`, refusing a retention shorter than the
     monitor's reference needs; path -> files deleted.
+
+    The tables are vacuumed `VACUUM_THREADS` at a time: each VACUUM is a couple of dozen small Spark
+    jobs and Delta log reads (about 2 s for a table with nothing to delete), which overlap. The 25
+    tables of the PII test's lake, nothing to delete, took 37.0-43.7 s (mean 39.0) that way against
+    45.8-61.0 s (mean 51.8) one after another: rounds 2 to 6 of six in one process, each round both
+    ways, which first alternating.
     """
     retention = _checked_retention(spark, cfg, now)
-    deleted = {}
+
+    def vacuumed(path: str) -> int:
+        version = lake.current_version(spark, path)
+        DeltaTable.forPath(spark, path).vacuum(retention)
+        return _vacuumed_files(spark, path, version)
+
     # Delta refuses retentions under 7 days unless told the caller checked: the check is above.
     spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
     try:
-        for path in paths:
-            version = lake.current_version(spark, path)
-            DeltaTable.forPath(spark, path).vacuum(retention)
-            deleted[path] = _vacuumed_files(spark, path, version)
+        with ThreadPoolExecutor(VACUUM_THREADS) as pool:
+            return dict(zip(paths, pool.map(vacuumed, paths), strict=True))
     finally:
         spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
-    return deleted
 
 
 def maintain(spark: SparkSession, cfg: Config, now: datetime | None = None) -> list[Maintained]:
