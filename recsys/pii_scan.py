@@ -225,6 +225,8 @@ def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = 
         values: dict[str, set[str]] = {}
         for row in wanted_df.collect():
             values.setdefault(row["kind"], set()).add(row["value"])
+        if not values:  # bronze holds no PII (or no user was wanted): nothing to search for anywhere
+            return []
         kinds = set(values)
         layers = LAYERS if everywhere else tuple(name for name in LAYERS if name != PRIVATE_LAYER)
         texts = list(_table_texts(spark, cfg.lake.root, layers))
@@ -238,7 +240,7 @@ def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = 
                 texts.append(rows.select(F.lit(f"postgres:{table}").alias("where"),
                                          F.to_json(F.struct("*")).alias("text")))
         hits: list[Hit] = []
-        if texts and kinds:  # one job over every table, file and log: a job per table costs more than the search
+        if texts:  # one job over every table, file and log: a job per table costs more than the search
             union = texts[0]
             for frame in texts[1:]:
                 union = union.unionByName(frame)
