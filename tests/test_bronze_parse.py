@@ -6,7 +6,9 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recsys.bronze.events import parse_events, to_bronze, to_quarantine
+from recsys import lake
+from recsys.bronze.events import ingest_events, parse_events, to_bronze, to_quarantine
+from recsys.config import ConfigError
 
 GOOD = ('{"event_id":"e1","event_type":"play","event_ts":"2026-10-01T10:00:00Z","user_id":42,'
         '"card":{"artist_id":7,"artist_name":"Björk","track_id":"t1","duration_ms":200000,"played_ms":190000}}')
@@ -109,9 +111,17 @@ def test_unknown_fields_keep_their_values_as_text(spark):
 def test_without_recsys_jar_bronze_stops_naming_it(spark, monkeypatch):
     """On a cluster missing `recsys-jvm.jar`, bronze must say which jar, not fail on an unknown class."""
     from recsys.bronze import events
-    from recsys.config import ConfigError
 
     monkeypatch.setattr(events, "SHAPE_CLASS", "io.recsys.bronze.NotShipped")
+    monkeypatch.setattr(events, "SHAPE_FUNCTION", "recsys_line_shape_not_shipped")  # a session that never had it
     raw = _landed(spark, [GOOD])
     with pytest.raises(ConfigError, match=r"io\.recsys\.bronze\.NotShipped in recsys-jvm\.jar: run `make jars`"):
         parse_events(raw)
+
+
+def test_ingest_without_a_landing_zone_names_the_path_and_the_setting(spark, cfg):
+    """A landing path with no `events/` folder (a typo, or producers not started) is a one-line
+    config error naming where it looked, not Spark's stack trace; nothing is written."""
+    with pytest.raises(ConfigError, match=r"^landing.path: no landing zone at .*/landing/events \(producers write"):
+        ingest_events(spark, cfg)
+    assert not lake.exists(spark, lake.table_path(cfg.lake, "bronze", "events"))

@@ -79,10 +79,12 @@ def _why(reason: str, checks: list[tuple[str, Column]], default: Column | None =
 
 def line_shape(spark: SparkSession) -> Callable[[Column], Column]:
     """The JVM function that reads a line's shape (`SHAPE`, see `jvm/.../LineShape.java`), registered
-    in `spark`; a clear error when its jar is not on the classpath.
+    in `spark` once (registering it again makes Spark log a warning); a clear error when its jar is
+    not on the classpath.
     """
     try:
-        spark.udf.registerJavaFunction(SHAPE_FUNCTION, SHAPE_CLASS, SHAPE)
+        if not spark.catalog.functionExists(SHAPE_FUNCTION):
+            spark.udf.registerJavaFunction(SHAPE_FUNCTION, SHAPE_CLASS, SHAPE)
     except Exception as err:  # py4j or Spark's AnalysisException, depending on where the class is missing
         if SHAPE_CLASS not in str(err):
             raise
@@ -223,6 +225,10 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
 
     `after_batch(batch_id)` runs after a batch's writes and before its offsets are committed.
     """
+    landing = f"{cfg.landing.path.rstrip('/')}/{EVENTS_DIR}"
+    if not lake.file_exists(spark, landing):  # Spark would fail later, on a stack trace
+        raise ConfigError(f"landing.path: no landing zone at {landing} (producers write "
+                          f"{EVENTS_DIR}/dt=YYYY-MM-DD/hour=HH/*.json there); set landing.path, or `make generate`")
     report = IngestReport(run_id=run_id or uuid.uuid4().hex, started_at=datetime.now(UTC))
     bronze_path = lake.table_path(cfg.lake, "bronze", "events")
     quarantine_path = lake.table_path(cfg.lake, "bronze", "events_quarantine")
@@ -271,7 +277,7 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
         .option("recursiveFileLookup", "true")
         .option("maxFilesPerTrigger", cfg.ingest.max_files_per_trigger)
         .option("maxFileAge", "36500d")  # a late file with an old mtime must never be skipped
-        .load(f"{cfg.landing.path.rstrip('/')}/{EVENTS_DIR}")
+        .load(landing)
         .select("value", F.col("_metadata.file_path").alias("_source_file"))
     )
     query = (
