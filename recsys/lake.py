@@ -350,6 +350,18 @@ def _hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
+def read_text(spark: SparkSession, path: str) -> str | None:
+    """A small UTF-8 file's text (a checkpoint's own file), on any Hadoop file system; None when absent."""
+    fs, hpath = _hadoop_path(spark, path)
+    if not fs.exists(hpath):
+        return None
+    stream = fs.open(hpath)
+    try:
+        return str(jvm(spark).org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
 def ensure_checkpoint_id(spark: SparkSession, checkpoint: str) -> str:
     """The id of the streaming query that owns `checkpoint`, fixed before its first start.
 
@@ -357,14 +369,10 @@ def ensure_checkpoint_id(spark: SparkSession, checkpoint: str) -> str:
     checkpoint, so the app id must change with it: we take the query id Spark keeps in
     `<checkpoint>/metadata`, writing it ourselves (Spark's own format) for a new checkpoint.
     """
-    fs, meta = _hadoop_path(spark, f"{checkpoint}/metadata")
-    if fs.exists(meta):
-        stream = fs.open(meta)
-        try:
-            text = jvm(spark).org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-        finally:
-            stream.close()
+    text = read_text(spark, f"{checkpoint}/metadata")
+    if text is not None:
         return json.loads(text.splitlines()[0])["id"]
+    fs, meta = _hadoop_path(spark, f"{checkpoint}/metadata")
     query_id = str(uuid.uuid4())
     out = fs.create(meta, False)
     try:

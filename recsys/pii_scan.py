@@ -232,7 +232,9 @@ def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = 
         texts = list(_table_texts(spark, cfg.lake.root, layers))
         landing = Path(cfg.landing.path, "events")  # the contract's events; `_meta/` is the generator's answer key
         if everywhere and landing.is_dir():
-            texts.append(spark.read.option("recursiveFileLookup", "true").text(str(landing))
+            # a file bronze quarantined as `unreadable_file` (a cut .gz) is searched as far as it reads
+            texts.append(spark.read.option("recursiveFileLookup", "true").option("ignoreCorruptFiles", "true")
+                         .text(str(landing))
                          .select(F.lit("landing:events").alias("where"), F.col("value").alias("text")))
         for table in postgres.tables(cfg.postgres):
             if table != "accounts" or everywhere:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
@@ -9,6 +12,8 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.bronze.events import ingest_events, parse_events, to_bronze, to_quarantine
 from recsys.config import ConfigError
+from recsys.orchestration.forget import landing_files, rewrite_landing_file
+from recsys.tables import BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, BRONZE_INGEST_BATCHES
 
 GOOD = ('{"event_id":"e1","event_type":"play","event_ts":"2026-10-01T10:00:00Z","user_id":42,'
         '"card":{"artist_id":7,"artist_name":"Björk","track_id":"t1","duration_ms":200000,"played_ms":190000}}')
@@ -125,3 +130,37 @@ def test_ingest_without_a_landing_zone_names_the_path_and_the_setting(spark, cfg
     with pytest.raises(ConfigError, match=r"^landing.path: no landing zone at .*/landing/events \(producers write"):
         ingest_events(spark, cfg)
     assert not lake.exists(spark, lake.table_path(cfg.lake, "bronze", "events"))
+
+
+def test_a_truncated_gzip_file_is_quarantined_whole_and_the_rest_of_its_batch_ingested(spark, cfg):
+    """Spark cannot read a cut .gz (an interrupted upload): before, every run failed on it for good."""
+    hour = Path(cfg.landing.path) / "events" / "dt=2026-10-01" / "hour=10"
+    hour.mkdir(parents=True)
+    lines = [GOOD.replace('"e1"', f'"cut{i}"').replace('"user_id":42', f'"user_id":{42 if i % 2 else 7}')
+             for i in range(500)]
+    whole = gzip.compress("".join(line + "\n" for line in lines).encode())
+    (hour / "cut.json.gz").write_bytes(whole[: len(whole) // 2])
+    (hour / "fine.json").write_text(GOOD + "\n")
+
+    report = ingest_events(spark, cfg)
+    assert (report.files, report.rows_bronze, report.reasons) == (2, 1, {"unreadable_file": 1})
+    assert [r.event_id for r in lake.read(spark, BRONZE_EVENTS.path(cfg.lake)).collect()] == ["e1"]
+    [row] = lake.read(spark, BRONZE_EVENTS_QUARANTINE.path(cfg.lake)).collect()
+    assert (row._reason, row._raw, Path(row._source_file).name) == ("unreadable_file", None, "cut.json.gz")
+    assert "EOFException" in row._detail
+    ledger = lake.read(spark, BRONZE_INGEST_BATCHES.path(cfg.lake)).agg(F.sum("lines"), F.sum("files")).first()
+    assert tuple(ledger) == (2, 2)
+
+    again = ingest_events(spark, cfg)  # both files were taken: nothing is read or written twice
+    assert (again.files, again.lines_read) == (0, 0)
+    assert lake.read(spark, BRONZE_EVENTS_QUARANTINE.path(cfg.lake)).count() == 1
+
+    # Forgetting user 42 searches what is readable of the cut file too, and rewrites it without them
+    files = landing_files(spark, cfg, ["42"])
+    assert sorted(Path(f).name for f in files) == ["cut.json.gz", "fine.json"]
+    cut = next(f for f in files if f.endswith("cut.json.gz"))
+    assert rewrite_landing_file(cfg.landing.path, cut, {"42"})
+    with gzip.open(hour / "cut.json.gz", "rt") as rewritten:  # now whole: it reads to the end
+        left = rewritten.read().splitlines()
+    assert left and all('"user_id":7' in line for line in left)
+    assert not rewrite_landing_file(cfg.landing.path, cut, {"42"})  # nothing of theirs is left

@@ -12,8 +12,10 @@ duplicates. Every run appends to `bronze/ingest_runs`: lines read = bronze rows 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import operator
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +35,16 @@ from recsys.bronze.schema import (
 from recsys.config import Config, ConfigError, LimitsConfig
 from recsys.landing.contract import LABEL
 from recsys.landing.zone import EVENT_TYPES, EVENTS_DIR
-from recsys.tables import ARTIST_ID, BRONZE_INGEST_BATCHES, BRONZE_INGEST_RUNS, EVENT_ID, EVENT_TYPE, TRACK_ID, USER_ID
+from recsys.tables import (
+    ARTIST_ID,
+    BRONZE_EVENTS_QUARANTINE,
+    BRONZE_INGEST_BATCHES,
+    BRONZE_INGEST_RUNS,
+    EVENT_ID,
+    EVENT_TYPE,
+    TRACK_ID,
+    USER_ID,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,7 @@ SHAPE = T.StructType([
     T.StructField("extra_nested", T.MapType(T.StringType(), T.StringType())),
 ])
 REASONS = ("not_json", "wrong_type", "missing_required", "unknown_event_type", "invalid_value")
+UNREADABLE = "unreadable_file"  # a whole landing file Spark cannot read: one quarantined row, `_raw` NULL
 
 
 def _missing(col: Column) -> Column:
@@ -219,6 +231,58 @@ class IngestReport:
                 self.rows_bronze, self.rows_quarantined, self.reasons)
 
 
+def with_source_file(lines: DataFrame) -> DataFrame:
+    """Landing lines (Spark's text source) as `value` and the file each came from."""
+    return lines.select("value", F.col("_metadata.file_path").alias("_source_file"))
+
+
+def batch_files(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:
+    """The landing files of micro-batch `batch_id`, from the file source's log in the stream's
+    checkpoint: `sources/0/<id>` (every tenth batch `<id>.compact`, holding all batches so far), a
+    version line, then one JSON object per file with its path and batch.
+    """
+    for name in (str(batch_id), f"{batch_id}.compact"):
+        text = lake.read_text(spark, f"{checkpoint}/sources/0/{name}")
+        if text is not None:
+            entries = [json.loads(line) for line in text.splitlines()[1:] if line.strip()]
+            return [e["path"] for e in entries if e["batchId"] == batch_id]
+    raise FileNotFoundError(f"{checkpoint}/sources/0: no log of batch {batch_id}")
+
+
+def unreadable_file(err: Exception) -> tuple[str | None, str]:
+    """The landing file Spark failed to read (`FAILED_READ_FILE`), if that is what `err` is, and the
+    deepest Java cause (such as `java.io.EOFException: Unexpected end of input stream`).
+    """
+    text = str(err)
+    found = re.search(r"Encountered error while reading file (\S+?)\.\s", text)
+    causes = re.findall(r"Caused by: ([\w.$]+(?:Exception|Error)[^\n]*)", text)
+    return (found.group(1) if found else None), (causes[-1].strip()[:200] if causes else "FAILED_READ_FILE")
+
+
+def skipping_unreadable(spark: SparkSession, checkpoint: str,
+                        write_lines: Callable[[DataFrame, int, dict[str, str]], None]
+                        ) -> Callable[[DataFrame, int], None]:
+    """A `foreachBatch` function: `write_lines(batch, batch_id, unreadable)`, where `unreadable` maps
+    each landing file of the batch that Spark cannot read (a truncated or corrupt .gz) to why. Such a
+    file fails the batch's first write, which then commits nothing; the batch is read again without
+    it and written, the file quarantined whole. Any other failure is raised.
+    """
+    def write_batch(batch: DataFrame, batch_id: int) -> None:
+        unreadable: dict[str, str] = {}
+        while True:
+            try:
+                return write_lines(batch, batch_id, unreadable)
+            except Exception as err:
+                path, why = unreadable_file(err)
+                if path is None or path in unreadable:
+                    raise
+                unreadable[path] = why
+                rest = [f for f in batch_files(spark, checkpoint, batch_id) if f not in unreadable]
+                batch = with_source_file(spark.read.format("text").load(rest)) if rest else batch.limit(0)
+
+    return write_batch
+
+
 def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
                   after_batch: Callable[[int], None] | None = None) -> IngestReport:
     """Take every landing file not ingested before into bronze; return what this run did.
@@ -238,7 +302,7 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
     checkpoint = lake.checkpoint_path(cfg.lake, "bronze_events")
     app_id = f"recsys-bronze-events-{lake.ensure_checkpoint_id(spark, checkpoint)}"
 
-    def write_batch(batch: DataFrame, batch_id: int) -> None:
+    def write_lines(batch: DataFrame, batch_id: int, unreadable: dict[str, str]) -> None:
         # One pass parses every line and writes the valid ones, observing the counts and a hash of
         # each failed line on the way; the quarantine then re-parses only the lines with those
         # hashes (a collision re-checks a valid line, which the filter drops). A replayed batch
@@ -253,9 +317,14 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
             metrics = parsed.agg(*_batch_metrics()).collect()[0].asDict()
         hashes = spark.createDataFrame([(h,) for h in metrics["failed"]], "h bigint")
         failed = parse_events(batch.join(F.broadcast(hashes), _line_hash() == F.col("h"), "left_semi"), cfg.limits)
-        lake.append_once(to_quarantine(failed), quarantine_path, app_id, batch_id)
+        files_out = spark.createDataFrame(
+            [(None, UNREADABLE, why, path, datetime.now(UTC), report.run_id) for path, why in unreadable.items()],
+            BRONZE_EVENTS_QUARANTINE.schema)
+        lake.append_once(to_quarantine(failed).unionByName(files_out), quarantine_path, app_id, batch_id)
         bad = {reason: metrics[reason] for reason in REASONS if metrics[reason]}
-        good, files = metrics["lines"] - sum(bad.values()), metrics["files"]
+        if unreadable:  # a file Spark cannot read is one quarantined row: its lines cannot be counted
+            bad[UNREADABLE] = len(unreadable)
+        good, files = metrics["lines"] - sum(bad.values()) + len(unreadable), metrics["files"] + len(unreadable)
         # The ledger row is written like the data (same app id and batch id): a batch replayed after a
         # crash adds it once, so the ledger sums to the landed lines however often the job was killed.
         ledger = spark.createDataFrame(
@@ -272,16 +341,15 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
         if after_batch is not None:
             after_batch(batch_id)
 
-    source = (
+    source = with_source_file(
         spark.readStream.format("text")
         .option("recursiveFileLookup", "true")
         .option("maxFilesPerTrigger", cfg.ingest.max_files_per_trigger)
         .option("maxFileAge", "36500d")  # a late file with an old mtime must never be skipped
         .load(landing)
-        .select("value", F.col("_metadata.file_path").alias("_source_file"))
     )
     query = (
-        source.writeStream.foreachBatch(write_batch)
+        source.writeStream.foreachBatch(skipping_unreadable(spark, checkpoint, write_lines))
         .option("checkpointLocation", checkpoint)
         .trigger(availableNow=True)
         .start()

@@ -16,7 +16,8 @@ would outlive the erasure. Tables are created without column statistics for the 
 
 `erase`, in order (the landing files first: bronze's lineage is what finds them):
 1. landing files that held a line of theirs are rewritten without those lines (moved in whole;
-   a file left empty is deleted). Bronze's streams have seen those files and never reread them;
+   a file left empty is deleted), and so is a file bronze could not read (`unreadable_file`) whose
+   readable part held one. Bronze's streams have seen those files and never reread them;
 2. bronze: their events, their quarantined lines (matched by the id in the raw text), their account
    and last extract;
 3. silver: events (catalog counts recounted first), quarantine, users; PostgreSQL click events;
@@ -39,6 +40,7 @@ import json
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.bronze.accounts import request_forget
+from recsys.bronze.events import UNREADABLE
 from recsys.config import Config
 from recsys.gold.store import forget_features, sync_feature_store
 from recsys.keys import forget_token, pseudonym
@@ -132,13 +135,17 @@ def _quarantined_id(raw: str = "_raw") -> F.Column:
     return F.trim(F.regexp_extract(raw, ID_IN_TEXT, 1))
 
 
-def _landing_files(spark: SparkSession, cfg: Config, ids: list[str]) -> list[str]:
-    """The landing files bronze's lineage says held a line of these users."""
+def landing_files(spark: SparkSession, cfg: Config, ids: list[str]) -> list[str]:
+    """The landing files bronze's lineage says held a line of these users, and every landing file
+    Spark could not read (quarantined whole: whose lines are in what is readable of it, nobody knows).
+    """
     files: set[str] = set()
-    for table, user in ((BRONZE_EVENTS, F.trim(USER_ID)), (BRONZE_EVENTS_QUARANTINE, _quarantined_id())):
+    unreadable = F.col("_reason") == UNREADABLE
+    for table, found in ((BRONZE_EVENTS, F.trim(USER_ID).isin(ids)),
+                         (BRONZE_EVENTS_QUARANTINE, _quarantined_id().isin(ids) | unreadable)):
         path = table.path(cfg.lake)
         if lake.exists(spark, path):
-            rows = lake.read(spark, path).filter(user.isin(ids)).select("_source_file").distinct().collect()
+            rows = lake.read(spark, path).filter(found).select("_source_file").distinct().collect()
             files |= {r[0] for r in rows if r[0]}
     return sorted(files)
 
@@ -173,11 +180,14 @@ def rewrite_landing_file(landing: str, uri: str, ids: set[str]) -> bool:
     kept, dropped = [], 0
     compressed = path.suffix == ".gz"  # the staged copy's name ends otherwise: decided once, from the file's
     with _open(path, "rt", compressed) as lines:
-        for line in lines:
-            if _line_user(line) in ids:
-                dropped += 1
-            else:
-                kept.append(line)
+        try:
+            for line in lines:
+                if _line_user(line) in ids:
+                    dropped += 1
+                else:
+                    kept.append(line)
+        except (EOFError, gzip.BadGzipFile, zlib.error):  # a truncated or corrupt .gz (`unreadable_file`):
+            pass  # what is readable is all anyone can read of it; rewritten, it holds the rest of that
     if not dropped:
         return False
     if not kept:
@@ -226,7 +236,7 @@ def erase(spark: SparkSession, cfg: Config, keys: list[str]) -> Erasure:
     if ids:
         with done.step("landing"):
             done.landing_files = sum(rewrite_landing_file(cfg.landing.path, uri, set(ids))
-                                     for uri in _landing_files(spark, cfg, ids))
+                                     for uri in landing_files(spark, cfg, ids))
     if lake.exists(spark, TABLES["gold/user_features"].path(cfg.lake)):
         with done.step("feature store sync"):
             sync_feature_store(spark, cfg, stage_suffix="forget")  # the stores hold gold's state before the erasure
