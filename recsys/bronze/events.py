@@ -277,6 +277,8 @@ def skipping_unreadable(spark: SparkSession, checkpoint: str,
                 if path is None or path in unreadable:
                     raise
                 unreadable[path] = why
+                log.warning("landing file %s is unreadable (%s): quarantined whole as %s, its batch written "
+                            "without it (the task errors Spark logged above were this)", path, why, UNREADABLE)
                 rest = [f for f in batch_files(spark, checkpoint, batch_id) if f not in unreadable]
                 batch = with_source_file(spark.read.format("text").load(rest)) if rest else batch.limit(0)
 
