@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,28 @@ def test_a_truncated_gzip_file_is_quarantined_whole_and_the_rest_of_its_batch_in
         left = rewritten.read().splitlines()
     assert left and all('"user_id":7' in line for line in left)
     assert not rewrite_landing_file(cfg.landing.path, cut, {"42"})  # nothing of theirs is left
+
+
+def test_an_unreadable_file_in_a_compacting_batch_is_found_in_the_compacted_log(spark, cfg):
+    """One file per batch, the source log compacted every second batch: batch 1's files are listed only
+    in `1.compact` (Spark's default compacts every tenth batch, the same way)."""
+    cfg = dataclasses.replace(cfg, ingest=dataclasses.replace(cfg.ingest, max_files_per_trigger=1))
+    hour = Path(cfg.landing.path) / "events" / "dt=2026-10-01" / "hour=10"
+    hour.mkdir(parents=True)
+    for i in range(3):  # the second file (batch 1) is cut; the file source takes the oldest first
+        name = hour / (f"{i}.json.gz" if i == 1 else f"{i}.json")
+        if i == 1:
+            whole = gzip.compress(((GOOD + "\n") * 50).encode())
+            name.write_bytes(whole[: len(whole) // 2])
+        else:
+            name.write_text(GOOD.replace('"e1"', f'"f{i}"') + "\n")
+        os.utime(name, (1_800_000_000 + i, 1_800_000_000 + i))
+    spark.conf.set("spark.sql.streaming.fileSource.log.compactInterval", "2")
+    try:
+        report = ingest_events(spark, cfg)
+    finally:
+        spark.conf.unset("spark.sql.streaming.fileSource.log.compactInterval")
+    assert (report.batches, report.rows_bronze, report.reasons) == (3, 2, {"unreadable_file": 1})
+    assert (Path(lake.checkpoint_path(cfg.lake, "bronze_events")) / "sources" / "0" / "1.compact").exists()
+    [row] = lake.read(spark, BRONZE_EVENTS_QUARANTINE.path(cfg.lake)).collect()
+    assert Path(row._source_file).name == "1.json.gz"
