@@ -319,10 +319,12 @@ def ingest_events(spark: SparkSession, cfg: Config, run_id: str | None = None,
             metrics = parsed.agg(*_batch_metrics()).collect()[0].asDict()
         hashes = spark.createDataFrame([(h,) for h in metrics["failed"]], "h bigint")
         failed = parse_events(batch.join(F.broadcast(hashes), _line_hash() == F.col("h"), "left_semi"), cfg.limits)
-        files_out = spark.createDataFrame(
-            [(None, UNREADABLE, why, path, datetime.now(UTC), report.run_id) for path, why in unreadable.items()],
-            BRONZE_EVENTS_QUARANTINE.schema)
-        lake.append_once(to_quarantine(failed).unionByName(files_out), quarantine_path, app_id, batch_id)
+        quarantined = to_quarantine(failed)
+        if unreadable:
+            quarantined = quarantined.unionByName(spark.createDataFrame(
+                [(None, UNREADABLE, why, path, datetime.now(UTC), report.run_id) for path, why in unreadable.items()],
+                BRONZE_EVENTS_QUARANTINE.schema))
+        lake.append_once(quarantined, quarantine_path, app_id, batch_id)
         bad = {reason: metrics[reason] for reason in REASONS if metrics[reason]}
         if unreadable:  # a file Spark cannot read is one quarantined row: its lines cannot be counted
             bad[UNREADABLE] = len(unreadable)
