@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.bronze.events import ingest_events, parse_events, to_bronze, to_quarantine
 from recsys.config import ConfigError
+from recsys.landing.zone import write_file
 from recsys.orchestration.forget import landing_files, rewrite_landing_file
 from recsys.tables import BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, BRONZE_INGEST_BATCHES
 
@@ -134,15 +136,22 @@ def test_ingest_without_a_landing_zone_names_the_path_and_the_setting(spark, cfg
     assert not lake.exists(spark, lake.table_path(cfg.lake, "bronze", "events"))
 
 
+WRITTEN = datetime(2026, 10, 1, 10, tzinfo=UTC)
+
+
+def _cut_in_half(path: Path) -> Path:
+    """A landing file as an interrupted upload leaves it: its first half."""
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return path
+
+
 def test_a_truncated_gzip_file_is_quarantined_whole_and_the_rest_of_its_batch_ingested(spark, cfg):
     """Spark cannot read a cut .gz (an interrupted upload): before, every run failed on it for good."""
-    hour = Path(cfg.landing.path) / "events" / "dt=2026-10-01" / "hour=10"
-    hour.mkdir(parents=True)
     lines = [GOOD.replace('"e1"', f'"cut{i}"').replace('"user_id":42', f'"user_id":{42 if i % 2 else 7}')
              for i in range(500)]
-    whole = gzip.compress("".join(line + "\n" for line in lines).encode())
-    (hour / "cut.json.gz").write_bytes(whole[: len(whole) // 2])
-    (hour / "fine.json").write_text(GOOD + "\n")
+    cut_file = _cut_in_half(write_file(cfg.landing.path, WRITTEN, lines, name="cut", compress=True))
+    write_file(cfg.landing.path, WRITTEN, [GOOD], name="fine")
 
     report = ingest_events(spark, cfg)
     assert (report.files, report.rows_bronze, report.reasons) == (2, 1, {"unreadable_file": 1})
@@ -162,7 +171,7 @@ def test_a_truncated_gzip_file_is_quarantined_whole_and_the_rest_of_its_batch_in
     assert sorted(Path(f).name for f in files) == ["cut.json.gz", "fine.json"]
     cut = next(f for f in files if f.endswith("cut.json.gz"))
     assert rewrite_landing_file(cfg.landing.path, cut, {"42"})
-    with gzip.open(hour / "cut.json.gz", "rt") as rewritten:  # now whole: it reads to the end
+    with gzip.open(cut_file, "rt") as rewritten:  # now whole: it reads to the end
         left = rewritten.read().splitlines()
     assert left and all('"user_id":7' in line for line in left)
     assert not rewrite_landing_file(cfg.landing.path, cut, {"42"})  # nothing of theirs is left
@@ -172,16 +181,12 @@ def test_an_unreadable_file_in_a_compacting_batch_is_found_in_the_compacted_log(
     """One file per batch, the source log compacted every second batch: batch 1's files are listed only
     in `1.compact` (Spark's default compacts every tenth batch, the same way)."""
     cfg = dataclasses.replace(cfg, ingest=dataclasses.replace(cfg.ingest, max_files_per_trigger=1))
-    hour = Path(cfg.landing.path) / "events" / "dt=2026-10-01" / "hour=10"
-    hour.mkdir(parents=True)
     for i in range(3):  # the second file (batch 1) is cut; the file source takes the oldest first
-        name = hour / (f"{i}.json.gz" if i == 1 else f"{i}.json")
         if i == 1:
-            whole = gzip.compress(((GOOD + "\n") * 50).encode())
-            name.write_bytes(whole[: len(whole) // 2])
+            landed = _cut_in_half(write_file(cfg.landing.path, WRITTEN, [GOOD] * 50, name=str(i), compress=True))
         else:
-            name.write_text(GOOD.replace('"e1"', f'"f{i}"') + "\n")
-        os.utime(name, (1_800_000_000 + i, 1_800_000_000 + i))
+            landed = write_file(cfg.landing.path, WRITTEN, [GOOD.replace('"e1"', f'"f{i}"')], name=str(i))
+        os.utime(landed, (1_800_000_000 + i, 1_800_000_000 + i))
     spark.conf.set("spark.sql.streaming.fileSource.log.compactInterval", "2")
     try:
         report = ingest_events(spark, cfg)
