@@ -33,6 +33,20 @@ def _reasons(spark, lines):
     return parse_events(_landed(spark, lines)).select("value", "_reason", "_detail")
 
 
+def test_a_line_not_in_utf8_is_quarantined_with_its_bytes_kept(spark):
+    """An old client's Latin-1 "Beyoncé" (byte E9): not UTF-8, so not JSON text; kept raw, bytes and all.
+    A line that writes U+FFFD itself, in UTF-8, is valid."""
+    latin1 = GOOD.replace("Björk", "Beyoncé").encode("latin-1")
+    lines = [latin1, GOOD.replace("Björk", "Beyoncé").encode(), GOOD.replace("Björk", "Bj\ufffdrk").encode()]
+    raw = spark.createDataFrame([(bytearray(b), "f.json") for b in lines], "b binary, _source_file string")
+    landed = raw.select(F.col("b").cast("string").alias("value"), "_source_file",
+                        F.current_timestamp().alias("_ingested_at"), F.lit("r").alias("_run_id"))
+    parsed = parse_events(landed)
+    assert [(r._reason, r._detail) for r in parsed.collect()] == [("not_json", "not UTF-8"), (None, None), (None, None)]
+    [kept] = to_quarantine(parsed).select(F.col("_raw").cast("binary")).collect()
+    assert bytes(kept[0]) == latin1
+
+
 def test_each_broken_contract_gets_its_reason(spark):
     lines = [
         GOOD,

@@ -54,13 +54,14 @@ MAX_LATITUDE, MAX_LONGITUDE = 90, 180
 ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}:?\d{2})$"
 EPOCH_MS = r"^\d{1,16}$"
 # A line's shape, read on the JVM by `jvm/src/main/java/io/recsys/bronze/LineShape.java` (built into
-# .jars/ by `make jars`): why it is not one JSON object (NULL when it is), its field names, and its
-# and its card's unknown fields (NULL when none), values as their text.
+# .jars/ by `make jars`): why it is not one JSON object (NULL when it is), its field names, its and
+# its card's unknown fields (NULL when none), values as their text, and whether it holds U+FFFD.
 SHAPE_CLASS, SHAPE_JAR, SHAPE_FUNCTION = "io.recsys.bronze.LineShape", "recsys-jvm.jar", "recsys_line_shape"
 SHAPE = T.StructType([
     T.StructField("problem", T.StringType()), T.StructField("keys", T.ArrayType(T.StringType())),
     T.StructField("extra", T.MapType(T.StringType(), T.StringType())),
     T.StructField("extra_nested", T.MapType(T.StringType(), T.StringType())),
+    T.StructField("replaced", T.BooleanType()),
 ])
 REASONS = ("not_json", "wrong_type", "missing_required", "unknown_event_type", "invalid_value")
 UNREADABLE = "unreadable_file"  # a whole landing file Spark cannot read: one quarantined row, `_raw` NULL
@@ -113,9 +114,9 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
     in the order of `REASONS`. A line is read twice: its values by `from_json` with the declared
     schema (`j`), and its shape (`_shape`: whether it is exactly one JSON object, its field names,
     its and its card's unknown fields) in one streaming pass on the JVM. A line that is not one
-    JSON object is `not_json`, with why (`invalid JSON`, `empty line`, `not an object`, `text after
-    the object`: two events run together lose neither). Our bounds (`limits.max_count`, the label
-    rule of `recsys.landing.contract.LABEL`) are `invalid_value` too.
+    JSON object is `not_json`, with why (`not UTF-8`, `invalid JSON`, `empty line`, `not an object`,
+    `text after the object`: two events run together lose neither). Our bounds (`limits.max_count`,
+    the label rule of `recsys.landing.contract.LABEL`) are `invalid_value` too.
     """
     limits = limits or LimitsConfig()
     j = F.col("j")
@@ -151,8 +152,14 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
         ("recommendation.variant", ~rec["variant"].rlike(LABEL)),
         ("context.geo", (F.abs(geo["lat"]) > MAX_LATITUDE) | (F.abs(geo["lon"]) > MAX_LONGITUDE)),
     ])
+    # Spark keeps a line's bytes as they came, and JSON text is UTF-8. Other bytes (an old client's
+    # Latin-1) decode to U+FFFD, which the shape pass flags; only flagged lines have their bytes
+    # checked, since a line may carry that character itself (Spark's AND evaluates its right side
+    # only when the left holds).
+    not_utf8 = F.col("_shape.replaced") & ~F.is_valid_utf8("value")
     reason = (
-        F.when(F.col("_shape.problem").isNotNull(), _outcome("not_json", F.col("_shape.problem")))
+        F.when(not_utf8, _outcome("not_json", F.lit("not UTF-8")))
+        .when(F.col("_shape.problem").isNotNull(), _outcome("not_json", F.col("_shape.problem")))
         .when(wrong_type[0] | j[CORRUPT].isNotNull(), wrong_type[1])
         .when(*missing)
         .when(~event_type.isin(*EVENT_TYPES), _outcome("unknown_event_type", event_type))

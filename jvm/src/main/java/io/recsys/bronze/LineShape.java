@@ -26,7 +26,7 @@ import org.apache.spark.sql.catalyst.json.JSONOptions;
  * <p>Bronze parses each line's values with Spark's {@code from_json} and the declared schema; this
  * finds what that parse cannot say. Arguments: the line, the declared top-level names
  * (comma-separated), the name of the nested object whose unknown fields are kept too, and that
- * object's declared names. It returns a row {@code (problem, keys, extra, extra_nested)}:
+ * object's declared names. It returns a row {@code (problem, keys, extra, extra_nested, replaced)}:
  * <ul>
  *   <li>{@code problem}: NULL for one JSON object, else why the line is not one: {@code invalid JSON},
  *   {@code empty line}, {@code not an object}, {@code text after the object} (two events run
@@ -34,7 +34,10 @@ import org.apache.spark.sql.catalyst.json.JSONOptions;
  *   <li>{@code keys}: the object's field names in order, repeats included;</li>
  *   <li>{@code extra}, {@code extra_nested}: the unknown fields with their values as text, or NULL
  *   when there are none. A repeated unknown field keeps its last value, as the schema parse does
- *   for declared fields.</li>
+ *   for declared fields;</li>
+ *   <li>{@code replaced}: whether the line holds U+FFFD, the character Spark's decoding puts where
+ *   the line's bytes are not UTF-8. A line may also carry that character itself, so only these
+ *   lines need their bytes checked, and the rest of a batch pays one {@code indexOf}.</li>
  * </ul>
  * Values are rendered as Spark renders a JSON value into a string field (a string's own text, JSON
  * NULL as NULL, anything else as compact JSON), and the parser is built from Spark's own JSON
@@ -55,10 +58,11 @@ public final class LineShape implements UDF4<String, String, String, String, Row
         List<String> keys = new ArrayList<>(16);
         Map<String, String> extra = null;
         Map<String, String> extraNested = null;
+        boolean replaced = line.indexOf('\uFFFD') >= 0;
         try (JsonParser parser = FACTORY.createParser(line)) {
             try {
                 if (parser.nextToken() != JsonToken.START_OBJECT) {
-                    return problem(parser.currentToken() == null ? "empty line" : "not an object");
+                    return problem(replaced, parser.currentToken() == null ? "empty line" : "not an object");
                 }
                 JsonToken token;
                 while ((token = parser.nextToken()) == JsonToken.FIELD_NAME) {
@@ -74,28 +78,28 @@ public final class LineShape implements UDF4<String, String, String, String, Row
                     }
                 }
                 if (token != JsonToken.END_OBJECT) {
-                    return problem("invalid JSON");
+                    return problem(replaced, "invalid JSON");
                 }
             } catch (IOException e) {
-                return problem("invalid JSON");
+                return problem(replaced, "invalid JSON");
             }
             try {
                 if (parser.nextToken() != null) {
-                    return problem("text after the object");
+                    return problem(replaced, "text after the object");
                 }
             } catch (IOException e) {
-                return problem("text after the object");
+                return problem(replaced, "text after the object");
             }
         }
-        return RowFactory.create(null, keys.toArray(new String[0]), extra, extraNested);
+        return RowFactory.create(null, keys.toArray(new String[0]), extra, extraNested, replaced);
     }
 
     private static Set<String> names(String commaSeparated) {
         return NAMES.computeIfAbsent(commaSeparated, s -> Set.of(s.split(",")));
     }
 
-    private static Row problem(String why) {
-        return RowFactory.create(why, null, null, null);
+    private static Row problem(boolean replaced, String why) {
+        return RowFactory.create(why, null, null, null, replaced);
     }
 
     /** The unknown fields of the object the parser is at (its START_OBJECT), or NULL. */
