@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import mlflow
 import pandas as pd
@@ -43,7 +44,7 @@ from recsys.config import Config
 from recsys.frames import Persisted
 from recsys.keys import pseudonym
 from recsys.stores import postgres, redis
-from recsys.tables import BRONZE_ACCOUNTS, BRONZE_EVENTS, LAYERS, USER_ID
+from recsys.tables import BRONZE_ACCOUNTS, BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, LAYERS, USER_ID
 from recsys.tracking import setup_mlflow
 
 SHAPES = {  # kind -> the regex that finds candidates of that kind in text (lower-cased)
@@ -58,6 +59,7 @@ SHAPES = {  # kind -> the regex that finds candidates of that kind in text (lowe
 PRIVATE_LAYER = "bronze"  # and the landing zone: both hold PII by design
 MIN_DECIMALS = 4  # a coordinate this precise locates a home; coarser ones are not PII here
 MIN_CHARS = 5     # shorter names, emails and the like would match ordinary words
+GZIP_MAGIC = b"\x1f\x8b"  # a gzip file's first bytes, whatever its name says
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,7 @@ def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = 
             texts.append(spark.read.option("recursiveFileLookup", "true").option("ignoreCorruptFiles", "true")
                          .text(str(landing))
                          .select(F.lit("landing:events").alias("where"), F.col("value").alias("text")))
+            texts.extend(_plain_unreadable(spark, cfg))
         for table in postgres.tables(cfg.postgres):
             if table != "accounts" or everywhere:
                 rows = postgres.read_jdbc(spark, cfg.postgres, f'"{table}"')
@@ -253,6 +256,24 @@ def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = 
         hits += _python_hits("mlflow", _mlflow_documents(cfg), values)
         hits += _python_hits("logs", ((log, Path(log).read_text(errors="replace")) for log in logs), values)
     return hits
+
+
+def _plain_unreadable(spark: SparkSession, cfg: Config) -> list[DataFrame]:
+    """(where, text) of each line of the landing files bronze quarantined whole as unreadable (`_raw`
+    NULL) that are not gzip data, though named `.gz`: Spark's text reader, which decompresses by
+    name, reads nothing of them, but their lines are plain text.
+    """
+    quarantine = BRONZE_EVENTS_QUARANTINE.path(cfg.lake)
+    if not lake.exists(spark, quarantine):
+        return []
+    unread = lake.read(spark, quarantine).filter(F.col("_raw").isNull()).select("_source_file").distinct()
+    files = [f for (f,) in unread.collect() if Path(unquote(urlparse(f).path)).exists()]  # forgetting deletes
+    if not files:
+        return []
+    plain = spark.read.format("binaryFile").load(files).filter(
+        F.substring("content", 1, len(GZIP_MAGIC)) != F.lit(bytearray(GZIP_MAGIC)))
+    return [plain.select(F.lit("landing:events").alias("where"),
+                         F.explode(F.split(F.col("content").cast("string"), "\n")).alias("text"))]
 
 
 def report(hits: list[Hit]) -> str:

@@ -17,6 +17,7 @@ from recsys.bronze.events import ingest_events, parse_events, to_bronze, to_quar
 from recsys.config import ConfigError
 from recsys.landing.zone import write_file
 from recsys.orchestration.forget import landing_files, rewrite_landing_file
+from recsys.pii_scan import scan
 from recsys.tables import BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, BRONZE_INGEST_BATCHES
 
 GOOD = ('{"event_id":"e1","event_type":"play","event_ts":"2026-10-01T10:00:00Z","user_id":42,'
@@ -189,6 +190,33 @@ def test_a_truncated_gzip_file_is_quarantined_whole_and_the_rest_of_its_batch_in
         left = rewritten.read().splitlines()
     assert left and all('"user_id":7' in line for line in left)
     assert not rewrite_landing_file(cfg.landing.path, cut, {"42"})  # nothing of theirs is left
+
+
+def test_plain_text_named_gz_is_quarantined_yet_searched_and_forgotten_line_by_line(spark, cfg):
+    """A producer that forgot to compress: Spark cannot read the file (it goes by the name), but its
+    lines are plain text, so the PII scan finds a user there and forgetting them rewrites it."""
+    lines = [GOOD.replace('"e1"', f'"p{i}"').replace('"user_id":42', f'"user_id":{42 if i % 2 else 7}')
+             for i in range(10)]
+    plain = write_file(cfg.landing.path, WRITTEN, lines, name="plain")
+    named_gz = plain.rename(plain.with_name("plain.json.gz"))
+
+    assert ingest_events(spark, cfg).reasons == {"unreadable_file": 1}
+    [row] = lake.read(spark, BRONZE_EVENTS_QUARANTINE.path(cfg.lake)).collect()
+    assert (row._reason, Path(row._source_file).name) == ("unreadable_file", "plain.json.gz")
+    assert "not a gzip file" in row._detail
+
+    wanted = spark.createDataFrame([("user_id", "42")], "kind string, value string")
+
+    def in_landing() -> int:
+        hits = scan(spark, cfg, redis_patterns=(), wanted=wanted, everywhere=True)
+        return sum(h.count for h in hits if h.sink == "landing")
+
+    assert in_landing() == 5
+    [found] = landing_files(spark, cfg, ["42"])
+    assert rewrite_landing_file(cfg.landing.path, found, {"42"})
+    left = named_gz.read_text().splitlines()  # plain text still, as the producer wrote it
+    assert len(left) == 5 and all('"user_id":7' in line for line in left)
+    assert in_landing() == 0
 
 
 def test_an_unreadable_file_in_a_compacting_batch_is_found_in_the_compacted_log(spark, cfg):

@@ -61,7 +61,7 @@ from recsys.keys import forget_token, pseudonym
 from recsys.landing.zone import STAGING_DIR
 from recsys.model.forget import forget_in_models
 from recsys.orchestration.maintain import vacuum
-from recsys.pii_scan import SHAPES
+from recsys.pii_scan import GZIP_MAGIC, SHAPES
 from recsys.serving.store import forget_users
 from recsys.silver.build import forget_events
 from recsys.stores.redis import connect
@@ -161,6 +161,14 @@ def _line_user(line: str) -> str | None:
     return found.group(1).strip(" ") if found else None
 
 
+def _gzipped(path: Path) -> bool:
+    """Whether a landing file holds gzip data, by its first bytes: a producer may name plain text
+    `.gz` (bronze quarantines it whole as unreadable, but its lines are there to forget).
+    """
+    with path.open("rb") as head:
+        return head.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
 def _open(path: Path, mode: str, compressed: bool) -> IO[str]:
     """A landing file as text, gzip-compressed or not."""
     opener: Callable[..., IO[str]] = gzip.open if compressed else open
@@ -178,7 +186,7 @@ def rewrite_landing_file(landing: str, uri: str, ids: set[str]) -> bool:
     if not path.exists():
         return False
     kept, dropped = [], 0
-    compressed = path.suffix == ".gz"  # the staged copy's name ends otherwise: decided once, from the file's
+    compressed = _gzipped(path)  # and written back the same way, whatever the file's name says
     with _open(path, "rt", compressed) as lines:
         try:
             for line in lines:
