@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+import statistics
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -11,7 +13,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from recsys.frames import Persisted
 from recsys.gold.features import favourite_artists, recent_tracks, summaries
 from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
-from recsys.gold.stats import Windows, artist_stats, trending_rank, trending_sums
+from recsys.gold.stats import Windows, artist_stats, track_stats, trending_rank, trending_sums
 
 T0 = datetime(2026, 10, 1)
 EVENTS = ("event_id string, event_type string, event_time timestamp, event_date date, user_key string, "
@@ -90,6 +92,23 @@ def test_confidence_weighs_completion_likes_follows_and_subtracts_unfollows(spar
                               ignore_nullable=True)
 
 
+def test_raw_scores_are_exact_whatever_the_weights_and_the_order_of_the_events(spark):
+    """Weights that are not binary fractions (0.1) add up to the same score, to the last bit, however
+    the events are partitioned."""
+    draw = random.Random(11)
+    rows = [("play", i % 40, f"u{i % 3}", draw.randrange(1, 5), "a1", "t", "full", 1, None) for i in range(900)]
+    weights = weights_from({"play_full": 0.1})
+
+    def scores(events) -> dict[str, float]:
+        return {r.user_key: r.raw_score for r in interactions(events, weights).collect()}
+
+    one, other = scores(_events(spark, rows).coalesce(1)), scores(_events(spark, rows[::-1]).repartition(5))
+    assert one == other
+    for user in one:
+        plays = sum(count for _, _, u, count, *_ in rows if u == user)
+        assert one[user] == plays / 10  # the double nearest the exact sum of 0.1 per play
+
+
 def test_unknown_weight_kinds_are_refused():
     with pytest.raises(ValueError, match="unknown kinds \\['skip'\\]"):
         weights_from({"skip": "1"})
@@ -124,6 +143,27 @@ def test_followers_count_net_follows_and_fall_back_to_the_displayed_count(spark)
         pairs = interactions(events, DEFAULT_WEIGHTS)
         stats = artist_stats(events, names, pairs, T0 + timedelta(days=1), Windows(90, 7, 28), keep=keep)
         assert_df_equality(stats, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_spread_of_listen_time_is_exact_whatever_the_order_of_the_plays(spark):
+    """A track's standard deviation of listen time is the same to the last bit however the plays are
+    partitioned (a cluster's partitions are not local's), and is the sample standard deviation."""
+    draw = random.Random(7)
+    played = {f"t{t}": [draw.randrange(20_000_000) for _ in range(600)] for t in range(3)}
+    rows = [("play", i % 40, f"u{i % 7}", 1, "a1", track, "full", ms, None)
+            for track, values in played.items() for i, ms in enumerate(values)]
+    tracks = spark.createDataFrame([(t, t.upper(), "a1") for t in played], "track_id string, track_name string, "
+                                   "artist_id string")
+
+    def spread(events) -> dict[str, float]:
+        with Persisted() as keep:
+            stats = track_stats(events, tracks, T0 + timedelta(days=2), Windows(90, 7, 28), keep=keep)
+            return {r.track_id: r.std_listen_ms for r in stats.collect()}
+
+    draw.shuffle(rows)
+    one, other = spread(_events(spark, rows).coalesce(1)), spread(_events(spark, rows[::-1]).repartition(5))
+    assert one == other
+    assert all(math.isclose(one[t], statistics.stdev(values), rel_tol=1e-12) for t, values in played.items())
 
 
 def test_id_maps_keep_old_ids_and_number_new_keys(spark, tmp_path):

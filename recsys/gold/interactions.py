@@ -1,7 +1,9 @@
 """The implicit-feedback matrix: one row per (user, artist) with a confidence, and persistent
 integer ids for ALS.
 
-`raw_score` sums each event's weight times its `count`. Plays weigh by completion (full >
+`raw_score` sums each event's weight times its `count`, in whole millionths of a weight (`gold.weights`
+are kept to six decimals): an integer sum, so the score does not depend on the order the rows are
+added in, on a cluster or locally, whatever the weights. Plays weigh by completion (full >
 partial > imported play without a track > skipped, and skips count against); likes, follows and
 playlist adds add; unlikes and unfollows subtract. `confidence` is `log1p(max(raw_score, 0))`
 (`gold.confidence: log`) or `max(raw_score, 0)` (`linear`); pairs at or below zero stay in the
@@ -25,6 +27,7 @@ DEFAULT_WEIGHTS = {
     "like": 3.0, "unlike": -3.0, "follow": 4.0, "unfollow": -4.0, "playlist_add": 2.0, "click": 1.0,
 }
 MAX_ID = 2**31 - 1
+MICRO = 1_000_000  # a weight's unit in `raw_score`'s sum
 
 
 def weights_from(overrides: Mapping[str, float]) -> dict[str, float]:
@@ -54,10 +57,10 @@ def interactions(events: DataFrame, weights: Mapping[str, float], scaling: str =
     """(user_key, artist_id) -> raw_score, confidence, plays, last_ts."""
     if scaling not in ("log", "linear"):
         raise ValueError(f"gold.confidence must be 'log' or 'linear', got {scaling!r}")
-    scored = events.filter(F.col(EVENT_TYPE) != "impression").withColumn(
-        "_w", event_weight(weights) * F.col("count"))
+    micros = F.round(event_weight(weights) * MICRO).cast("long")
+    scored = events.filter(F.col(EVENT_TYPE) != "impression").withColumn("_w", micros * F.col("count"))
     pairs = scored.groupBy(USER_KEY, ARTIST_ID).agg(
-        F.sum("_w").alias("raw_score"),
+        (F.sum("_w") / MICRO).alias("raw_score"),
         F.sum(F.when(F.col(EVENT_TYPE) == "play", F.col("count")).otherwise(0)).alias("plays"),
         F.max(EVENT_TIME).alias("last_ts"),
     )
