@@ -1,13 +1,14 @@
 """The implicit-feedback matrix: one row per (user, artist) with a confidence, and persistent
 integer ids for ALS.
 
-`raw_score` sums each event's weight times its `count`, in whole millionths of a weight (`gold.weights`
-are kept to six decimals): an integer sum, so the score does not depend on the order the rows are
-added in, on a cluster or locally, whatever the weights. Plays weigh by completion (full >
-partial > imported play without a track > skipped, and skips count against); likes, follows and
-playlist adds add; unlikes and unfollows subtract. `confidence` is `log1p(max(raw_score, 0))`
-(`gold.confidence: log`) or `max(raw_score, 0)` (`linear`); pairs at or below zero stay in the
-table with confidence 0, so the model can tell "seen and disliked" from "never seen".
+`raw_score` sums each event's weight times its `count`, in whole millionths of a weight
+(`gold.weights` are kept to six decimals): an integer sum, so the score does not depend on the
+order the rows are added in, on a cluster or locally, whatever the weights. Plays weigh by
+completion (full > partial > imported play without a track > skipped, and skips count against);
+likes, follows and playlist adds add; unlikes and unfollows subtract. `confidence` is
+`log1p(max(raw_score, 0))` (`gold.confidence: log`) or `max(raw_score, 0)` (`linear`); pairs at or
+below zero stay in the table with confidence 0, so the model can tell "seen and disliked" from
+"never seen".
 """
 
 from __future__ import annotations
