@@ -114,6 +114,12 @@ def test_unknown_weight_kinds_are_refused():
         weights_from({"skip": "1"})
 
 
+def test_weights_finer_than_a_millionth_are_refused_not_rounded():
+    assert weights_from({"like": "2.125", "play_partial": 0.333333})["play_partial"] == 0.333333
+    with pytest.raises(ValueError, match="\\['play_partial'\\] have more than six decimals"):
+        weights_from({"play_partial": 1 / 3})
+
+
 def test_trending_rank_orders_by_recent_growth(spark):
     as_of = T0 + timedelta(days=35)
     rows = ([("play", 24 * 10 + i, "u", 1, "steady", None, None, None, None) for i in range(28)]

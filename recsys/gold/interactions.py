@@ -2,7 +2,7 @@
 integer ids for ALS.
 
 `raw_score` sums each event's weight times its `count`, in whole millionths of a weight
-(`gold.weights` are kept to six decimals): an integer sum, so the score does not depend on the
+(`gold.weights` have at most six decimals): an integer sum, so the score does not depend on the
 order the rows are added in, on a cluster or locally, whatever the weights. Plays weigh by
 completion (full > partial > imported play without a track > skipped, and skips count against);
 likes, follows and playlist adds add; unlikes and unfollows subtract. `confidence` is
@@ -32,11 +32,18 @@ MICRO = 1_000_000  # a weight's unit in `raw_score`'s sum
 
 
 def weights_from(overrides: Mapping[str, float]) -> dict[str, float]:
-    """The default weight of each event kind with `gold.weights` applied; unknown kinds fail."""
+    """The default weight of each event kind with `gold.weights` applied; unknown kinds fail, and so
+    do weights with more than six decimals (`raw_score` sums whole millionths: a finer weight would be
+    rounded without a word).
+    """
     unknown = set(overrides) - set(DEFAULT_WEIGHTS)
     if unknown:
         raise ValueError(f"gold.weights: unknown kinds {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
-    return {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in overrides.items()}}
+    weights = {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in overrides.items()}}
+    finer = sorted(k for k, v in weights.items() if round(v, 6) != v)
+    if finer:
+        raise ValueError(f"gold.weights: {finer} have more than six decimals; weights are summed in millionths")
+    return weights
 
 
 def event_weight(weights: Mapping[str, float]) -> Column:
