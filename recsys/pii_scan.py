@@ -44,7 +44,7 @@ from recsys.config import Config
 from recsys.frames import Persisted
 from recsys.keys import pseudonym
 from recsys.stores import postgres, redis
-from recsys.tables import BRONZE_ACCOUNTS, BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, LAYERS, USER_ID
+from recsys.tables import BRONZE_ACCOUNTS, BRONZE_EVENTS, BRONZE_EVENTS_QUARANTINE, LAYERS, UNREADABLE, USER_ID
 from recsys.tracking import setup_mlflow
 
 SHAPES = {  # kind -> the regex that finds candidates of that kind in text (lower-cased)
@@ -259,14 +259,14 @@ def scan(spark: SparkSession, cfg: Config, *, redis_patterns: tuple[str, ...] = 
 
 
 def _plain_unreadable(spark: SparkSession, cfg: Config) -> list[DataFrame]:
-    """(where, text) of each line of the landing files bronze quarantined whole as unreadable (`_raw`
-    NULL) that are not gzip data, though named `.gz`: Spark's text reader, which decompresses by
-    name, reads nothing of them, but their lines are plain text.
+    """(where, text) of each line of the landing files bronze quarantined whole as `UNREADABLE` that
+    are not gzip data, though named `.gz`: Spark's text reader, which decompresses by name, reads
+    nothing of them, but their lines are plain text.
     """
     quarantine = BRONZE_EVENTS_QUARANTINE.path(cfg.lake)
     if not lake.exists(spark, quarantine):
         return []
-    unread = lake.read(spark, quarantine).filter(F.col("_raw").isNull()).select("_source_file").distinct()
+    unread = lake.read(spark, quarantine).filter(F.col("_reason") == UNREADABLE).select("_source_file").distinct()
     files = [f for (f,) in unread.collect() if Path(unquote(urlparse(f).path)).exists()]  # forgetting deletes
     if not files:
         return []

@@ -80,6 +80,9 @@ BRONZE_EVENTS = Table(
 BRONZE_EVENTS_QUARANTINE = Table(
     "bronze", "events_quarantine", "rejected landing line, raw, with its reason",
     f"_raw string, _reason string, _detail string, {_LINEAGE}")
+# The quarantine's `_reason` for a whole landing file Spark cannot read: one row, `_raw` NULL. Bronze
+# writes it; forgetting and the PII scan read those files line by line as far as they can.
+UNREADABLE = "unreadable_file"
 BRONZE_INGEST_RUNS = Table(
     "bronze", "ingest_runs", "finished events ingest run",
     "run_id string, started_at timestamp, finished_at timestamp, batches bigint, files bigint, "

@@ -25,9 +25,12 @@ GOOD = ('{"event_id":"e1","event_type":"play","event_ts":"2026-10-01T10:00:00Z",
 
 
 def _landed(spark, lines):
-    """Landing lines as the ingest hands them to `parse_events`: the line, its file and the run's lineage."""
-    raw = spark.createDataFrame([(line, "f.json") for line in lines], "value string, _source_file string")
-    return raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit("r"))
+    """Landing lines as the ingest hands them to `parse_events`: the line, its file and the run's lineage.
+    A line given as bytes lands as those bytes, UTF-8 or not, as Spark's text source reads them."""
+    raw = spark.createDataFrame([(bytearray(line if isinstance(line, bytes) else line.encode()), "f.json")
+                                 for line in lines], "b binary, _source_file string")
+    return raw.select(F.col("b").cast("string").alias("value"), "_source_file",
+                      F.current_timestamp().alias("_ingested_at"), F.lit("r").alias("_run_id"))
 
 
 def _reasons(spark, lines):
@@ -39,10 +42,7 @@ def test_a_line_not_in_utf8_is_quarantined_with_its_bytes_kept(spark):
     A line that writes U+FFFD itself, in UTF-8, is valid."""
     latin1 = GOOD.replace("Björk", "Beyoncé").encode("latin-1")
     lines = [latin1, GOOD.replace("Björk", "Beyoncé").encode(), GOOD.replace("Björk", "Bj\ufffdrk").encode()]
-    raw = spark.createDataFrame([(bytearray(b), "f.json") for b in lines], "b binary, _source_file string")
-    landed = raw.select(F.col("b").cast("string").alias("value"), "_source_file",
-                        F.current_timestamp().alias("_ingested_at"), F.lit("r").alias("_run_id"))
-    parsed = parse_events(landed)
+    parsed = parse_events(_landed(spark, lines))
     assert [(r._reason, r._detail) for r in parsed.collect()] == [("not_json", "not UTF-8"), (None, None), (None, None)]
     [kept] = to_quarantine(parsed).select(F.col("_raw").cast("binary")).collect()
     assert bytes(kept[0]) == latin1

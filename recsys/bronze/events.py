@@ -43,6 +43,7 @@ from recsys.tables import (
     EVENT_ID,
     EVENT_TYPE,
     TRACK_ID,
+    UNREADABLE,
     USER_ID,
 )
 
@@ -64,7 +65,6 @@ SHAPE = T.StructType([
     T.StructField("replaced", T.BooleanType()),
 ])
 REASONS = ("not_json", "wrong_type", "missing_required", "unknown_event_type", "invalid_value")
-UNREADABLE = "unreadable_file"  # a whole landing file Spark cannot read: one quarantined row, `_raw` NULL
 
 
 def _missing(col: Column) -> Column:

@@ -54,7 +54,6 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.bronze.accounts import request_forget
-from recsys.bronze.events import UNREADABLE
 from recsys.config import Config
 from recsys.gold.store import forget_features, sync_feature_store
 from recsys.keys import forget_token, pseudonym
@@ -74,6 +73,7 @@ from recsys.tables import (
     BRONZE_FORGOTTEN,
     SILVER_EVENTS,
     TABLES,
+    UNREADABLE,
     USER_ID,
     USER_KEY,
 )
