@@ -160,6 +160,10 @@ GOLD_INTERACTIONS = Table(
     "gold", "interactions", "(user, artist) pair with implicit-feedback confidence",
     "artist_id string, user_key string, raw_score double, plays bigint, last_ts timestamp, confidence double, "
     "user_idx int, artist_idx int, as_of timestamp", key=(USER_KEY, ARTIST_ID))
+GOLD_WINDOW_CATALOG = Table(
+    "gold", "window_catalog", "(artist or track, field, value) in the build's window: how often, when last",
+    "kind string, id string, field string, value string, n bigint, last_seen timestamp, as_of timestamp",
+    key=("kind", "id", "field", "value"))
 GOLD_ID_MAP_USERS = Table("gold", "id_map_users", "user's stable integer id for ALS",
                           "user_key string, user_idx int", key=(USER_KEY,))
 GOLD_ID_MAP_ARTISTS = Table("gold", "id_map_artists", "artist's stable integer id for ALS",
@@ -203,7 +207,7 @@ TABLES: dict[str, Table] = {t.qualified: t for t in (
     BRONZE_ACCOUNTS_EXTRACT, BRONZE_FORGET_REQUESTS, BRONZE_FORGOTTEN,
     SILVER_EVENTS, SILVER_EVENTS_QUARANTINE, SILVER_USERS, SILVER_ARTISTS, SILVER_TRACKS, SILVER_CATALOG_VALUES,
     SILVER_QUALITY_REPORTS,
-    GOLD_ARTIST_STATS, GOLD_TRACK_STATS, GOLD_USER_FEATURES, GOLD_INTERACTIONS,
+    GOLD_ARTIST_STATS, GOLD_TRACK_STATS, GOLD_USER_FEATURES, GOLD_INTERACTIONS, GOLD_WINDOW_CATALOG,
     GOLD_ID_MAP_USERS, GOLD_ID_MAP_ARTISTS, GOLD_BUILDS, GOLD_FEATURE_STORE_SYNCS, GOLD_RECOMMENDATIONS,
     GOLD_SEGMENT_RECOMMENDATIONS, GOLD_FEEDBACK, GOLD_CTR, GOLD_AB_RESULTS,
 )}

@@ -45,8 +45,8 @@ CONTRACTS_DIR = ROOT.parent / "shared" / "contracts"
 
 # The modules that take longest (their tests' times in `make test`'s durations), run first: the
 # two workers then share out the short ones at the end instead of one ending on a long module alone.
-LONGEST_FIRST = ("test_cluster.py", "test_pii_scan.py", "test_refresh.py", "test_gold_e2e.py", "test_lakehouse_e2e.py",
-                 "test_notebooks.py", "test_ingest_crash.py", "test_incremental.py", "test_lastfm_silver.py",
+LONGEST_FIRST = ("test_cluster.py", "test_pii_scan.py", "test_refresh.py", "test_gold_e2e.py", "test_incremental.py",
+                 "test_ingest_crash.py", "test_notebooks.py", "test_lastfm_silver.py", "test_lakehouse_e2e.py",
                  "test_model_train.py")
 
 

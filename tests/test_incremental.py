@@ -1,9 +1,12 @@
-"""Silver kept current batch by batch equals silver rebuilt from scratch; forgetting a user
-rewrites only the files that held them; gold reads only its window of `silver/events`."""
+"""Silver kept current batch by batch equals silver rebuilt from scratch, and so does gold updated
+build by build; forgetting a user rewrites only the files that held them; gold reads only its
+window of `silver/events`."""
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import json
 import shutil
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +21,7 @@ from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.config import IngestConfig, LakeConfig
 from recsys.datagen.generator import GeneratorSpec, generate
-from recsys.gold.build import in_window
+from recsys.gold.build import build_gold, in_window
 from recsys.keys import pseudonym
 from recsys.orchestration.forget import forget_requested
 from recsys.silver.build import build_silver
@@ -32,6 +35,29 @@ SECRET = "incremental-test-secret"
 SPEC = GeneratorSpec(users=80, artists=120, days=3, dirt_rate=0.1, future_days=0, seed=5)
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 LINEAGE = ("_silver_at", "_run_id")
+GOLD_WINDOW_DAYS = 2  # so that the third day's build sees the first day's morning leave the window
+GOLD = ("artist_stats", "track_stats", "user_features", "interactions")
+
+
+def _gold_as_of(day: int) -> datetime:
+    """Noon of the generated day `day` (1-based): each build leaves that day's afternoon for the next."""
+    return datetime.fromisoformat(SPEC.start_date).replace(tzinfo=UTC) + timedelta(days=day - 1, hours=12)
+
+
+def _land_late_copies(landing: Path, day: str, into: Path) -> None:
+    """Every event of day `day`'s first landing file again under new ids, in a file landed in `into`:
+    events that arrive late, for a date gold has already built."""
+    source = sorted(Path(landing, "events").rglob(f"*{day}*/**/*.json*"))[0]
+    text = gzip.decompress(source.read_bytes()).decode() if source.suffix == ".gz" else source.read_text()
+    late = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("event_id"), str):
+            late.append(json.dumps({**event, "event_id": f"late-{event['event_id']}"}))
+    Path(into, f"late-{source.name.removesuffix('.gz')}").write_text("\n".join(late) + "\n")
 
 
 def _silver(spark, cfg, name):
@@ -47,24 +73,30 @@ def _same(left, right):
 @pytest.fixture(scope="module")
 def lakes(services, spark, tmp_path_factory):
     """Lake A: silver run after each of three landings (day 1; day 2 and a deleted account; day 3
-    and a replayed file). Lake B: a copy of A's bronze, silver built once from scratch."""
+    and a replayed file and late events for day 2), with gold built as of noon after each run
+    (a 2-day window). Lake B: a copy of A's bronze, silver and gold built once from scratch."""
     root = tmp_path_factory.mktemp("incremental")
     cfg = dataclasses.replace(
         isolated(services, root, "incremental"),
         privacy=dataclasses.replace(services.privacy, pseudonym_secret=SECRET),
         ingest=IngestConfig(max_files_per_trigger=25, accounts_partitions=2, click_events_to_postgres=False),
     )
+    cfg = dataclasses.replace(cfg, gold=dataclasses.replace(cfg.gold, feature_window_days=GOLD_WINDOW_DAYS))
     generate(cfg.landing.path, dataclasses.replace(SPEC, days=1),
              on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
 
-    def run(tag: str) -> int:
+    builds = []
+
+    def run(tag: str, day: int) -> int:
         ingest_events(spark, cfg, run_id=tag)
         ingest_accounts(spark, cfg, run_id=tag)  # incremental: deletions are found on every run
         forgotten = forget_requested(spark, cfg)
-        build_silver(spark, cfg, run_id=tag, now=NOW)
+        build_silver(spark, cfg, run_id=tag, now=NOW + timedelta(minutes=day))  # each run's own _silver_at
+        users = lake.current_version(spark, lake.table_path(cfg.lake, "silver", "users"))
+        builds.append(build_gold(spark, cfg, _gold_as_of(day), users_version=users))
         return forgotten
 
-    run("day-1")
+    run("day-1", 1)
     events = _silver(spark, cfg, "events")
     victim = next(str(1000 + u) for u in range(SPEC.users)
                   if events.filter(F.col("user_key") == pseudonym(SECRET, str(1000 + u))).count() > 0)
@@ -75,19 +107,23 @@ def lakes(services, spark, tmp_path_factory):
     generate(cfg.landing.path, SPEC, append_days=1)
     postgres.execute(cfg.postgres, f"DELETE FROM {TABLE} WHERE user_id = %s", (victim,))
     before_forget = lake.current_version(spark, SILVER_EVENTS.path(cfg.lake))
-    forgotten = run("day-2")
+    forgotten = run("day-2", 2)
     history = DeltaTable.forPath(spark, SILVER_EVENTS.path(cfg.lake)).history().collect()
     forget_commits = [r.asDict(recursive=True) for r in history if r.version > before_forget and r.operation == "MERGE"]
 
     generate(cfg.landing.path, SPEC, append_days=1)
     first_file = sorted(Path(cfg.landing.path, "events").rglob("*.json*"))[0]
     shutil.copy(first_file, first_file.with_name(f"replayed-{first_file.name}"))
-    run("day-3")
+    _land_late_copies(Path(cfg.landing.path), (date.fromisoformat(SPEC.start_date) + timedelta(days=1)).isoformat(),
+                      first_file.parent)
+    run("day-3", 3)
 
     rebuilt = dataclasses.replace(cfg, lake=LakeConfig(root=str(root / "rebuilt")))
     shutil.copytree(Path(cfg.lake.root, "bronze"), Path(rebuilt.lake.root, "bronze"))
     build_silver(spark, rebuilt, run_id=uuid.uuid4().hex, now=NOW)
-    return cfg, rebuilt, key, holding, files_before, forget_commits, forgotten
+    users = lake.current_version(spark, lake.table_path(rebuilt.lake, "silver", "users"))
+    builds.append(build_gold(spark, rebuilt, _gold_as_of(3), users_version=users))
+    return cfg, rebuilt, key, holding, files_before, forget_commits, forgotten, builds
 
 
 @pytest.mark.slow
@@ -105,8 +141,34 @@ def test_silver_kept_current_batch_by_batch_equals_a_rebuild_from_scratch(spark,
 
 
 @pytest.mark.slow
+def test_gold_updated_from_what_changed_equals_a_full_build(spark, lakes):
+    """Day 3's build updates gold from the day-2 build's tables: day 3's events and day 2's late
+    ones enter, day 1's morning leaves. Its tables equal a full build's on lake B (`exceptAll`
+    both ways; the integer ids are each lake's own). Day 2's build was full: the erasure rewrote
+    silver, and gold's tables with it."""
+    incremental, rebuilt, key, *_, builds = lakes
+    first, after_erasure, updated, full = builds
+    assert first.full_because is not None and "no build before" in first.full_because
+    assert after_erasure.full_because == "a gold table was rewritten since the build before"
+    assert updated.full_because is None
+    assert full.full_because is not None
+    window = in_window(_silver(spark, incremental, "events"), _gold_as_of(3), GOLD_WINDOW_DAYS)
+    assert window.filter(F.col("event_id").startswith("late-")).count() > 0  # late events entered
+    morning = _silver(spark, incremental, "events").filter(
+        (F.col("event_time") >= _gold_as_of(1) - timedelta(hours=12)) & (F.col("event_time") < _gold_as_of(1)))
+    assert morning.count() > 0  # in day 2's window, not in day 3's: they left
+    for name in GOLD:
+        def table(cfg, name=name):
+            return lake.read(spark, lake.table_path(cfg.lake, "gold", name)).drop("user_idx", "artist_idx")
+
+        _same(table(incremental), table(rebuilt))
+    assert lake.read(spark, lake.table_path(incremental.lake, "gold", "interactions")).filter(
+        F.col("user_key") == key).count() == 0
+
+
+@pytest.mark.slow
 def test_forgetting_a_user_rewrites_only_the_files_that_held_them(spark, lakes):
-    incremental, _, _, holding, files_before, forget_commits, forgotten = lakes
+    incremental, _, _, holding, files_before, forget_commits, forgotten, _ = lakes
     assert forgotten == 1
     (delete,) = forget_commits
     removed = int(delete["operationMetrics"]["numTargetFilesRemoved"])

@@ -64,6 +64,9 @@ def test_two_refreshes_publish_twice_and_train_only_when_due(services, spark, tm
     assert not first_of["train"].startswith("skipped") and second_of["train"].startswith("skipped")
     assert int(second_of["bronze events"].split()[0]) > 0  # the appended day's lines, and only those
     assert first_of["forget"] == second_of["forget"] == "no user to forget"
+    # gold starts from the whole window, then updates from the events that entered it
+    assert "(full build: no build before" in first_of["gold"]
+    assert "(updated from what entered and left the window)" in second_of["gold"]
     features = lake.read(spark, lake.table_path(cfg.lake, "gold", "user_features"))
     assert features.filter(F.col(USER_KEY) == moved).select("age_group").collect() == [("65+",)]
     # every listed artist carries its own name (the lists are labelled from the catalog on the executors)

@@ -4,6 +4,11 @@
 The Delta versions of the inputs are recorded in each gold table's commit (`userMetadata`) and
 in `gold/builds`, and `silver_version` replays a build on exactly the silver it saw, so a
 training set for any past date can be rebuilt and no feature sees the future.
+
+A build that follows another on silver that only grew updates `gold/interactions` and
+`gold/window_catalog` (the counts gold's names and genres are picked from) from the events that
+entered and left the window since (`recsys.gold.changes`) instead of aggregating the whole window
+again; `GoldBuild.full_because` says why a build could not.
 """
 
 from __future__ import annotations
@@ -13,16 +18,25 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
-from recsys.config import Config
+from recsys.config import Config, GoldConfig
 from recsys.frames import Persisted
+from recsys.gold.changes import Change, Previous, between, settings_digest, updated_sums, window_change
 from recsys.gold.features import FEATURE_HASH, feature_hash, signed_up_before, user_features
-from recsys.gold.interactions import ID_MAP, interactions, update_id_map, weights_from, with_ids
+from recsys.gold.interactions import (
+    ID_MAP,
+    interactions,
+    update_id_map,
+    updated_interactions,
+    weights_from,
+    with_ids,
+)
 from recsys.gold.stats import Windows, artist_stats, track_stats
-from recsys.silver.catalog import catalog_fields
+from recsys.silver.catalog import CATALOG_KEY, catalog_fields_from, catalog_values, narrow_specs
 from recsys.tables import (
     ARTIST_ID,
     AS_OF,
@@ -35,7 +49,9 @@ from recsys.tables import (
     USER_KEY,
 )
 
-GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions")
+GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions", "window_catalog")
+# The catalog fields gold shows, picked over its window (`gold/window_catalog` keeps their counts).
+CATALOG_SPECS = narrow_specs({"artist": ("artist_name", "genres"), "track": ("track_name", ARTIST_ID)})
 # The silver columns gold reads (14 of 37): neither lineage and context (source file, session,
 # device, place, ...) nor the catalog fields no gold table shows (keys, album, displayed rank and
 # likes, duration) are read. The window is not cached: each table's query reads only its own
@@ -50,11 +66,14 @@ GOLD_READS = (
 
 @dataclass(frozen=True)
 class GoldBuild:
-    """One gold build: its id, the time it was built as of, input versions and output row counts."""
+    """One gold build: its id, the time it was built as of, its inputs' and outputs' versions, and
+    why it recomputed every table from the whole window (None: it updated what it could).
+    """
     build_id: str
     as_of: datetime
     inputs: dict[str, int]
     outputs: dict[str, int]
+    full_because: str | None = None
 
 
 def users_as_of(spark: SparkSession, users_path: str, as_of: datetime, version: int | None = None
@@ -71,18 +90,58 @@ def in_window(events: DataFrame, as_of: datetime, days: int) -> DataFrame:
     """Silver events of the `days` before `as_of`. The date bound prunes `silver/events`' partitions,
     so a build reads the window it needs, whatever the length of the history.
     """
-    start = as_of - timedelta(days=days)
-    return events.filter(
-        (F.col(EVENT_DATE) >= F.lit(start.date())) & (F.col(EVENT_DATE) <= F.lit(as_of.date()))
-        & (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(as_of)))
+    return between(events, as_of - timedelta(days=days), as_of)
+
+
+def previous_build(spark: SparkSession, cfg: Config) -> Previous | None:
+    """What the latest gold build recorded for the next one; None when there is none, or when it
+    recorded no silver time (a build before `recsys.gold.changes` existed, or on an empty silver).
+    """
+    builds = GOLD_BUILDS.path(cfg.lake)
+    if not lake.exists(spark, builds):
+        return None
+    last = lake.read(spark, builds).orderBy(F.desc("built_at")).limit(1).collect()
+    version = last[0].outputs.get("gold/interactions") if last else None
+    if version is None:
+        return None
+    history = DeltaTable.forPath(spark, lake.table_path(cfg.lake, "gold", "interactions")).history()
+    commit = history.filter(F.col("version") == version).select("userMetadata").collect()
+    recorded = json.loads(commit[0][0]) if commit and commit[0][0] else {}
+    if not recorded.get("silver_at"):
+        return None
+    return Previous(datetime.fromisoformat(recorded[AS_OF]), last[0].inputs["silver/events"],
+                    datetime.fromisoformat(recorded["silver_at"]), recorded.get("settings", ""), dict(last[0].outputs))
+
+
+def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: DataFrame, as_of: datetime,
+                paths: dict[str, str], *, keep: Persisted) -> tuple[DataFrame, DataFrame]:
+    """The window's catalog counts (`gold/window_catalog`) and interactions, persisted by `keep`:
+    updated from the build before's tables when `change` has their difference, or aggregated over
+    the window's `events`.
+    """
+    weights = weights_from(g.weights)
+    diff = change.difference
+    if diff is None:
+        return keep(catalog_values(events, CATALOG_SPECS)), keep(interactions(events, weights, g.confidence))
+
+    def before(table: str) -> DataFrame:
+        return lake.read(spark, paths[f"gold/{table}"], version=diff.previous.outputs[f"gold/{table}"])
+
+    entering, leaving = diff.entering.select(*GOLD_READS), diff.leaving.select(*GOLD_READS)
+    start = as_of - timedelta(days=g.feature_window_days)
+    values = updated_sums(before("window_catalog"), catalog_values(entering, CATALOG_SPECS),
+                          catalog_values(leaving, CATALOG_SPECS), list(CATALOG_KEY), ["n"], "last_seen", start)
+    pairs = updated_interactions(before("interactions"), entering, leaving, start, weights, g.confidence)
+    return keep(values), keep(pairs)
 
 
 def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persisted, silver_version: int | None = None,
-                users_version: int | None = None) -> tuple[dict[str, DataFrame], dict[str, int]]:
+                users_version: int | None = None) -> tuple[dict[str, DataFrame], dict[str, int], Change]:
     """The gold DataFrames as of `as_of` (not yet written) and the silver versions they read:
     `silver/events` at `silver_version` (default: the current one), `silver/users` at
     `users_version` (default: the one current at `as_of`). They are valid while `keep` lasts: the
-    statistics and interactions more than one table reads are persisted there.
+    statistics and interactions more than one table reads are persisted there. The `Change` says
+    how the window differs from the build before's (`window_sums` updates from it what it can).
     """
     g = cfg.gold
     events_path = lake.table_path(cfg.lake, "silver", "events")
@@ -90,19 +149,22 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persist
     version = lake.current_version(spark, events_path) if silver_version is None else silver_version
     users, users_version = users_as_of(spark, users_path, as_of, users_version)
     inputs = {"silver/events": version, "silver/users": users_version}
+    paths = {f"gold/{t}": lake.table_path(cfg.lake, "gold", t) for t in GOLD_TABLES}
+    outputs = {k: lake.current_version(spark, p) if lake.exists(spark, p) else None for k, p in paths.items()}
+    change = window_change(spark, events_path, version, previous_build(spark, cfg), as_of, g, outputs)
     events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days)
     events = events.select(*GOLD_READS)
     windows = Windows(g.feature_window_days, g.trending_recent_days, g.trending_baseline_days)
-    artists = catalog_fields(events, "artist", ("artist_name", "genres"))
-    tracks = catalog_fields(events, "track", ("track_name", ARTIST_ID))
-    pairs = keep(interactions(events, weights_from(g.weights), g.confidence))
+    values, pairs = window_sums(spark, g, change, events, as_of, paths, keep=keep)
+    artists = catalog_fields_from(values, CATALOG_SPECS, "artist")
+    tracks = catalog_fields_from(values, CATALOG_SPECS, "track")
     a_stats = keep(artist_stats(events, artists, pairs, as_of, windows, keep=keep))
     t_stats = keep(track_stats(events, tracks, as_of, windows, keep=keep))
     features = user_features(users, events, pairs, (a_stats, t_stats), as_of,
                              max_artists=g.max_favourite_artists, max_tracks=g.max_recent_tracks)
     features = features.withColumn(FEATURE_HASH, feature_hash(features))
     return {"artist_stats": a_stats, "track_stats": t_stats, "user_features": features,
-            "interactions": pairs}, inputs
+            "interactions": pairs, "window_catalog": values}, inputs, change
 
 
 def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None,
@@ -112,7 +174,7 @@ def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version
     """
     build_id = uuid.uuid4().hex
     with Persisted() as keep:
-        tables, inputs = gold_tables(spark, cfg, as_of, keep, silver_version, users_version)
+        tables, inputs, change = gold_tables(spark, cfg, as_of, keep, silver_version, users_version)
         for table, (key, idx) in ID_MAP.items():
             source = tables["interactions"].select(key)
             update_id_map(spark, lake.table_path(cfg.lake, "gold", f"id_map_{table}"), source, key, idx)
@@ -122,7 +184,9 @@ def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version
             id_map_path = lake.table_path(cfg.lake, "gold", f"id_map_{table}")
             inputs[f"gold/id_map_{table}"] = lake.current_version(spark, id_map_path)
 
-        metadata = json.dumps({"build_id": build_id, AS_OF: as_of.isoformat(), "inputs": inputs}, sort_keys=True)
+        metadata = json.dumps({"build_id": build_id, AS_OF: as_of.isoformat(), "inputs": inputs,
+                               "silver_at": change.silver_at.isoformat() if change.silver_at else None,
+                               "settings": settings_digest(cfg.gold)}, sort_keys=True)
         outputs = {}
         for name, df in tables.items():
             path = lake.table_path(cfg.lake, "gold", name)
@@ -130,4 +194,4 @@ def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version
             outputs[f"gold/{name}"] = lake.current_version(spark, path)
     row = (build_id, as_of, datetime.now(as_of.tzinfo), inputs, outputs)
     lake.append(spark.createDataFrame([row], GOLD_BUILDS.schema), GOLD_BUILDS.path(cfg.lake))
-    return GoldBuild(build_id, as_of, inputs, outputs)
+    return GoldBuild(build_id, as_of, inputs, outputs, change.full_because)

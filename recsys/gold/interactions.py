@@ -14,6 +14,7 @@ below zero stay in the table with confidence 0, so the model can tell "seen and 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -21,6 +22,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.frames import Persisted, with_row_number
+from recsys.gold.changes import updated_sums
 from recsys.tables import ARTIST_ID, EVENT_TIME, EVENT_TYPE, USER_KEY
 
 DEFAULT_WEIGHTS = {
@@ -61,20 +63,47 @@ def event_weight(weights: Mapping[str, float]) -> Column:
     return expr.otherwise(F.lit(0.0))
 
 
-def interactions(events: DataFrame, weights: Mapping[str, float], scaling: str = "log") -> DataFrame:
-    """(user_key, artist_id) -> raw_score, confidence, plays, last_ts."""
-    if scaling not in ("log", "linear"):
-        raise ValueError(f"gold.confidence must be 'log' or 'linear', got {scaling!r}")
+def pair_sums(events: DataFrame, weights: Mapping[str, float]) -> DataFrame:
+    """(user_key, artist_id) -> `_micros` (the weights' sum in millionths), plays, last_ts of `events`
+    (impressions aside): sums a window's change can be added to and taken from.
+    """
     micros = F.round(event_weight(weights) * MICRO).cast("long")
     scored = events.filter(F.col(EVENT_TYPE) != "impression").withColumn("_w", micros * F.col("count"))
-    pairs = scored.groupBy(USER_KEY, ARTIST_ID).agg(
-        (F.sum("_w") / MICRO).alias("raw_score"),
+    return scored.groupBy(USER_KEY, ARTIST_ID).agg(
+        F.sum("_w").alias("_micros"),
         F.sum(F.when(F.col(EVENT_TYPE) == "play", F.col("count")).otherwise(0)).alias("plays"),
         F.max(EVENT_TIME).alias("last_ts"),
     )
+
+
+def _scored(sums: DataFrame, scaling: str) -> DataFrame:
+    """`pair_sums` -> the interactions: `raw_score` and `confidence` for `_micros`."""
+    if scaling not in ("log", "linear"):
+        raise ValueError(f"gold.confidence must be 'log' or 'linear', got {scaling!r}")
+    pairs = sums.withColumn("raw_score", F.col("_micros") / MICRO)
     positive = F.greatest(F.col("raw_score"), F.lit(0.0))
     confidence = F.log1p(positive) if scaling == "log" else positive
-    return pairs.withColumn("confidence", confidence)
+    return pairs.select(USER_KEY, ARTIST_ID, "raw_score", "plays", "last_ts", confidence.alias("confidence"))
+
+
+def interactions(events: DataFrame, weights: Mapping[str, float], scaling: str = "log") -> DataFrame:
+    """(user_key, artist_id) -> raw_score, plays, last_ts, confidence."""
+    return _scored(pair_sums(events, weights), scaling)
+
+
+def updated_interactions(previous: DataFrame, entering: DataFrame, leaving: DataFrame, window_start: datetime,
+                         weights: Mapping[str, float], scaling: str = "log") -> DataFrame:
+    """The interactions of a window that changed (`recsys.gold.changes`): `previous`, the build
+    before's, plus the sums of the `entering` events and minus those of the `leaving` ones
+    (`recsys.gold.changes.updated_sums`): equal to `interactions` of the new window, bit for bit.
+
+    `previous` holds `raw_score`, not its millionths: `round(raw_score * 10**6)` gives them back
+    exactly while the sum is below 2**51 millionths (a pair's score under two billion).
+    """
+    before = previous.withColumn("_micros", F.round(F.col("raw_score") * MICRO).cast("long"))
+    sums = updated_sums(before, pair_sums(entering, weights), pair_sums(leaving, weights), [USER_KEY, ARTIST_ID],
+                        ["_micros", "plays"], "last_ts", window_start)
+    return _scored(sums, scaling)
 
 
 ID_MAP = {"users": (USER_KEY, "user_idx"), "artists": (ARTIST_ID, "artist_idx")}

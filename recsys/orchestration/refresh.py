@@ -101,7 +101,11 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
         users = lake.current_version(spark, lake.table_path(cfg.lake, "silver", "users"))
         build = build_gold(spark, cfg, as_of=now, users_version=users)
         synced = sync_feature_store(spark, cfg, stage_suffix=build.build_id[:12])
-        return f"as of {now:%Y-%m-%d %H:%M}; feature store: {synced.changed} users written, {synced.removed} removed"
+        how = "updated from what entered and left the window"
+        if build.full_because:
+            how = f"full build: {build.full_because}"
+        return (f"as of {now:%Y-%m-%d %H:%M} ({how}); feature store: {synced.changed} users written, "
+                f"{synced.removed} removed")
 
     def training() -> str:
         if not training_due(cfg, now):

@@ -31,8 +31,8 @@ _ARTIST = ("artist", ARTIST_ID, ("artist_name", "artist_key"), ("genres", "artis
 _TRACK = ("track", TRACK_ID, ("track_name", "track_key", ARTIST_ID, "album_name", "duration_ms"), ("track_likes",))
 _TYPES = {"genres": "array<string>", "artist_rank": "bigint", "artist_followers": "bigint",
           "duration_ms": "bigint", "track_likes": "bigint"}
-_KEY = ("kind", "id", "field", "value")
-_MATCH = " AND ".join(f"t.{k} = s.{k}" for k in _KEY)  # a MERGE's target row for a source row
+CATALOG_KEY = ("kind", "id", "field", "value")
+_MATCH = " AND ".join(f"t.{k} = s.{k}" for k in CATALOG_KEY)  # a MERGE's target row for a source row
 
 
 def _as_text(field: str) -> Column:
@@ -60,7 +60,7 @@ def catalog_values(events: DataFrame, specs: tuple = (_ARTIST, _TRACK)) -> DataF
         parts.append(exploded.filter(F.col("p.value").isNotNull()).select(
             F.lit(kind).alias("kind"), "id", "p.field", "p.value", EVENT_TIME))
     union = functools.reduce(DataFrame.unionByName, parts)
-    return union.groupBy(*_KEY).agg(F.count("*").alias("n"), F.max(EVENT_TIME).alias("last_seen"))
+    return union.groupBy(*CATALOG_KEY).agg(F.count("*").alias("n"), F.max(EVENT_TIME).alias("last_seen"))
 
 
 def add_values(values: DataFrame, path: str) -> None:
@@ -77,9 +77,9 @@ def recount(spark: SparkSession, path: str, remaining: DataFrame, touched: DataF
     `remaining` events: values no remaining event carries are deleted. For forgetting users.
     """
     fresh = catalog_values(remaining).join(touched, on=["kind", "id"], how="left_semi")
-    stored = lake.read(spark, path).join(touched, on=["kind", "id"], how="left_semi").select(*_KEY)
-    source = stored.join(fresh, on=list(_KEY), how="left").select(
-        *_KEY, F.coalesce("n", F.lit(0)).alias("n"), "last_seen")
+    stored = lake.read(spark, path).join(touched, on=["kind", "id"], how="left_semi").select(*CATALOG_KEY)
+    source = stored.join(fresh, on=list(CATALOG_KEY), how="left").select(
+        *CATALOG_KEY, F.coalesce("n", F.lit(0)).alias("n"), "last_seen")
     (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), _MATCH)
      .whenMatchedDelete("s.n = 0")
      .whenMatchedUpdate(set={"n": "s.n", "last_seen": "s.last_seen"})
@@ -137,20 +137,34 @@ def to_tracks(events: DataFrame) -> DataFrame:
     return tracks_from(catalog_values(events, (_TRACK,)))
 
 
-def catalog_fields(events: DataFrame, kind: str, fields: tuple[str, ...]) -> DataFrame:
-    """One row per artist or track (`kind`) in `events` with only `fields` (and `last_seen`), each
-    picked by the rule `to_artists` and `to_tracks` use, and values as they would type them. A
-    reader that needs two of the catalog's fields (gold's names and genres over its window) explodes
-    each event into three rows instead of six.
+def narrow_specs(fields: dict[str, tuple[str, ...]]) -> tuple:
+    """The specs `catalog_values` and `catalog_fields_from` take for only some fields of each kind
+    (`{"artist": ("artist_name", "genres"), ...}`): a reader that needs two of the catalog's fields
+    (gold's names and genres over its window) explodes each event into three rows instead of six.
     """
     specs = {spec[0]: spec for spec in (_ARTIST, _TRACK)}
-    if kind not in specs:
-        raise ValueError(f"catalog kind must be one of {sorted(specs)}, got {kind!r}")
-    spec = specs[kind]
-    frequent = tuple(f for f in spec[2] if f in fields)
-    latest = tuple(f for f in spec[3] if f in fields)
-    unknown = set(fields) - {*frequent, *latest}
-    if unknown:
-        raise ValueError(f"{kind} catalog has no fields {sorted(unknown)}")
-    narrow = (kind, spec[1], frequent, latest)
-    return _derive(catalog_values(events, (narrow,)), narrow)
+    narrow = []
+    for kind, wanted in fields.items():
+        if kind not in specs:
+            raise ValueError(f"catalog kind must be one of {sorted(specs)}, got {kind!r}")
+        _, key, frequent, latest = specs[kind]
+        unknown = set(wanted) - {*frequent, *latest}
+        if unknown:
+            raise ValueError(f"{kind} catalog has no fields {sorted(unknown)}")
+        narrow.append((kind, key, tuple(f for f in frequent if f in wanted), tuple(f for f in latest if f in wanted)))
+    return tuple(narrow)
+
+
+def catalog_fields_from(values: DataFrame, specs: tuple, kind: str) -> DataFrame:
+    """One row per artist or track (`kind`) in `values` (`catalog_values` with `specs`) with only
+    the spec's fields (and `last_seen`), each picked by the rule `to_artists` and `to_tracks` use,
+    and values as they would type them.
+    """
+    (spec,) = [s for s in specs if s[0] == kind]
+    return _derive(values, spec)
+
+
+def catalog_fields(events: DataFrame, kind: str, fields: tuple[str, ...]) -> DataFrame:
+    """`catalog_fields_from` the values of `events` for `fields` of `kind` only."""
+    specs = narrow_specs({kind: fields})
+    return catalog_fields_from(catalog_values(events, specs), specs, kind)

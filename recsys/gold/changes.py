@@ -1,0 +1,166 @@
+"""What changed in gold's window since the build before, so a build can update a table from the
+difference instead of recomputing it from every event of the window.
+
+A build as of `a2` reads the events of `[a2 - W, a2)` in `silver/events` at version `v2`; the
+build before read `[a1 - W, a1)` at `v1` (`W` is `gold.feature_window_days`). When silver only
+had rows appended in between (appends and compactions: no delete, update, overwrite or erasure),
+the rows of `v1` are exactly the rows of `v2` whose `_silver_at` is at most `M1`, the newest
+`_silver_at` of `v1`, which the build before recorded. Then
+
+- **entering** = the rows of `v2` in the new window with `_silver_at > M1` (written since) or
+  `event_time >= a1` (written before, but after the old window's end);
+- **leaving** = the rows with `_silver_at <= M1` in `[a1 - W, min(a1, a2 - W))`: in the old
+  window, before the new one.
+
+Both are read from `v2` with the event date bounding the partitions, so their cost follows the
+days that moved, not the window. `_silver_at` is the silver run's start, and runs follow one
+another, so rows written later have a later one; that is checked, not assumed: the rows of `v2`
+with `_silver_at > M1` must number exactly the rows `v2` has more than `v1` (a count Delta answers
+from its log), or the build is a full one.
+
+A build is also full when there is no build before, when the settings it depends on changed, when
+it is as of an earlier time or an older silver version, or when anything rewrote a gold table
+since (an erasure, a maintenance compaction): `Change.full_because` says which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import lake
+from recsys.config import GoldConfig
+from recsys.tables import EVENT_DATE, EVENT_TIME
+
+SILVER_AT = "_silver_at"
+# The commits of `silver/events` that leave its rows as they were, or only add rows.
+_APPENDS = ("WRITE", "STREAMING UPDATE")
+_SAME_ROWS = ("OPTIMIZE",)
+
+
+def settings_digest(gold: GoldConfig) -> str:
+    """A digest of the gold settings a build depends on: a build with other settings starts over."""
+    settings = {k: v for k, v in asdict(gold).items() if k not in ("feature_ttl_s", "redis_prefix")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What a build recorded for the next one: its as-of time, the `silver/events` version it read,
+    the newest `_silver_at` in it, its settings' digest and the gold tables' versions it wrote.
+    """
+    as_of: datetime
+    silver_version: int
+    silver_at: datetime
+    settings: str
+    outputs: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Difference:
+    """The events that entered and left the window since the build `previous`."""
+    previous: Previous
+    entering: DataFrame
+    leaving: DataFrame
+
+
+@dataclass(frozen=True)
+class Change:
+    """How a build's window differs from the build before's (`difference`), or why this build is a
+    full one (`full_because`); and the newest `_silver_at` of the silver version read, for the next
+    build.
+    """
+    silver_at: datetime | None
+    difference: Difference | None = None
+    full_because: str | None = None
+
+
+def _appends_only(spark: SparkSession, path: str, since: int, until: int) -> str | None:
+    """None when every commit of `path` in `(since, until]` only appended rows or compacted files;
+    otherwise the first one that did more.
+    """
+    history = (DeltaTable.forPath(spark, path).history()
+               .filter((F.col("version") > since) & (F.col("version") <= until))
+               .select("version", "operation", "operationParameters", "userMetadata").orderBy("version"))
+    for version, operation, parameters, metadata in history.collect():
+        appended = operation in _APPENDS and (parameters or {}).get("mode") == "Append"
+        if metadata == lake.ERASURE or not (appended or operation in _SAME_ROWS):
+            return f"silver/events version {version} is a {operation}, not an append"
+    return None
+
+
+def window_change(spark: SparkSession, events_path: str, version: int, previous: Previous | None, as_of: datetime,
+                  gold: GoldConfig, current_outputs: dict[str, int | None]) -> Change:
+    """How the window of a build as of `as_of` on `silver/events` version `version` differs from
+    the window of the build `previous` (see the module's docstring). `current_outputs` are the gold
+    tables' current versions (None: no such table), which must still be the ones `previous` wrote.
+    """
+    events = lake.read(spark, events_path, version=version)
+    if previous is None:
+        return Change(_newest(events), full_because="no build before it recorded what it read")
+    reason = None
+    if previous.settings != settings_digest(gold):
+        reason = "the gold settings changed"
+    elif as_of < previous.as_of or version < previous.silver_version:
+        reason = "it is as of an earlier time or silver version than the build before"
+    elif any(v is None or k not in previous.outputs for k, v in current_outputs.items()):
+        reason = "the build before did not write every gold table"
+    elif any(previous.outputs[k] != v for k, v in current_outputs.items()):
+        reason = "a gold table was rewritten since the build before"
+    else:
+        reason = _appends_only(spark, events_path, previous.silver_version, version)
+    if reason is None:
+        written_since = events.filter(F.col(SILVER_AT) > F.lit(previous.silver_at))
+        n_since, newest = written_since.agg(F.count("*"), F.max(SILVER_AT)).collect()[0]
+        newest = _aware(newest)
+        added = events.count() - lake.read(spark, events_path, version=previous.silver_version).count()
+        if n_since != added:
+            reason = f"{n_since} rows have a later _silver_at but {added} were added"
+    if reason is not None:
+        return Change(_newest(events), full_because=reason)
+
+    window = timedelta(days=gold.feature_window_days)
+    old_start, new_start = previous.as_of - window, as_of - window
+    entering = between(events, new_start, as_of).filter(
+        (F.col(SILVER_AT) > F.lit(previous.silver_at)) | (F.col(EVENT_TIME) >= F.lit(previous.as_of)))
+    leaving = between(events, old_start, min(previous.as_of, new_start)).filter(
+        F.col(SILVER_AT) <= F.lit(previous.silver_at))
+    return Change(max(previous.silver_at, newest) if newest else previous.silver_at,
+                  Difference(previous, entering, leaving))
+
+
+def between(events: DataFrame, start: datetime, end: datetime) -> DataFrame:
+    """Events in `[start, end)`; the date bounds prune `silver/events`' partitions."""
+    return events.filter(
+        (F.col(EVENT_DATE) >= F.lit(start.date())) & (F.col(EVENT_DATE) <= F.lit(end.date()))
+        & (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(end)))
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    """A timestamp Spark collected (naive, in this process's time zone) as an aware UTC time."""
+    return None if t is None else t.astimezone(UTC)
+
+
+def _newest(events: DataFrame) -> datetime | None:
+    return _aware(events.agg(F.max(SILVER_AT)).collect()[0][0])
+
+
+def updated_sums(previous: DataFrame, entering: DataFrame, leaving: DataFrame, keys: list[str], sums: list[str],
+                 latest: str, window_start: datetime) -> DataFrame:
+    """Per `keys`, a window's sums after its change: `previous` plus `entering` minus `leaving` (each
+    with `keys`, `sums` and `latest`, the time of the newest event summed). `latest` is the previous
+    one while it is still in the window (`>= window_start`: the events that left are all older), or
+    the newest entering one; a key with neither has no event left in the window and is dropped.
+    Integer sums make the result equal to summing the new window, bit for bit.
+    """
+    kept = previous.select(*keys, *sums, F.when(F.col(latest) >= F.lit(window_start), F.col(latest)).alias(latest))
+    left = leaving.select(*keys, *[(-F.col(c)).alias(c) for c in sums], F.lit(None).cast("timestamp").alias(latest))
+    return (kept.unionByName(left).unionByName(entering.select(*keys, *sums, latest))
+            .groupBy(*keys).agg(*[F.sum(c).alias(c) for c in sums], F.max(latest).alias(latest))
+            .filter(F.col(latest).isNotNull()))
