@@ -36,7 +36,7 @@ SPEC = GeneratorSpec(users=80, artists=120, days=3, dirt_rate=0.1, future_days=0
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 LINEAGE = ("_silver_at", "_run_id")
 GOLD_WINDOW_DAYS = 2  # so that the third day's build sees the first day's morning leave the window
-GOLD = ("artist_stats", "track_stats", "user_features", "interactions")
+GOLD = ("artist_stats", "track_stats", "user_features", "interactions", "window_catalog")
 
 
 def _gold_as_of(day: int) -> datetime:
