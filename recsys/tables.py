@@ -103,6 +103,9 @@ BRONZE_FORGOTTEN = Table(
     "bronze", "forgotten", "user forgotten, by a one-way token of their key (keeps them out of later loads)",
     "token string, forgotten_at timestamp, source string", key=("token",))
 
+# `silver/events`' write time: the clock of the silver run that wrote the row. Runs follow one
+# another, so later rows have a later one: gold finds the rows written since its build before by it.
+SILVER_AT = "_silver_at"
 SILVER_EVENTS = Table(
     "silver", "events", "logical event, deduplicated, pseudonymous",
     "event_id string, event_type string, event_time timestamp, event_date date, user_key string, count bigint, "
@@ -163,7 +166,7 @@ GOLD_INTERACTIONS = Table(
 GOLD_WINDOW_CATALOG = Table(
     "gold", "window_catalog", "(artist or track, field, value) in the build's window: how often, when last",
     "kind string, id string, field string, value string, n bigint, last_seen timestamp, as_of timestamp",
-    key=("kind", "id", "field", "value"))
+    key=SILVER_CATALOG_VALUES.key)
 GOLD_ID_MAP_USERS = Table("gold", "id_map_users", "user's stable integer id for ALS",
                           "user_key string, user_idx int", key=(USER_KEY,))
 GOLD_ID_MAP_ARTISTS = Table("gold", "id_map_artists", "artist's stable integer id for ALS",

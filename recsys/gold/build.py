@@ -151,9 +151,9 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persist
     inputs = {"silver/events": version, "silver/users": users_version}
     paths = {f"gold/{t}": lake.table_path(cfg.lake, "gold", t) for t in GOLD_TABLES}
     outputs = {k: lake.current_version(spark, p) if lake.exists(spark, p) else None for k, p in paths.items()}
-    change = window_change(spark, events_path, version, previous_build(spark, cfg), as_of, g, outputs)
-    events = in_window(lake.read(spark, events_path, version=version), as_of, g.feature_window_days)
-    events = events.select(*GOLD_READS)
+    silver = lake.read(spark, events_path, version=version)
+    change = window_change(events_path, silver, version, previous_build(spark, cfg), as_of, g, outputs)
+    events = in_window(silver, as_of, g.feature_window_days).select(*GOLD_READS)
     windows = Windows(g.feature_window_days, g.trending_recent_days, g.trending_baseline_days)
     values, pairs = window_sums(spark, g, change, events, as_of, paths, keep=keep)
     artists = catalog_fields_from(values, CATALOG_SPECS, "artist")

@@ -13,7 +13,7 @@ the rows of `v1` are exactly the rows of `v2` whose `_silver_at` is at most `M1`
   window, before the new one.
 
 Both are read from `v2` with the event date bounding the partitions, so their cost follows the
-days that moved, not the window. `_silver_at` is the silver run's start, and runs follow one
+days that moved, not the window. `_silver_at` is the clock of the silver run, and runs follow one
 another, so rows written later have a later one; that is checked, not assumed: the rows of `v2`
 with `_silver_at > M1` must number exactly the rows `v2` has more than `v1` (a count Delta answers
 from its log), or the build is a full one.
@@ -36,9 +36,8 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import GoldConfig
-from recsys.tables import EVENT_DATE, EVENT_TIME
+from recsys.tables import EVENT_DATE, EVENT_TIME, SILVER_AT
 
-SILVER_AT = "_silver_at"
 # The commits of `silver/events` that leave its rows as they were, or only add rows.
 _APPENDS = ("WRITE", "STREAMING UPDATE")
 _SAME_ROWS = ("OPTIMIZE",)
@@ -95,13 +94,14 @@ def _appends_only(spark: SparkSession, path: str, since: int, until: int) -> str
     return None
 
 
-def window_change(spark: SparkSession, events_path: str, version: int, previous: Previous | None, as_of: datetime,
+def window_change(events_path: str, events: DataFrame, version: int, previous: Previous | None, as_of: datetime,
                   gold: GoldConfig, current_outputs: dict[str, int | None]) -> Change:
-    """How the window of a build as of `as_of` on `silver/events` version `version` differs from
-    the window of the build `previous` (see the module's docstring). `current_outputs` are the gold
-    tables' current versions (None: no such table), which must still be the ones `previous` wrote.
+    """How the window of a build as of `as_of` on `silver/events` version `version` (`events`: all
+    its rows) differs from the window of the build `previous` (see the module's docstring).
+    `current_outputs` are the gold tables' current versions (None: no such table), which must still
+    be the ones `previous` wrote.
     """
-    events = lake.read(spark, events_path, version=version)
+    spark = events.sparkSession
     if previous is None:
         return Change(_newest(events), full_because="no build before it recorded what it read")
     reason = None

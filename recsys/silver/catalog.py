@@ -23,7 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
-from recsys.tables import ARTIST_ID, EVENT_TIME, TRACK_ID
+from recsys.tables import ARTIST_ID, EVENT_TIME, SILVER_CATALOG_VALUES, TRACK_ID
 
 SEEN = "_seen"  # a field every event carries: its count is the events seen, its time `last_seen`
 # (kind, key column, fields picked by frequency, fields picked by recency)
@@ -31,7 +31,7 @@ _ARTIST = ("artist", ARTIST_ID, ("artist_name", "artist_key"), ("genres", "artis
 _TRACK = ("track", TRACK_ID, ("track_name", "track_key", ARTIST_ID, "album_name", "duration_ms"), ("track_likes",))
 _TYPES = {"genres": "array<string>", "artist_rank": "bigint", "artist_followers": "bigint",
           "duration_ms": "bigint", "track_likes": "bigint"}
-CATALOG_KEY = ("kind", "id", "field", "value")
+CATALOG_KEY = SILVER_CATALOG_VALUES.key
 _MATCH = " AND ".join(f"t.{k} = s.{k}" for k in CATALOG_KEY)  # a MERGE's target row for a source row
 
 

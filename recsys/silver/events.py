@@ -29,6 +29,7 @@ from recsys.tables import (
     EVENT_ID,
     EVENT_TIME,
     EVENT_TYPE,
+    SILVER_AT,
     SILVER_CATALOG_VALUES,
     SILVER_EVENTS,
     SILVER_EVENTS_QUARANTINE,
@@ -81,7 +82,7 @@ def clean_events(bronze: DataFrame, *, pseudonymize: Callable, geocode: Callable
             ctx["app_version"].alias("app_version"), ctx["source"].alias("source"),
             F.col("_place.city").alias("geo_city"), F.col("_place.region").alias("geo_region"),
             F.col("_place.country").alias("geo_country"),
-            "_source_file", "_ingested_at", F.lit(now).cast("timestamp").alias("_silver_at"), "_run_id",
+            "_source_file", "_ingested_at", F.lit(now).cast("timestamp").alias(SILVER_AT), "_run_id",
             "_reason", "event_ts",
         )
     )
