@@ -28,13 +28,13 @@ from recsys.silver.build import build_silver
 from recsys.silver.catalog import catalog_values, to_artists, to_tracks
 from recsys.sources.accounts import TABLE, upsert_accounts
 from recsys.stores import postgres
-from recsys.tables import SILVER_EVENTS
+from recsys.tables import SILVER_AT, SILVER_EVENTS
 from tests.conftest import isolated
 
 SECRET = "incremental-test-secret"
 SPEC = GeneratorSpec(users=80, artists=120, days=3, dirt_rate=0.1, future_days=0, seed=5)
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
-LINEAGE = ("_silver_at", "_run_id")
+LINEAGE = (SILVER_AT, "_run_id")
 GOLD_WINDOW_DAYS = 2  # so that the third day's build sees the first day's morning leave the window
 GOLD = ("artist_stats", "track_stats", "user_features", "interactions", "window_catalog")
 

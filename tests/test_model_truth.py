@@ -10,6 +10,7 @@ from chispa import assert_df_equality
 
 from recsys import lake
 from recsys.config import PrivacyConfig
+from recsys.frames import Persisted
 from recsys.keys import pseudonym
 from recsys.model.truth import FUTURE_PLAYS, future_discoveries
 
@@ -18,7 +19,7 @@ SECRET = "truth-secret"
 
 def _write_truth(landing: Path, rows: list[str]) -> None:
     path = landing / FUTURE_PLAYS
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wt") as handle:
         handle.write("\n".join(["user_id,artist_id,plays", *rows]) + "\n")
 
@@ -40,16 +41,32 @@ def test_future_discoveries_are_new_artists_of_known_users_keyed_like_silver(spa
         .write.format("delta").save(lake.table_path(cfg.lake, "gold", "id_map_artists"))
     interactions = spark.createDataFrame([(0, 1)], "user_idx int, artist_idx int")
 
-    got = future_discoveries(spark, cfg, interactions)
+    with Persisted() as keep:
+        got = future_discoveries(spark, cfg, interactions, keep=keep)
 
-    expected = spark.createDataFrame([(0, 0), (0, 2)], "user_idx int, artist_idx int")
-    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+        expected = spark.createDataFrame([(0, 0), (0, 2)], "user_idx int, artist_idx int")
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_no_truth_without_the_file_or_the_secret(spark, cfg):
     interactions = spark.createDataFrame([(0, 1)], "user_idx int, artist_idx int")
-    assert future_discoveries(spark, dataclasses.replace(cfg, privacy=PrivacyConfig(pseudonym_secret=SECRET)),
-                              interactions) is None
-    _write_truth(Path(cfg.landing.path), ["1001,7,3"])
-    assert future_discoveries(spark, dataclasses.replace(cfg, privacy=PrivacyConfig(pseudonym_secret="")),
-                              interactions) is None
+    with Persisted() as keep:
+        assert future_discoveries(spark, dataclasses.replace(cfg, privacy=PrivacyConfig(pseudonym_secret=SECRET)),
+                                  interactions, keep=keep) is None
+        _write_truth(Path(cfg.landing.path), ["1001,7,3"])
+        assert future_discoveries(spark, dataclasses.replace(cfg, privacy=PrivacyConfig(pseudonym_secret="")),
+                                  interactions, keep=keep) is None
+
+
+def test_no_truth_when_the_file_holds_nothing_to_discover(spark, cfg):
+    cfg = dataclasses.replace(cfg, privacy=PrivacyConfig(pseudonym_secret=SECRET))
+    spark.createDataFrame([(pseudonym(SECRET, "1001"), 0)], "user_key string, user_idx int").write.format(
+        "delta").save(lake.table_path(cfg.lake, "gold", "id_map_users"))
+    spark.createDataFrame([("7", 0)], "artist_id string, artist_idx int").write.format("delta").save(
+        lake.table_path(cfg.lake, "gold", "id_map_artists"))
+    interactions = spark.createDataFrame([(0, 0)], "user_idx int, artist_idx int")
+    with Persisted() as keep:
+        _write_truth(Path(cfg.landing.path), [])  # `datagen.future_days: 0`: the header alone
+        assert future_discoveries(spark, cfg, interactions, keep=keep) is None
+        _write_truth(Path(cfg.landing.path), ["1001,7,3"])  # plays of an artist the user already has
+        assert future_discoveries(spark, cfg, interactions, keep=keep) is None

@@ -9,8 +9,9 @@ versions of every input:
    that cannot be trained is a FAILED child run with its reason, and the search goes on. If
    every trial fails, `TrainingFailed` names the cause (the job exits 5).
 3. The winner on validation is retrained on all interactions. Where the generator's answer key
-   exists (`recsys.model.truth`), it and both baselines are also scored on the artists users
-   really go on to play; report and K-curves (PNG) are artifacts under `report/`.
+   exists and holds a discovery (`recsys.model.truth`), it and both baselines are also scored
+   on the artists users really go on to play; report and K-curves (PNG) are artifacts under
+   `report/`.
 4. Registered as `model.name` with alias `challenger`. `champion` moves to it only when
    (a) its NDCG@K beats the best baseline by more than `model.min_lift` (relative),
    (b) it beats the current champion's configuration, refit and scored on the same split, by
@@ -201,11 +202,10 @@ def _with_segments(spark: SparkSession, cfg: Config, users: DataFrame) -> DataFr
 def _truth_scores(spark: SparkSession, cfg: Config, model: ALSModel, interactions: DataFrame,
                   n_items: int) -> dict[str, dict[str, float]] | None:
     """The final model and both baselines (on all interactions) against the future plays."""
-    relevant = future_discoveries(spark, cfg, interactions)
-    if relevant is None:
-        return None
     with Persisted() as keep:
-        relevant = keep(relevant)
+        relevant = future_discoveries(spark, cfg, interactions, keep=keep)
+        if relevant is None:
+            return None
         users = _with_segments(spark, cfg, relevant.select(USER).distinct())
         k = cfg.model.k
         lists = {"als": recommend(model, users, interactions, k, cfg.model.recommend_threshold),

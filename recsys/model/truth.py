@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.frames import Persisted
 from recsys.model.als import ITEM, USER
 from recsys.silver.privacy import pseudonymizer
 from recsys.tables import ARTIST_ID, USER_ID, USER_KEY
@@ -31,9 +32,13 @@ def future_plays_path(cfg: Config) -> str:
     return f"{cfg.landing.path.rstrip('/')}/{FUTURE_PLAYS}"
 
 
-def future_discoveries(spark: SparkSession, cfg: Config, interactions: DataFrame) -> DataFrame | None:
+def future_discoveries(spark: SparkSession, cfg: Config, interactions: DataFrame, *,
+                       keep: Persisted) -> DataFrame | None:
     """(user_idx, artist_idx) a user plays in the future window and has no interaction with yet,
-    for users in `interactions`; None when there is no truth file or no pseudonym secret.
+    for users in `interactions`; None when there is no truth file, no pseudonym secret, or no such
+    pair to score against (`datagen.future_days` 0 writes a file without plays): metrics of 0.0
+    logged as the truth would read as a model that finds nothing. Persisted by `keep`, so telling
+    whether there are any does not compute them a second time for the scoring.
     """
     path = future_plays_path(cfg)
     if not cfg.privacy.pseudonym_secret or not lake.file_exists(spark, path):
@@ -45,6 +50,7 @@ def future_discoveries(spark: SparkSession, cfg: Config, interactions: DataFrame
     keyed = plays.select(pseudonymize(F.trim(USER_ID)).alias(USER_KEY), F.trim(ARTIST_ID).alias(ARTIST_ID))
     pairs = keyed.join(users, on=USER_KEY, how="inner").join(artists, on=ARTIST_ID, how="inner")
     known = interactions.select(USER).distinct()
-    return (pairs.select(USER, ITEM).distinct()
-            .join(known, on=USER, how="inner")
-            .join(interactions.select(USER, ITEM), on=[USER, ITEM], how="left_anti"))
+    discoveries = keep(pairs.select(USER, ITEM).distinct()
+                       .join(known, on=USER, how="inner")
+                       .join(interactions.select(USER, ITEM), on=[USER, ITEM], how="left_anti"))
+    return None if discoveries.isEmpty() else discoveries
