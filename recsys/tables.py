@@ -167,6 +167,9 @@ GOLD_WINDOW_CATALOG = Table(
     "gold", "window_catalog", "(artist or track, field, value) in the build's window: how often, when last",
     "kind string, id string, field string, value string, n bigint, last_seen timestamp, as_of timestamp",
     key=SILVER_CATALOG_VALUES.key)
+GOLD_USER_GENRES = Table(
+    "gold", "user_genres", "(user, genre) plays in the build's window, which top_genres ranks",
+    "user_key string, genre string, n bigint, last_play timestamp, as_of timestamp", key=(USER_KEY, "genre"))
 GOLD_ID_MAP_USERS = Table("gold", "id_map_users", "user's stable integer id for ALS",
                           "user_key string, user_idx int", key=(USER_KEY,))
 GOLD_ID_MAP_ARTISTS = Table("gold", "id_map_artists", "artist's stable integer id for ALS",
@@ -210,7 +213,7 @@ TABLES: dict[str, Table] = {t.qualified: t for t in (
     BRONZE_ACCOUNTS_EXTRACT, BRONZE_FORGET_REQUESTS, BRONZE_FORGOTTEN,
     SILVER_EVENTS, SILVER_EVENTS_QUARANTINE, SILVER_USERS, SILVER_ARTISTS, SILVER_TRACKS, SILVER_CATALOG_VALUES,
     SILVER_QUALITY_REPORTS,
-    GOLD_ARTIST_STATS, GOLD_TRACK_STATS, GOLD_USER_FEATURES, GOLD_INTERACTIONS, GOLD_WINDOW_CATALOG,
+    GOLD_ARTIST_STATS, GOLD_TRACK_STATS, GOLD_USER_FEATURES, GOLD_INTERACTIONS, GOLD_WINDOW_CATALOG, GOLD_USER_GENRES,
     GOLD_ID_MAP_USERS, GOLD_ID_MAP_ARTISTS, GOLD_BUILDS, GOLD_FEATURE_STORE_SYNCS, GOLD_RECOMMENDATIONS,
     GOLD_SEGMENT_RECOMMENDATIONS, GOLD_FEEDBACK, GOLD_CTR, GOLD_AB_RESULTS,
 )}

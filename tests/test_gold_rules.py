@@ -11,7 +11,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
 from recsys.frames import Persisted
-from recsys.gold.features import favourite_artists, recent_tracks, summaries
+from recsys.gold.features import favourite_artists, listening, recent_tracks, summaries
 from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
 from recsys.gold.stats import Windows, artist_stats, track_stats, trending_rank, trending_sums
 
@@ -71,7 +71,7 @@ def test_summaries_count_the_last_30_days_plays_and_the_distinct_artists_played(
             ("like", 5, "u1", 1, "a3", None, None, None, None),   # liked, never played
             ("follow", 6, "u2", 1, "a1", None, None, None, None)]  # plays nothing: no summary
     events = _events(spark, rows)
-    out = summaries(events, interactions(events, DEFAULT_WEIGHTS), as_of=T0 + timedelta(days=30, hours=1))
+    out = summaries(listening(events, T0 + timedelta(days=30, hours=1)), interactions(events, DEFAULT_WEIGHTS))
     got = {r.user_key: (r.plays_30d, r.distinct_artists, r.top_genres) for r in out.collect()}
     assert got == {"u1": (6, 2, ["rock"])}
 

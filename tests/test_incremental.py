@@ -28,7 +28,7 @@ from recsys.silver.build import build_silver
 from recsys.silver.catalog import catalog_values, to_artists, to_tracks
 from recsys.sources.accounts import TABLE, upsert_accounts
 from recsys.stores import postgres
-from recsys.tables import SILVER_AT, SILVER_EVENTS
+from recsys.tables import SILVER_AT, SILVER_EVENTS, SILVER_USERS
 from tests.conftest import isolated
 
 SECRET = "incremental-test-secret"
@@ -36,7 +36,7 @@ SPEC = GeneratorSpec(users=80, artists=120, days=3, dirt_rate=0.1, future_days=0
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 LINEAGE = (SILVER_AT, "_run_id")
 GOLD_WINDOW_DAYS = 2  # so that the third day's build sees the first day's morning leave the window
-GOLD = ("artist_stats", "track_stats", "user_features", "interactions", "window_catalog")
+GOLD = ("artist_stats", "track_stats", "user_features", "interactions", "window_catalog", "user_genres")
 
 
 def _gold_as_of(day: int) -> datetime:
@@ -174,6 +174,47 @@ def test_forgetting_a_user_rewrites_only_the_files_that_held_them(spark, lakes):
     removed = int(delete["operationMetrics"]["numTargetFilesRemoved"])
     assert removed == len(holding)
     assert 0 < removed < files_before
+
+
+def test_plays_of_the_last_30_days_are_updated_as_days_leave_them_inside_the_window(spark, cfg, tmp_path):
+    """A 35-day window: between two builds two days leave the last 30 days but not the window, two
+    days enter, and a late play lands 10 days back. The updated build's `plays_30d` and genre
+    counts (`gold/user_genres`, `top_genres`) equal a full build's on the same silver."""
+    start = datetime(2026, 9, 1, 12, tzinfo=UTC)
+    cfg = dataclasses.replace(cfg, gold=dataclasses.replace(cfg.gold, feature_window_days=35))
+
+    def plays(days, written: datetime, tag: str = ""):
+        rows = []
+        for day in days:
+            at = start + timedelta(days=day)
+            for user, genres, count in (("u1", ["rock"], 1), ("u1", ["jazz", "pop"], 2), ("u2", ["jazz"], day % 3 + 1)):
+                rows.append({**dict.fromkeys(SILVER_EVENTS.schema.fieldNames()),
+                             "event_id": f"{tag}{user}-{day}-{genres[0]}", "event_type": "play", "event_time": at,
+                             "event_date": at.date(), "user_key": user, "count": count, "artist_id": genres[0],
+                             "genres": genres, SILVER_AT: written})
+        return spark.createDataFrame(rows, SILVER_EVENTS.schema)
+
+    events_path = SILVER_EVENTS.path(cfg.lake)
+    lake.append(plays(range(36), NOW), events_path)
+    lake.append(spark.createDataFrame([], SILVER_USERS.schema), SILVER_USERS.path(cfg.lake))
+    first = start + timedelta(days=36)
+    assert build_gold(spark, cfg, first, users_version=0).full_because is not None
+    lake.append(plays([36, 37], NOW + timedelta(hours=1)).unionByName(
+        plays([27], NOW + timedelta(hours=1), tag="late-")), events_path)
+    updated = build_gold(spark, cfg, first + timedelta(days=2), users_version=0)
+
+    full_cfg = dataclasses.replace(cfg, lake=LakeConfig(root=str(tmp_path / "full")))
+    shutil.copytree(Path(cfg.lake.root, "silver"), Path(full_cfg.lake.root, "silver"))
+    full = build_gold(spark, full_cfg, first + timedelta(days=2), users_version=0)
+    assert updated.full_because is None and full.full_because is not None
+
+    def gold(c, name):
+        return lake.read(spark, lake.table_path(c.lake, "gold", name))
+
+    for name in ("user_features", "user_genres"):
+        _same(gold(cfg, name), gold(full_cfg, name))
+    recent = {r.user_key: r.plays_30d for r in gold(cfg, "user_features").collect()}
+    assert recent == {"u1": 3 * 31, "u2": sum(d % 3 + 1 for d in range(8, 38)) + 27 % 3 + 1}
 
 
 def test_gold_reads_only_the_partitions_of_its_window(spark, tmp_path):

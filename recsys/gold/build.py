@@ -5,10 +5,11 @@ The Delta versions of the inputs are recorded in each gold table's commit (`user
 in `gold/builds`, and `silver_version` replays a build on exactly the silver it saw, so a
 training set for any past date can be rebuilt and no feature sees the future.
 
-A build that follows another on silver that only grew updates `gold/interactions` and
-`gold/window_catalog` (the counts gold's names and genres are picked from) from the events that
-entered and left the window since (`recsys.gold.changes`) instead of aggregating the whole window
-again; `GoldBuild.full_because` says why a build could not.
+A build that follows another on silver that only grew updates `gold/interactions`,
+`gold/window_catalog` (the counts gold's names and genres are picked from) and what the users'
+summaries count (`gold/user_genres` and the plays of the last 30 days) from the events that entered
+and left the window since (`recsys.gold.changes`) instead of aggregating the whole window again;
+`GoldBuild.full_because` says why a build could not.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from recsys import lake
 from recsys.config import Config, GoldConfig
 from recsys.frames import Persisted
 from recsys.gold.changes import Change, Previous, between, settings_digest, updated_sums, window_change
-from recsys.gold.features import FEATURE_HASH, feature_hash, signed_up_before, user_features
+from recsys.gold.features import (
+    FEATURE_HASH,
+    RECENT_DAYS,
+    Listening,
+    feature_hash,
+    genre_plays,
+    listening,
+    recent_plays,
+    signed_up_before,
+    user_features,
+)
 from recsys.gold.interactions import (
     ID_MAP,
     interactions,
@@ -49,7 +60,7 @@ from recsys.tables import (
     USER_KEY,
 )
 
-GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions", "window_catalog")
+GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions", "window_catalog", "user_genres")
 # The catalog fields gold shows, picked over its window (`gold/window_catalog` keeps their counts).
 CATALOG_SPECS = narrow_specs({"artist": ("artist_name", "genres"), "track": ("track_name", ARTIST_ID)})
 # The silver columns gold reads (14 of 37): neither lineage and context (source file, session,
@@ -114,15 +125,18 @@ def previous_build(spark: SparkSession, cfg: Config) -> Previous | None:
 
 
 def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: DataFrame, as_of: datetime,
-                paths: dict[str, str], *, keep: Persisted) -> tuple[DataFrame, DataFrame]:
-    """The window's catalog counts (`gold/window_catalog`) and interactions, persisted by `keep`:
+                paths: dict[str, str], *, keep: Persisted) -> tuple[DataFrame, DataFrame, Listening]:
+    """The window's catalog counts (`gold/window_catalog`), interactions and what the users'
+    summaries count (`gold/user_genres` and the recent plays), persisted by `keep` where read twice:
     updated from the build before's tables when `change` has their difference, or aggregated over
     the window's `events`.
     """
     weights = weights_from(g.weights)
     diff = change.difference
     if diff is None:
-        return keep(catalog_values(events, CATALOG_SPECS)), keep(interactions(events, weights, g.confidence))
+        counts = listening(events, as_of)
+        return (keep(catalog_values(events, CATALOG_SPECS)), keep(interactions(events, weights, g.confidence)),
+                Listening(counts.recent, keep(counts.genres)))
 
     def before(table: str) -> DataFrame:
         return lake.read(spark, paths[f"gold/{table}"], version=diff.previous.outputs[f"gold/{table}"])
@@ -132,7 +146,16 @@ def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: Data
     values = updated_sums(before("window_catalog"), catalog_values(entering, CATALOG_SPECS),
                           catalog_values(leaving, CATALOG_SPECS), list(CATALOG_KEY), ["n"], "last_seen", start)
     pairs = updated_interactions(before("interactions"), entering, leaving, start, weights, g.confidence)
-    return keep(values), keep(pairs)
+    genres = updated_sums(before("user_genres"), genre_plays(entering), genre_plays(leaving), [USER_KEY, "genre"],
+                          ["n"], "last_play", start)
+    # The recent plays before, plus those entering the last RECENT_DAYS, minus those that left them.
+    recent_days = min(RECENT_DAYS, g.feature_window_days)
+    left = recent_plays(diff.left(recent_days).select(*GOLD_READS))
+    recent = (before("user_features").select(USER_KEY, "plays_30d")
+              .unionByName(recent_plays(entering, as_of - timedelta(days=recent_days)))
+              .unionByName(left.select(USER_KEY, (-F.col("plays_30d")).alias("plays_30d")))
+              .groupBy(USER_KEY).agg(F.sum("plays_30d").alias("plays_30d")))
+    return keep(values), keep(pairs), Listening(recent, keep(genres))
 
 
 def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persisted, silver_version: int | None = None,
@@ -155,16 +178,16 @@ def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persist
     change = window_change(events_path, silver, version, previous_build(spark, cfg), as_of, g, outputs)
     events = in_window(silver, as_of, g.feature_window_days).select(*GOLD_READS)
     windows = Windows(g.feature_window_days, g.trending_recent_days, g.trending_baseline_days)
-    values, pairs = window_sums(spark, g, change, events, as_of, paths, keep=keep)
+    values, pairs, counts = window_sums(spark, g, change, events, as_of, paths, keep=keep)
     artists = catalog_fields_from(values, CATALOG_SPECS, "artist")
     tracks = catalog_fields_from(values, CATALOG_SPECS, "track")
     a_stats = keep(artist_stats(events, artists, pairs, as_of, windows, keep=keep))
     t_stats = keep(track_stats(events, tracks, as_of, windows, keep=keep))
-    features = user_features(users, events, pairs, (a_stats, t_stats), as_of,
+    features = user_features(users, events, pairs, (a_stats, t_stats), counts,
                              max_artists=g.max_favourite_artists, max_tracks=g.max_recent_tracks)
     features = features.withColumn(FEATURE_HASH, feature_hash(features))
     return {"artist_stats": a_stats, "track_stats": t_stats, "user_features": features,
-            "interactions": pairs, "window_catalog": values}, inputs, change
+            "interactions": pairs, "window_catalog": values, "user_genres": counts.genres}, inputs, change
 
 
 def build_gold(spark: SparkSession, cfg: Config, as_of: datetime, silver_version: int | None = None,

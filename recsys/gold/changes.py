@@ -63,10 +63,20 @@ class Previous:
 
 @dataclass(frozen=True)
 class Difference:
-    """The events that entered and left the window since the build `previous`."""
+    """The events that entered and left the window since the build `previous`, for a build as of
+    `as_of` on silver's rows `events`.
+    """
     previous: Previous
     entering: DataFrame
     leaving: DataFrame
+    events: DataFrame
+    as_of: datetime
+
+    def left(self, days: int) -> DataFrame:
+        """The rows the build before counted in its last `days` that this build does not (`leaving`
+        for a shorter span than the window, such as the summaries' 30 days).
+        """
+        return left_since(self.events, self.previous, self.as_of, days)
 
 
 @dataclass(frozen=True)
@@ -125,14 +135,20 @@ def window_change(events_path: str, events: DataFrame, version: int, previous: P
     if reason is not None:
         return Change(_newest(events), full_because=reason)
 
-    window = timedelta(days=gold.feature_window_days)
-    old_start, new_start = previous.as_of - window, as_of - window
-    entering = between(events, new_start, as_of).filter(
+    entering = between(events, as_of - timedelta(days=gold.feature_window_days), as_of).filter(
         (F.col(SILVER_AT) > F.lit(previous.silver_at)) | (F.col(EVENT_TIME) >= F.lit(previous.as_of)))
-    leaving = between(events, old_start, min(previous.as_of, new_start)).filter(
-        F.col(SILVER_AT) <= F.lit(previous.silver_at))
+    leaving = left_since(events, previous, as_of, gold.feature_window_days)
     return Change(max(previous.silver_at, newest) if newest else previous.silver_at,
-                  Difference(previous, entering, leaving))
+                  Difference(previous, entering, leaving, events, as_of))
+
+
+def left_since(events: DataFrame, previous: Previous, as_of: datetime, days: int) -> DataFrame:
+    """The rows of `events` that `previous` read in its last `days` and a build as of `as_of` does
+    not count in its own: `_silver_at <= M1` in `[a1 - days, min(a1, as_of - days))`.
+    """
+    span = timedelta(days=days)
+    return between(events, previous.as_of - span, min(previous.as_of, as_of - span)).filter(
+        F.col(SILVER_AT) <= F.lit(previous.silver_at))
 
 
 def between(events: DataFrame, start: datetime, end: datetime) -> DataFrame:

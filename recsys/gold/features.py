@@ -14,6 +14,7 @@ they move for everyone whenever anyone plays, and the feature store keeps them a
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
@@ -82,31 +83,62 @@ def recent_tracks(events: DataFrame, track_stats: DataFrame, artist_stats: DataF
                          lookups=((tracks, TRACK_ID), (artists, ARTIST_ID)))
 
 
-def summaries(events: DataFrame, pairs: DataFrame, as_of: datetime) -> DataFrame:
-    """Per user, plays in the last 30 days, distinct artists played and top genres.
+RECENT_DAYS = 30  # `plays_30d`'s days
+
+
+@dataclass(frozen=True)
+class Listening:
+    """What the summaries count, per user: `recent`, the plays of the last `RECENT_DAYS` (`user_key`,
+    `plays_30d`), and `genres`, the window's plays by genre of their artist (`gold/user_genres`:
+    `user_key`, `genre`, `n`, `last_play`). Sums of counts, so a build can update them from what
+    entered and left the window (`recsys.gold.build.window_sums`) as well as count them here.
+    """
+    recent: DataFrame
+    genres: DataFrame
+
+
+def _plays(events: DataFrame) -> DataFrame:
+    return events.filter(F.col(EVENT_TYPE) == "play")
+
+
+def recent_plays(events: DataFrame, since: datetime | None = None) -> DataFrame:
+    """Per user with plays in `events`, the count of those at or after `since` (all of them: None)."""
+    plays = _plays(events)
+    counted = F.col("count") if since is None else F.when(F.col(EVENT_TIME) >= F.lit(since), F.col("count"))
+    return plays.groupBy(USER_KEY).agg(F.coalesce(F.sum(counted), F.lit(0)).alias("plays_30d"))
+
+
+def genre_plays(events: DataFrame) -> DataFrame:
+    """Per (user, genre), the plays of artists of that genre (`n`) and the newest (`last_play`)."""
+    exploded = _plays(events).select(USER_KEY, "count", EVENT_TIME, F.explode("genres").alias("genre"))
+    return exploded.groupBy(USER_KEY, "genre").agg(F.sum("count").alias("n"), F.max(EVENT_TIME).alias("last_play"))
+
+
+def listening(events: DataFrame, as_of: datetime) -> Listening:
+    """`Listening` counted from the window's `events` of a build as of `as_of`."""
+    return Listening(recent_plays(events, as_of - timedelta(days=RECENT_DAYS)), genre_plays(events))
+
+
+def summaries(counts: Listening, pairs: DataFrame) -> DataFrame:
+    """Per user of `counts.recent`: plays in the last 30 days, distinct artists played, top 3 genres.
 
     The distinct artists are counted from `pairs`, the same events' interactions: the pairs with
     plays, since a play counts at least 1 (bronze quarantines `count` < 1, silver fills a missing
     one with 1). A distinct count in the plays' aggregation would expand every play.
     """
-    plays = events.filter(F.col(EVENT_TYPE) == "play")
-    recent = F.col(EVENT_TIME) >= F.lit(as_of - timedelta(days=30))
     played = pairs.groupBy(USER_KEY).agg(
         F.count_if((F.col("plays") > 0) & F.col(ARTIST_ID).isNotNull()).alias("distinct_artists"))
-    per_user = (plays.groupBy(USER_KEY).agg(F.sum(F.when(recent, F.col("count")).otherwise(0)).alias("plays_30d"))
-                .join(played, on=USER_KEY, how="left"))
-    by_genre = (plays.select(USER_KEY, "count", F.explode("genres").alias("genre"))
-                .groupBy(USER_KEY, "genre").agg(F.sum("count").alias("n")))
-    top = _capped_array(by_genre, [F.desc("n"), F.asc("genre")], 3, "_top", ["genre"])
-    return per_user.join(top.select(USER_KEY, F.col("_top.genre").alias("top_genres")), on=USER_KEY, how="left")
+    top = _capped_array(counts.genres, [F.desc("n"), F.asc("genre")], 3, "_top", ["genre"])
+    return (counts.recent.join(played, on=USER_KEY, how="left")
+            .join(top.select(USER_KEY, F.col("_top.genre").alias("top_genres")), on=USER_KEY, how="left"))
 
 
 def user_features(users: DataFrame, events: DataFrame, pairs: DataFrame, stats: tuple[DataFrame, DataFrame],
-                  as_of: datetime, *, max_artists: int, max_tracks: int) -> DataFrame:
-    """One row per user with an account or with events before `as_of`.
+                  counts: Listening, *, max_artists: int, max_tracks: int) -> DataFrame:
+    """One row per user with an account or with events in the window (`events`).
 
     `pairs` are the same events' interactions (one aggregation serves both gold tables), `stats`
-    their (artist statistics, track statistics).
+    their (artist statistics, track statistics), `counts` what their summaries count.
     """
     artist_stats, track_stats = stats
     keys = users.select(USER_KEY).unionByName(events.select(USER_KEY)).distinct()
@@ -115,7 +147,7 @@ def user_features(users: DataFrame, events: DataFrame, pairs: DataFrame, stats: 
         keys.join(users.select(USER_KEY, "age_group", "city", "region", "country"), on=USER_KEY, how="left")
         .join(favourite_artists(pairs, artist_stats, max_artists), on=USER_KEY, how="left")
         .join(recent_tracks(events, track_stats, artist_stats, max_tracks), on=USER_KEY, how="left")
-        .join(summaries(events, pairs, as_of), on=USER_KEY, how="left")
+        .join(summaries(counts, pairs), on=USER_KEY, how="left")
         .select(
             USER_KEY, F.coalesce("age_group", F.lit("unknown")).alias("age_group"), "city", "region", "country",
             "favourite_artists", "recent_tracks",
