@@ -11,7 +11,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
 from recsys.frames import Persisted
-from recsys.gold.features import favourite_artists, listening, recent_tracks, summaries
+from recsys.gold.features import favourite_artists, listening, played_tracks, recent_tracks, summaries
 from recsys.gold.interactions import DEFAULT_WEIGHTS, interactions, update_id_map, weights_from
 from recsys.gold.stats import Windows, artist_stats, track_stats, trending_rank, trending_sums
 
@@ -53,7 +53,7 @@ def test_recent_tracks_are_the_last_plays_with_a_track_newest_first(spark):
                                    "likes long, avg_listen_ms double, std_listen_ms double")
     artists = spark.createDataFrame([("a1", "Artist", ["rock"], 10)],
                                     "artist_id string, artist_name string, genres array<string>, followers long")
-    out = recent_tracks(_events(spark, rows), tracks, artists, cap=2)
+    out = recent_tracks(played_tracks(_events(spark, rows)), tracks, artists, cap=2)
     expected = spark.createDataFrame(
         [("u1", [(f"t{h}", f"Song {h}", "a1", "Artist", ["rock"], 1, 3, 10, 7, 1000.0, 0.0, completion,
                   T0 + timedelta(hours=h)) for h, completion in ((3, "full"), (2, "skipped"))])],

@@ -178,10 +178,11 @@ def test_forgetting_a_user_rewrites_only_the_files_that_held_them(spark, lakes):
 
 def test_plays_of_the_last_30_days_are_updated_as_days_leave_them_inside_the_window(spark, cfg, tmp_path):
     """A 35-day window: between two builds two days leave the last 30 days but not the window, two
-    days enter, and a late play lands 10 days back. The updated build's `plays_30d` and genre
-    counts (`gold/user_genres`, `top_genres`) equal a full build's on the same silver."""
+    days enter, and a late play lands 10 days back. The updated build's `plays_30d`, genre counts
+    (`gold/user_genres`, `top_genres`) and last 3 songs (two played at the same time) equal a full
+    build's on the same silver."""
     start = datetime(2026, 9, 1, 12, tzinfo=UTC)
-    cfg = dataclasses.replace(cfg, gold=dataclasses.replace(cfg.gold, feature_window_days=35))
+    cfg = dataclasses.replace(cfg, gold=dataclasses.replace(cfg.gold, feature_window_days=35, max_recent_tracks=3))
 
     def plays(days, written: datetime, tag: str = ""):
         rows = []
@@ -191,7 +192,7 @@ def test_plays_of_the_last_30_days_are_updated_as_days_leave_them_inside_the_win
                 rows.append({**dict.fromkeys(SILVER_EVENTS.schema.fieldNames()),
                              "event_id": f"{tag}{user}-{day}-{genres[0]}", "event_type": "play", "event_time": at,
                              "event_date": at.date(), "user_key": user, "count": count, "artist_id": genres[0],
-                             "genres": genres, SILVER_AT: written})
+                             "track_id": f"{genres[0]}-{day % 4}", "genres": genres, SILVER_AT: written})
         return spark.createDataFrame(rows, SILVER_EVENTS.schema)
 
     events_path = SILVER_EVENTS.path(cfg.lake)
@@ -213,8 +214,10 @@ def test_plays_of_the_last_30_days_are_updated_as_days_leave_them_inside_the_win
 
     for name in ("user_features", "user_genres"):
         _same(gold(cfg, name), gold(full_cfg, name))
-    recent = {r.user_key: r.plays_30d for r in gold(cfg, "user_features").collect()}
-    assert recent == {"u1": 3 * 31, "u2": sum(d % 3 + 1 for d in range(8, 38)) + 27 % 3 + 1}
+    features = {r.user_key: r for r in gold(cfg, "user_features").collect()}
+    assert {u: r.plays_30d for u, r in features.items()} == {
+        "u1": 3 * 31, "u2": sum(d % 3 + 1 for d in range(8, 38)) + 27 % 3 + 1}
+    assert [s.track_id for s in features["u1"].recent_tracks] == ["jazz-1", "rock-1", "jazz-0"]
 
 
 def test_gold_reads_only_the_partitions_of_its_window(spark, tmp_path):

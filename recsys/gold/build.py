@@ -14,6 +14,7 @@ and left the window since (`recsys.gold.changes`) instead of aggregating the who
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from recsys.gold.features import (
     feature_hash,
     genre_plays,
     listening,
+    own_features,
+    played_tracks,
     recent_plays,
     signed_up_before,
     user_features,
@@ -52,7 +55,6 @@ from recsys.tables import (
     ARTIST_ID,
     AS_OF,
     EVENT_DATE,
-    EVENT_ID,
     EVENT_TIME,
     EVENT_TYPE,
     GOLD_BUILDS,
@@ -63,14 +65,14 @@ from recsys.tables import (
 GOLD_TABLES = ("artist_stats", "track_stats", "user_features", "interactions", "window_catalog", "user_genres")
 # The catalog fields gold shows, picked over its window (`gold/window_catalog` keeps their counts).
 CATALOG_SPECS = narrow_specs({"artist": ("artist_name", "genres"), "track": ("track_name", ARTIST_ID)})
-# The silver columns gold reads (14 of 37): neither lineage and context (source file, session,
+# The silver columns gold reads (13 of 37): neither ids, lineage and context (source file, session,
 # device, place, ...) nor the catalog fields no gold table shows (keys, album, displayed rank and
 # likes, duration) are read. The window is not cached: each table's query reads only its own
-# columns of the window's Parquet files. That costs no more than caching all 14 once (20-day builds
+# columns of the window's Parquet files. That cost no more than caching all of them once (20-day builds
 # alternated in one process: 68.9 s on average against 74.1 s at 15,000 users, 106.3 and 89.6 s
 # against 93.6 and 89.9 s at 30,000) and holds no copy of the window in memory.
 GOLD_READS = (
-    EVENT_ID, EVENT_TYPE, EVENT_TIME, EVENT_DATE, USER_KEY, "count", ARTIST_ID, "artist_name", TRACK_ID, "track_name",
+    EVENT_TYPE, EVENT_TIME, EVENT_DATE, USER_KEY, "count", ARTIST_ID, "artist_name", TRACK_ID, "track_name",
     "genres", "artist_followers", "played_ms", "completion",
 )
 
@@ -126,8 +128,9 @@ def previous_build(spark: SparkSession, cfg: Config) -> Previous | None:
 
 def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: DataFrame, as_of: datetime,
                 paths: dict[str, str], *, keep: Persisted) -> tuple[DataFrame, DataFrame, Listening]:
-    """The window's catalog counts (`gold/window_catalog`), interactions and what the users'
-    summaries count (`gold/user_genres` and the recent plays), persisted by `keep` where read twice:
+    """The window's catalog counts (`gold/window_catalog`), interactions and what the users' plays
+    give their features (`Listening`: the recent songs, `gold/user_genres`, the recent plays'
+    count), persisted by `keep` where read twice:
     updated from the build before's tables when `change` has their difference, or aggregated over
     the window's `events`.
     """
@@ -136,7 +139,7 @@ def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: Data
     if diff is None:
         counts = listening(events, as_of)
         return (keep(catalog_values(events, CATALOG_SPECS)), keep(interactions(events, weights, g.confidence)),
-                Listening(counts.recent, keep(counts.genres)))
+                dataclasses.replace(counts, genres=keep(counts.genres)))
 
     def before(table: str) -> DataFrame:
         return lake.read(spark, paths[f"gold/{table}"], version=diff.previous.outputs[f"gold/{table}"])
@@ -155,7 +158,13 @@ def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: Data
               .unionByName(recent_plays(entering, as_of - timedelta(days=recent_days)))
               .unionByName(left.select(USER_KEY, (-F.col("plays_30d")).alias("plays_30d")))
               .groupBy(USER_KEY).agg(F.sum("plays_30d").alias("plays_30d")))
-    return keep(values), keep(pairs), Listening(recent, keep(genres))
+    # The recent songs are among the songs before still in the window and the plays entering: one
+    # that left is older than any still in it, and so is every play that the user's last songs before
+    # had crowded out.
+    before_songs = own_features(before("user_features").select(USER_KEY, "recent_tracks"))
+    kept = before_songs.select(USER_KEY, F.explode("recent_tracks").alias("_s")).select(USER_KEY, "_s.*")
+    tracks = kept.filter(F.col(EVENT_TIME) >= F.lit(start)).unionByName(played_tracks(entering))
+    return keep(values), keep(pairs), Listening(tracks, recent, keep(genres))
 
 
 def gold_tables(spark: SparkSession, cfg: Config, as_of: datetime, keep: Persisted, silver_version: int | None = None,

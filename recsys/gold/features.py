@@ -3,7 +3,8 @@
 `favourite_artists`: up to `gold.max_favourite_artists` artists the user engaged with (any
 event but an impression), newest engagement first, each with the artist's statistics and the
 user's own plays. `recent_tracks`: the last `gold.max_recent_tracks` plays with a track, newest
-first, each with the song's and its artist's statistics and this play's completion.
+first (plays at the same time by song, artist and completion), each with the song's and its
+artist's statistics and this play's completion.
 
 What is the user's own (`OWN_FIELDS` of the arrays, and every other column) is digested into
 `feature_hash` when the build writes the row, so the feature store finds the users whose own
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys.tables import ARTIST_ID, AS_OF, EVENT_ID, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
+from recsys.tables import ARTIST_ID, AS_OF, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
 
 # Per array, the fields that are the user's own; the others are artist and song statistics.
 OWN_FIELDS = {"favourite_artists": (ARTIST_ID, "user_plays", "last_interaction"),
@@ -70,16 +71,24 @@ def favourite_artists(pairs: DataFrame, artist_stats: DataFrame, cap: int) -> Da
                          lookups=((artist_stats, ARTIST_ID),))
 
 
-def recent_tracks(events: DataFrame, track_stats: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:
-    """Per user, the last `cap` songs played with song and artist statistics, newest first."""
-    played = events.filter((F.col(EVENT_TYPE) == "play") & F.col(TRACK_ID).isNotNull()).select(
-        USER_KEY, EVENT_ID, EVENT_TIME, TRACK_ID, ARTIST_ID, "completion")
+def played_tracks(events: DataFrame) -> DataFrame:
+    """The plays of `events` with a track, as `recent_tracks` keeps them (`OWN_FIELDS`)."""
+    return events.filter((F.col(EVENT_TYPE) == "play") & F.col(TRACK_ID).isNotNull()).select(
+        USER_KEY, *OWN_FIELDS["recent_tracks"])
+
+
+def recent_tracks(played: DataFrame, track_stats: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:
+    """Per user, the last `cap` songs of `played` (see `played_tracks`) with song and artist
+    statistics, newest first; plays at the same time by their own fields, so the songs kept depend on
+    those alone and a build can keep them from the arrays before (`recsys.gold.build.window_sums`).
+    """
     tracks = track_stats.select(TRACK_ID, "track_name", "active_days", "trending_rank", "likes",
                                 "avg_listen_ms", "std_listen_ms")
     artists = artist_stats.select(ARTIST_ID, "artist_name", "genres", "followers")
     fields = [TRACK_ID, "track_name", ARTIST_ID, "artist_name", "genres", "active_days", "trending_rank",
               "followers", "likes", "avg_listen_ms", "std_listen_ms", "completion", EVENT_TIME]
-    return _capped_array(played, [F.desc(EVENT_TIME), F.asc(EVENT_ID)], cap, "recent_tracks", fields,
+    order = [F.desc(EVENT_TIME), F.asc(TRACK_ID), F.asc(ARTIST_ID), F.asc("completion")]
+    return _capped_array(played, order, cap, "recent_tracks", fields,
                          lookups=((tracks, TRACK_ID), (artists, ARTIST_ID)))
 
 
@@ -88,11 +97,13 @@ RECENT_DAYS = 30  # `plays_30d`'s days
 
 @dataclass(frozen=True)
 class Listening:
-    """What the summaries count, per user: `recent`, the plays of the last `RECENT_DAYS` (`user_key`,
-    `plays_30d`), and `genres`, the window's plays by genre of their artist (`gold/user_genres`:
-    `user_key`, `genre`, `n`, `last_play`). Sums of counts, so a build can update them from what
-    entered and left the window (`recsys.gold.build.window_sums`) as well as count them here.
+    """What the users' plays give their features: `tracks`, the plays that can be among the recent
+    songs (`played_tracks`); `recent`, the count of the last `RECENT_DAYS`' plays (`user_key`,
+    `plays_30d`); and `genres`, the window's plays by genre of their artist (`gold/user_genres`:
+    `user_key`, `genre`, `n`, `last_play`). A build can update each from what entered and left the
+    window (`recsys.gold.build.window_sums`) as well as take them from the window here.
     """
+    tracks: DataFrame
     recent: DataFrame
     genres: DataFrame
 
@@ -116,7 +127,8 @@ def genre_plays(events: DataFrame) -> DataFrame:
 
 def listening(events: DataFrame, as_of: datetime) -> Listening:
     """`Listening` counted from the window's `events` of a build as of `as_of`."""
-    return Listening(recent_plays(events, as_of - timedelta(days=RECENT_DAYS)), genre_plays(events))
+    return Listening(played_tracks(events), recent_plays(events, as_of - timedelta(days=RECENT_DAYS)),
+                     genre_plays(events))
 
 
 def summaries(counts: Listening, pairs: DataFrame) -> DataFrame:
@@ -138,7 +150,7 @@ def user_features(users: DataFrame, events: DataFrame, pairs: DataFrame, stats: 
     """One row per user with an account or with events in the window (`events`).
 
     `pairs` are the same events' interactions (one aggregation serves both gold tables), `stats`
-    their (artist statistics, track statistics), `counts` what their summaries count.
+    their (artist statistics, track statistics), `counts` what their plays give.
     """
     artist_stats, track_stats = stats
     keys = users.select(USER_KEY).unionByName(events.select(USER_KEY)).distinct()
@@ -146,7 +158,7 @@ def user_features(users: DataFrame, events: DataFrame, pairs: DataFrame, stats: 
     return (
         keys.join(users.select(USER_KEY, "age_group", "city", "region", "country"), on=USER_KEY, how="left")
         .join(favourite_artists(pairs, artist_stats, max_artists), on=USER_KEY, how="left")
-        .join(recent_tracks(events, track_stats, artist_stats, max_tracks), on=USER_KEY, how="left")
+        .join(recent_tracks(counts.tracks, track_stats, artist_stats, max_tracks), on=USER_KEY, how="left")
         .join(summaries(counts, pairs), on=USER_KEY, how="left")
         .select(
             USER_KEY, F.coalesce("age_group", F.lit("unknown")).alias("age_group"), "city", "region", "country",
