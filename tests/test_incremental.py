@@ -81,7 +81,9 @@ def lakes(services, spark, tmp_path_factory):
         privacy=dataclasses.replace(services.privacy, pseudonym_secret=SECRET),
         ingest=IngestConfig(max_files_per_trigger=25, accounts_partitions=2, click_events_to_postgres=False),
     )
-    cfg = dataclasses.replace(cfg, gold=dataclasses.replace(cfg.gold, feature_window_days=GOLD_WINDOW_DAYS))
+    # Most of a 2-day window enters day 3's build: it updates all the same, since that is what is tested.
+    cfg = dataclasses.replace(cfg, gold=dataclasses.replace(cfg.gold, feature_window_days=GOLD_WINDOW_DAYS,
+                                                            max_update_share=1.0))
     generate(cfg.landing.path, dataclasses.replace(SPEC, days=1),
              on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
 
@@ -180,7 +182,7 @@ def test_plays_of_the_last_30_days_are_updated_as_days_leave_them_inside_the_win
     """A 35-day window: between two builds two days leave the last 30 days but not the window, two
     days enter, and a late play lands 10 days back. The updated build's `plays_30d`, genre counts
     (`gold/user_genres`, `top_genres`) and last 3 songs (two played at the same time) equal a full
-    build's on the same silver."""
+    build's on the same silver. A build after which nearly all the window entered is a full one."""
     start = datetime(2026, 9, 1, 12, tzinfo=UTC)
     cfg = dataclasses.replace(cfg, gold=dataclasses.replace(cfg.gold, feature_window_days=35, max_recent_tracks=3))
 
@@ -218,6 +220,12 @@ def test_plays_of_the_last_30_days_are_updated_as_days_leave_them_inside_the_win
     assert {u: r.plays_30d for u, r in features.items()} == {
         "u1": 3 * 31, "u2": sum(d % 3 + 1 for d in range(8, 38)) + 27 % 3 + 1}
     assert [s.track_id for s in features["u1"].recent_tracks] == ["jazz-1", "rock-1", "jazz-0"]
+
+
+    # After a build as of day 5, nearly all of day 38's window enters: that build is a full one.
+    assert build_gold(spark, cfg, start + timedelta(days=5), users_version=0).full_because is not None
+    far = build_gold(spark, cfg, first + timedelta(days=2), users_version=0)
+    assert far.full_because is not None and "than gold.max_update_share (0.25)" in far.full_because
 
 
 def test_gold_reads_only_the_partitions_of_its_window(spark, tmp_path):

@@ -19,8 +19,11 @@ with `_silver_at > M1` must number exactly the rows `v2` has more than `v1` (a c
 from its log), or the build is a full one.
 
 A build is also full when there is no build before, when the settings it depends on changed, when
-it is as of an earlier time or an older silver version, or when anything rewrote a gold table
-since (an erasure, a maintenance compaction): `Change.full_because` says which.
+it is as of an earlier time or an older silver version, when anything rewrote a gold table since
+(an erasure, a maintenance compaction), or when more than `gold.max_update_share` of the window
+entered it: updating from a difference that large costs more than aggregating the window (13 of a
+window's 15 days entering: 56.7-60.6 s against 50.6-51.2 s for a full build at 12,000 users; a
+day entering: 46.0-49.5 s against 48.5-50.2 s). `Change.full_because` says which.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ _SAME_ROWS = ("OPTIMIZE",)
 
 def settings_digest(gold: GoldConfig) -> str:
     """A digest of the gold settings a build depends on: a build with other settings starts over."""
-    settings = {k: v for k, v in asdict(gold).items() if k not in ("feature_ttl_s", "redis_prefix")}
+    settings = {k: v for k, v in asdict(gold).items() if k not in ("feature_ttl_s", "redis_prefix", "max_update_share")}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -135,11 +138,15 @@ def window_change(events_path: str, events: DataFrame, version: int, previous: P
     if reason is not None:
         return Change(_newest(events), full_because=reason)
 
-    entering = between(events, as_of - timedelta(days=gold.feature_window_days), as_of).filter(
-        (F.col(SILVER_AT) > F.lit(previous.silver_at)) | (F.col(EVENT_TIME) >= F.lit(previous.as_of)))
+    window = between(events, as_of - timedelta(days=gold.feature_window_days), as_of)
+    entered = (F.col(SILVER_AT) > F.lit(previous.silver_at)) | (F.col(EVENT_TIME) >= F.lit(previous.as_of))
+    n_window, n_entering = window.agg(F.count("*"), F.count_if(entered)).collect()[0]
+    silver_at = max(previous.silver_at, newest) if newest else previous.silver_at
+    if n_entering > gold.max_update_share * n_window:
+        return Change(silver_at, full_because=f"{n_entering} of the window's {n_window} events entered it, more "
+                                              f"than gold.max_update_share ({gold.max_update_share:g})")
     leaving = left_since(events, previous, as_of, gold.feature_window_days)
-    return Change(max(previous.silver_at, newest) if newest else previous.silver_at,
-                  Difference(previous, entering, leaving, events, as_of))
+    return Change(silver_at, Difference(previous, window.filter(entered), leaving, events, as_of))
 
 
 def left_since(events: DataFrame, previous: Previous, as_of: datetime, days: int) -> DataFrame:
