@@ -178,7 +178,8 @@ def test_forgetting_a_user_rewrites_only_the_files_that_held_them(spark, lakes):
     assert 0 < removed < files_before
 
 
-def test_plays_of_the_last_30_days_are_updated_as_days_leave_them_inside_the_window(spark, cfg, tmp_path):
+@pytest.mark.slow
+def test_summaries_and_recent_songs_updated_inside_a_longer_window_equal_a_full_build(spark, cfg, tmp_path):
     """A 35-day window: between two builds two days leave the last 30 days but not the window, two
     days enter, and a late play lands 10 days back. The updated build's `plays_30d`, genre counts
     (`gold/user_genres`, `top_genres`) and last 3 songs (two played at the same time) equal a full
@@ -220,7 +221,6 @@ def test_plays_of_the_last_30_days_are_updated_as_days_leave_them_inside_the_win
     assert {u: r.plays_30d for u, r in features.items()} == {
         "u1": 3 * 31, "u2": sum(d % 3 + 1 for d in range(8, 38)) + 27 % 3 + 1}
     assert [s.track_id for s in features["u1"].recent_tracks] == ["jazz-1", "rock-1", "jazz-0"]
-
 
     # After a build as of day 5, nearly all of day 38's window enters: that build is a full one.
     assert build_gold(spark, cfg, start + timedelta(days=5), users_version=0).full_because is not None

@@ -6,10 +6,10 @@ in `gold/builds`, and `silver_version` replays a build on exactly the silver it 
 training set for any past date can be rebuilt and no feature sees the future.
 
 A build that follows another on silver that only grew updates `gold/interactions`,
-`gold/window_catalog` (the counts gold's names and genres are picked from) and what the users'
-summaries count (`gold/user_genres` and the plays of the last 30 days) from the events that entered
-and left the window since (`recsys.gold.changes`) instead of aggregating the whole window again;
-`GoldBuild.full_because` says why a build could not.
+`gold/window_catalog` (the counts gold's names and genres are picked from), what the users'
+summaries count (`gold/user_genres` and the plays of the last 30 days) and their recent songs from
+the events that entered and left the window since (`recsys.gold.changes`) instead of aggregating
+the whole window again; `GoldBuild.full_because` says why a build did not.
 """
 
 from __future__ import annotations
@@ -129,10 +129,9 @@ def previous_build(spark: SparkSession, cfg: Config) -> Previous | None:
 def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: DataFrame, as_of: datetime,
                 paths: dict[str, str], *, keep: Persisted) -> tuple[DataFrame, DataFrame, Listening]:
     """The window's catalog counts (`gold/window_catalog`), interactions and what the users' plays
-    give their features (`Listening`: the recent songs, `gold/user_genres`, the recent plays'
-    count), persisted by `keep` where read twice:
-    updated from the build before's tables when `change` has their difference, or aggregated over
-    the window's `events`.
+    give their features (`Listening`: the recent songs' candidates, `gold/user_genres`, the recent
+    plays' count): updated from the build before's tables when `change` has their difference, or
+    aggregated over the window's `events`. Those read twice are persisted by `keep`.
     """
     weights = weights_from(g.weights)
     diff = change.difference

@@ -167,14 +167,14 @@ def left_since(events: DataFrame, previous: Previous, as_of: datetime, days: int
 
 
 def _dated(events: DataFrame, first: date, last: date) -> DataFrame:
+    """Events dated `first` to `last`, both included: a filter of partitions alone."""
     return events.filter((F.col(EVENT_DATE) >= F.lit(first)) & (F.col(EVENT_DATE) <= F.lit(last)))
 
 
 def between(events: DataFrame, start: datetime, end: datetime) -> DataFrame:
     """Events in `[start, end)`; the date bounds prune `silver/events`' partitions."""
-    return events.filter(
-        (F.col(EVENT_DATE) >= F.lit(start.date())) & (F.col(EVENT_DATE) <= F.lit(end.date()))
-        & (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(end)))
+    return _dated(events, start.date(), end.date()).filter(
+        (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(end)))
 
 
 def _aware(t: datetime | None) -> datetime | None:
