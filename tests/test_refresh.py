@@ -52,7 +52,8 @@ def test_two_refreshes_publish_twice_and_train_only_when_due(services, spark, tm
         model=ModelConfig(name=f"refresh-{run}", ranks=(8,), max_iters=(5,), reg_param_range=(0.1,), trials=1,
                           min_lift=-1.0, min_coverage=0.0, curve_max_k=20, retrain_every_h=24),
         recommend=dataclasses.replace(cfg.recommend, top_k=20),
-        # a third day enters a 2-day window: more than gold.max_update_share, but the update is what is tested
+        # the third day is a third of the window's events: more than gold.max_update_share, but the
+        # update is what is tested
         gold=dataclasses.replace(cfg.gold, max_update_share=1.0))
     generate(cfg.landing.path, SPEC, on_accounts=lambda rows: upsert_accounts(cfg.postgres, rows))
 

@@ -150,17 +150,18 @@ def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: Data
     pairs = updated_interactions(before("interactions"), entering, leaving, start, weights, g.confidence)
     genres = updated_sums(before("user_genres"), genre_plays(entering), genre_plays(leaving), [USER_KEY, "genre"],
                           ["n"], "last_play", start)
+    features_before = before("user_features")
     # The recent plays before, plus those entering the last RECENT_DAYS, minus those that left them.
     recent_days = min(RECENT_DAYS, g.feature_window_days)
     left = recent_plays(diff.left(recent_days).select(*GOLD_READS))
-    recent = (before("user_features").select(USER_KEY, "plays_30d")
+    recent = (features_before.select(USER_KEY, "plays_30d")
               .unionByName(recent_plays(entering, as_of - timedelta(days=recent_days)))
               .unionByName(left.select(USER_KEY, (-F.col("plays_30d")).alias("plays_30d")))
               .groupBy(USER_KEY).agg(F.sum("plays_30d").alias("plays_30d")))
     # The recent songs are among the songs before still in the window and the plays entering: one
     # that left is older than any still in it, and so is every play that the user's last songs before
     # had crowded out.
-    before_songs = own_features(before("user_features").select(USER_KEY, "recent_tracks"))
+    before_songs = own_features(features_before.select(USER_KEY, "recent_tracks"))
     kept = before_songs.select(USER_KEY, F.explode("recent_tracks").alias("_s")).select(USER_KEY, "_s.*")
     tracks = kept.filter(F.col(EVENT_TIME) >= F.lit(start)).unionByName(played_tracks(entering))
     return keep(values), keep(pairs), Listening(tracks, recent, keep(genres))

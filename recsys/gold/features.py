@@ -71,10 +71,13 @@ def favourite_artists(pairs: DataFrame, artist_stats: DataFrame, cap: int) -> Da
                          lookups=((artist_stats, ARTIST_ID),))
 
 
+def _plays(events: DataFrame) -> DataFrame:
+    return events.filter(F.col(EVENT_TYPE) == "play")
+
+
 def played_tracks(events: DataFrame) -> DataFrame:
     """The plays of `events` with a track, as `recent_tracks` keeps them (`OWN_FIELDS`)."""
-    return events.filter((F.col(EVENT_TYPE) == "play") & F.col(TRACK_ID).isNotNull()).select(
-        USER_KEY, *OWN_FIELDS["recent_tracks"])
+    return _plays(events).filter(F.col(TRACK_ID).isNotNull()).select(USER_KEY, *OWN_FIELDS["recent_tracks"])
 
 
 def recent_tracks(played: DataFrame, track_stats: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:
@@ -106,10 +109,6 @@ class Listening:
     tracks: DataFrame
     recent: DataFrame
     genres: DataFrame
-
-
-def _plays(events: DataFrame) -> DataFrame:
-    return events.filter(F.col(EVENT_TYPE) == "play")
 
 
 def recent_plays(events: DataFrame, since: datetime | None = None) -> DataFrame:
