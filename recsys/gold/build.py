@@ -153,11 +153,8 @@ def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: Data
     features_before = before("user_features")
     # The recent plays before, plus those entering the last RECENT_DAYS, minus those that left them.
     recent_days = min(RECENT_DAYS, g.feature_window_days)
-    left = recent_plays(diff.left(recent_days).select(*GOLD_READS))
-    recent = (features_before.select(USER_KEY, "plays_30d")
-              .unionByName(recent_plays(entering, as_of - timedelta(days=recent_days)))
-              .unionByName(left.select(USER_KEY, (-F.col("plays_30d")).alias("plays_30d")))
-              .groupBy(USER_KEY).agg(F.sum("plays_30d").alias("plays_30d")))
+    recent = updated_sums(features_before, recent_plays(entering, as_of - timedelta(days=recent_days)),
+                          recent_plays(diff.left(recent_days).select(*GOLD_READS)), [USER_KEY], ["plays_30d"])
     # The recent songs are among the songs before still in the window and the plays entering: one
     # that left is older than any still in it, and so is every play that the user's last songs before
     # had crowded out.

@@ -187,15 +187,18 @@ def _newest(events: DataFrame) -> datetime | None:
 
 
 def updated_sums(previous: DataFrame, entering: DataFrame, leaving: DataFrame, keys: list[str], sums: list[str],
-                 latest: str, window_start: datetime) -> DataFrame:
+                 latest: str | None = None, window_start: datetime | None = None) -> DataFrame:
     """Per `keys`, a window's sums after its change: `previous` plus `entering` minus `leaving` (each
     with `keys`, `sums` and `latest`, the time of the newest event summed). `latest` is the previous
     one while it is still in the window (`>= window_start`: the events that left are all older), or
     the newest entering one; a key with neither has no event left in the window and is dropped.
+    Without `latest`, every key is kept, its sums possibly 0.
     Integer sums make the result equal to summing the new window, bit for bit.
     """
-    kept = previous.select(*keys, *sums, F.when(F.col(latest) >= F.lit(window_start), F.col(latest)).alias(latest))
-    left = leaving.select(*keys, *[(-F.col(c)).alias(c) for c in sums], F.lit(None).cast("timestamp").alias(latest))
-    return (kept.unionByName(left).unionByName(entering.select(*keys, *sums, latest))
-            .groupBy(*keys).agg(*[F.sum(c).alias(c) for c in sums], F.max(latest).alias(latest))
-            .filter(F.col(latest).isNotNull()))
+    times = [] if latest is None else [latest]
+    kept = previous.select(*keys, *sums, *[F.when(F.col(t) >= F.lit(window_start), F.col(t)).alias(t) for t in times])
+    left = leaving.select(*keys, *[(-F.col(c)).alias(c) for c in sums],
+                          *[F.lit(None).cast("timestamp").alias(t) for t in times])
+    summed = (kept.unionByName(left).unionByName(entering.select(*keys, *sums, *times))
+              .groupBy(*keys).agg(*[F.sum(c).alias(c) for c in sums], *[F.max(t).alias(t) for t in times]))
+    return summed if latest is None else summed.filter(F.col(latest).isNotNull())
