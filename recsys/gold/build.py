@@ -146,10 +146,10 @@ def window_sums(spark: SparkSession, g: GoldConfig, change: Change, events: Data
     entering, leaving = diff.entering.select(*GOLD_READS), diff.leaving.select(*GOLD_READS)
     start = as_of - timedelta(days=g.feature_window_days)
     values = updated_sums(before("window_catalog"), catalog_values(entering, CATALOG_SPECS),
-                          catalog_values(leaving, CATALOG_SPECS), list(CATALOG_KEY), ["n"], "last_seen", start)
+                          catalog_values(leaving, CATALOG_SPECS), list(CATALOG_KEY), ["n"], ("last_seen", start))
     pairs = updated_interactions(before("interactions"), entering, leaving, start, weights, g.confidence)
     genres = updated_sums(before("user_genres"), genre_plays(entering), genre_plays(leaving), [USER_KEY, "genre"],
-                          ["n"], "last_play", start)
+                          ["n"], ("last_play", start))
     features_before = before("user_features")
     # The recent plays before, plus those entering the last RECENT_DAYS, minus those that left them.
     recent_days = min(RECENT_DAYS, g.feature_window_days)

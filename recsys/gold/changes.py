@@ -187,14 +187,17 @@ def _newest(events: DataFrame) -> datetime | None:
 
 
 def updated_sums(previous: DataFrame, entering: DataFrame, leaving: DataFrame, keys: list[str], sums: list[str],
-                 latest: str | None = None, window_start: datetime | None = None) -> DataFrame:
-    """Per `keys`, a window's sums after its change: `previous` plus `entering` minus `leaving` (each
-    with `keys`, `sums` and `latest`, the time of the newest event summed). `latest` is the previous
-    one while it is still in the window (`>= window_start`: the events that left are all older), or
-    the newest entering one; a key with neither has no event left in the window and is dropped.
-    Without `latest`, every key is kept, its sums possibly 0.
+                 newest: tuple[str, datetime] | None = None) -> DataFrame:
+    """Per `keys`, a window's sums after its change: `previous` plus `entering` minus `leaving`.
     Integer sums make the result equal to summing the new window, bit for bit.
+
+    `newest` = (`latest`, the window's start) names the column of the time of the newest event
+    summed, which each of the three then carries. `latest` is the previous one while it is still in
+    the window (at or after its start: the events that left are all older), or the newest entering
+    one; a key with neither has no event left in the window and is dropped. Without `newest`, every
+    key is kept, its sums possibly 0.
     """
+    latest, window_start = newest or (None, None)
     times = [] if latest is None else [latest]
     kept = previous.select(*keys, *sums, *[F.when(F.col(t) >= F.lit(window_start), F.col(t)).alias(t) for t in times])
     left = leaving.select(*keys, *[(-F.col(c)).alias(c) for c in sums],

@@ -102,7 +102,7 @@ def updated_interactions(previous: DataFrame, entering: DataFrame, leaving: Data
     """
     before = previous.withColumn("_micros", F.round(F.col("raw_score") * MICRO).cast("long"))
     sums = updated_sums(before, pair_sums(entering, weights), pair_sums(leaving, weights), [USER_KEY, ARTIST_ID],
-                        ["_micros", "plays"], "last_ts", window_start)
+                        ["_micros", "plays"], ("last_ts", window_start))
     return _scored(sums, scaling)
 
 
