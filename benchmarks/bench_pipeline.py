@@ -9,8 +9,8 @@ multiple of it. Both run once on the first day's files before they are measured 
 Then the incremental cost: a lake of 1 day and a lake of D days each get one more day and a
 refresh (ingest .. publish, no training); their seconds and ratio show whether a refresh's cost
 grows with history. After each refresh, what gold holds (window events, interaction pairs, the
-users' array lengths): a gold build recomputes all of it, so its cost follows these until
-`gold.feature_window_days` is full. `--window-days W` sets that window for the run, to see the
+users' array lengths): a gold build rewrites all of it and computes the statistics from the whole
+window, so its cost follows these until `gold.feature_window_days` is full. `--window-days W` sets that window for the run, to see the
 refresh once the window has stopped growing.
 
 Defaults are sized to about 10 M landing lines (60,000 users x 20 days); `ARGS="--users 2000
@@ -214,8 +214,8 @@ def main() -> None:
         bronze = stage("bronze events", lines, lambda: ingest_events(spark, cfg))
         stage("bronze accounts", lines, lambda: ingest_accounts(spark, cfg, run_id="bench"))
         stage("silver", lines, lambda: build_silver(spark, cfg, run_id="bench", now=now))
-        stage("gold + feature store", lines, lambda: sync_feature_store(
-            spark, cfg, stage_suffix=build_gold(spark, cfg, as_of=now).build_id[:12]))
+        stage("gold", lines, lambda: build_gold(spark, cfg, as_of=now))
+        stage("feature store", lines, lambda: sync_feature_store(spark, cfg, stage_suffix="bench"))
         stage("train (1 trial)", lines, lambda: train(spark, cfg))
         stage("recommend", lines, lambda: build_recommendations(spark, cfg))
         stage("publish", lines, lambda: publish(spark, cfg))

@@ -1,4 +1,4 @@
-"""The incremental refresh a scheduler runs: ingest, silver, gold + feature store, train when due,
+"""The incremental refresh a scheduler runs: ingest, silver, gold, feature store, train when due,
 recommend, publish. One line per stage; a failure exits non-zero naming its stage."""
 
 import sys

@@ -175,8 +175,8 @@ def test_the_chain_on_a_standalone_cluster_equals_local_also_when_an_executor_di
     assert killed, "no executor was killed during silver: it committed no events while two executors ran"
     stages = [line.removeprefix("refresh: ")[:15].rstrip() for line in output.splitlines()
               if line.startswith("refresh: ")]
-    assert stages == ["bronze events", "bronze accounts", "forget", "silver", "gold", "train", "recommend",
-                      "publish"], output[-4000:]
+    assert stages == ["bronze events", "bronze accounts", "forget", "silver", "gold", "feature store", "train",
+                      "recommend", "publish"], output[-4000:]
 
     # The same stages up to gold in this process (local[2]), with the refresh's clock and users.
     cfg, now = local, datetime.fromisoformat(AS_OF)

@@ -25,7 +25,8 @@ from recsys.tables import USER_KEY
 from tests.conftest import ROOT, isolated
 
 SPEC = GeneratorSpec(users=200, artists=150, days=2, dirt_rate=0.02, future_days=0, seed=13)
-STAGES = ["bronze events", "bronze accounts", "forget", "silver", "gold", "train", "recommend", "publish"]
+STAGES = ["bronze events", "bronze accounts", "forget", "silver", "gold", "feature store", "train", "recommend",
+          "publish"]
 
 
 def _birth_date_changed(cfg, spark) -> str:
@@ -70,6 +71,9 @@ def test_two_refreshes_publish_twice_and_train_only_when_due(services, spark, tm
     # gold starts from the whole window, then updates from the events that entered it
     assert "(full build: no build before" in first_of["gold"]
     assert "(updated from what entered and left the window)" in second_of["gold"]
+    # the feature store writes everyone once, then only the users whose own features changed
+    written = [int(run["feature store"].split()[0]) for run in (first_of, second_of)]
+    assert 0 < written[1] < written[0]
     features = lake.read(spark, lake.table_path(cfg.lake, "gold", "user_features"))
     assert features.filter(F.col(USER_KEY) == moved).select("age_group").collect() == [("65+",)]
     # every listed artist carries its own name (the lists are labelled from the catalog on the executors)

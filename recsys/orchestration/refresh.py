@@ -1,6 +1,6 @@
 """The incremental refresh a scheduler runs every few hours: one call per stage, in journey order.
 
-Ingest events and accounts, silver, gold and the feature store, train when `model.retrain_every_h`
+Ingest events and accounts, silver, gold, the feature store, train when `model.retrain_every_h`
 has passed since the last training run, recommend, publish. Every stage is idempotent (exactly-once
 ingestion, MERGEs, overwrites, versioned publish), so a failed refresh is simply run again. Each
 stage prints one line with its counts and seconds; the first failure stops the chain with
@@ -100,12 +100,14 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
         # `now`, though committed later (`as_of` alone would pick the previous refresh's users).
         users = lake.current_version(spark, lake.table_path(cfg.lake, "silver", "users"))
         build = build_gold(spark, cfg, as_of=now, users_version=users)
-        synced = sync_feature_store(spark, cfg, stage_suffix=build.build_id[:12])
         how = "updated from what entered and left the window"
         if build.full_because:
             how = f"full build: {build.full_because}"
-        return (f"as of {now:%Y-%m-%d %H:%M} ({how}); feature store: {synced.changed} users written, "
-                f"{synced.removed} removed")
+        return f"as of {now:%Y-%m-%d %H:%M} ({how})"
+
+    def feature_store() -> str:
+        synced = sync_feature_store(spark, cfg, stage_suffix=run_id[:12])
+        return f"{synced.changed} users written, {synced.removed} removed"
 
     def training() -> str:
         if not training_due(cfg, now):
@@ -126,6 +128,7 @@ def refresh(spark: SparkSession, cfg: Config, on_stage: Callable[[StageResult], 
     stage("forget", forgetting)
     stage("silver", silver)
     stage("gold", gold)
+    stage("feature store", feature_store)
     stage("train", training)
     stage("recommend", lambda: f"{build_recommendations(spark, cfg).lists} lists")
     stage("publish", lambda: f"version {publish(spark, cfg).version} live")
