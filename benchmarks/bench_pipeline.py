@@ -10,8 +10,8 @@ Then the incremental cost: a lake of 1 day and a lake of D days each get one mor
 refresh (ingest .. publish, no training); their seconds and ratio show whether a refresh's cost
 grows with history. After each refresh, what gold holds (window events, interaction pairs, the
 users' array lengths): a gold build rewrites all of it and computes the statistics from the whole
-window, so its cost follows these until `gold.feature_window_days` is full. `--window-days W` sets that window for the run, to see the
-refresh once the window has stopped growing.
+window, so its cost follows these until `gold.feature_window_days` is full. `--window-days W`
+sets that window for the run, to see the refresh once the window has stopped growing.
 
 Defaults are sized to about 10 M landing lines (60,000 users x 20 days); `ARGS="--users 2000
 --days 3"` for a quick run. Everything runs in a scratch folder with its own lake, removed at the
