@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -9,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recsys.cli import EXIT_CONFIG, EXIT_SERVICE, job_parser, run_job, utc_time
 from recsys.config import ConfigError, load_config
@@ -183,3 +186,53 @@ def test_unreachable_servers_are_named_with_host_and_port(capsys):
     assert capsys.readouterr().err.strip() == (
         f"recsys: Redis at 127.0.0.1:{port} is not reachable (start it with `make services-up`)"
     )
+
+
+def _readme_configuration() -> dict[str, str | None]:
+    """Each key of the README's configuration table and its default cell's literal for that key
+    (None when the cell is prose: `env only`, `see ...`). `section.a`, `.b` stands for `section.b`.
+    """
+    section = (ROOT / "README.md").read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, str | None] = {}
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        key_cell, default_cell = [c.strip() for c in row.strip("|").split("|")][:2]
+        keys: list[str] = []
+        for key in re.findall(r"`([^`]+)`", key_cell):
+            keys.append(keys[-1].rsplit(".", 1)[0] + key if key.startswith(".") else key)
+        if default_cell.startswith("empty: "):  # empty, and what it then stands for
+            literals = [""] * len(keys)
+        else:
+            literals = re.findall(r"`([^`]*)`", default_cell) if default_cell.startswith("`") else []
+        for i, key in enumerate(keys):
+            documented[key] = literals[i] if len(literals) == len(keys) else None
+    return documented
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    leaves: dict[str, object] = {}
+    for field in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, field.name)
+        if dataclasses.is_dataclass(value):
+            leaves.update(_leaves(value, f"{prefix}{field.name}."))
+        else:
+            leaves[f"{prefix}{field.name}"] = value
+    return leaves
+
+
+def test_the_readme_documents_every_key_with_its_local_default():
+    cfg = load_config("local", environ={})
+    keys = {k: v for k, v in _leaves(cfg).items() if k != "env"}
+    documented = _readme_configuration()
+    assert sorted(set(keys) - set(documented)) == [], "keys the README's configuration table lacks"
+    assert sorted(set(documented) - set(keys)) == [], "keys the README documents that the config lacks"
+    for key, literal in documented.items():
+        value = keys[key]
+        if literal is None:
+            continue
+        expected = literal if isinstance(value, str) else yaml.safe_load(literal)
+        if isinstance(value, str) and Path(value).is_absolute() and not Path(literal).is_absolute():
+            expected = str(ROOT / literal)  # relative paths are relative to the project
+        shown = list(value) if isinstance(value, tuple) else value
+        assert shown == expected, f"{key}: README says {literal!r}, config has {value!r}"
