@@ -117,8 +117,8 @@ def artist_stats(events: DataFrame, artists: DataFrame, pairs: DataFrame, as_of:
     Valid while `keep` lasts (see `trending_rank`).
 
     The window's plays, likes and displayed follower counts are one aggregation of the events: one
-    pass over the window where a pass each took 4.05-4.88 s against 6.05-8.60 s (12,000 users x 14
-    days, 1,438,084 window events, to Spark's `noop` sink). `pairs` are the interactions of the
+    pass over the window, where a pass each took 6.03-15.03 s against 3.84-4.10 s now (12,000 users x
+    14 days, 1,438,084 window events, to Spark's `noop` sink; `benchmarks/README.md`). `pairs` are the interactions of the
     same window's events (`recsys.gold.interactions`), and the listeners are counted there: the
     pairs with plays, since a play counts at least 1 (bronze quarantines less). That is the count
     of distinct users over the window's plays, without a second distinct count in the plays'
@@ -160,7 +160,7 @@ def track_stats(events: DataFrame, tracks: DataFrame, as_of: datetime, windows: 
                 keep: Persisted) -> DataFrame:
     """Per track seen before `as_of`: plays, listeners, likes, active days, trending, listen time, completion.
     Valid while `keep` lasts (see `trending_rank`). One aggregation of the events with a track, as
-    for `artist_stats`: 6.1-6.4 s against 7.6-8.2 s for a pass each (same lake).
+    for `artist_stats`: 6.30-6.46 s against 7.58-9.03 s for a pass each (same lake).
     """
     start = as_of - timedelta(days=windows.feature)
     plays = _plays_since(start) & (F.col(EVENT_TIME) < F.lit(as_of))
