@@ -118,12 +118,13 @@ def artist_stats(events: DataFrame, artists: DataFrame, pairs: DataFrame, as_of:
 
     The window's plays, likes and displayed follower counts are one aggregation of the events: one
     pass over the window, where a pass each took 6.03-15.03 s against 3.84-4.10 s now (12,000 users x
-    14 days, 1,438,084 window events, to Spark's `noop` sink; `benchmarks/README.md`). `pairs` are the interactions of the
-    same window's events (`recsys.gold.interactions`), and the listeners are counted there: the
-    pairs with plays, since a play counts at least 1 (bronze quarantines less). That is the count
-    of distinct users over the window's plays, without a second distinct count in the plays'
-    aggregation, which then took 3.9-4.6 s instead of 10.9-11.1 s (30,000 users x 20 days); the
-    pairs are computed for `gold/interactions` anyway.
+    14 days, 1,438,084 window events, to Spark's `noop` sink; `benchmarks/README.md`).
+
+    `pairs` are the interactions of the same window's events (`recsys.gold.interactions`), and the
+    listeners are counted there: the pairs with plays, since a play counts at least 1 (bronze
+    quarantines less). That is the count of distinct users over the window's plays, without a
+    second distinct count in the plays' aggregation, which then took 3.9-4.6 s instead of
+    10.9-11.1 s (30,000 users x 20 days); the pairs are computed for `gold/interactions` anyway.
     """
     start = as_of - timedelta(days=windows.feature)
     plays = _plays_since(start) & (F.col(EVENT_TIME) < F.lit(as_of))
