@@ -33,25 +33,21 @@ def _between(start: datetime, end: datetime) -> Column:
     return (F.col(EVENT_TIME) >= F.lit(start)) & (F.col(EVENT_TIME) < F.lit(end))
 
 
-def _plays(start: datetime | None = None, end: datetime | None = None) -> Column:
-    """Whether an event is a play (at or after `start`, before `end`, each if given)."""
-    play = F.col(EVENT_TYPE) == "play"
-    if start is not None:
-        play &= F.col(EVENT_TIME) >= F.lit(start)
-    if end is not None:
-        play &= F.col(EVENT_TIME) < F.lit(end)
-    return play
+def _window_plays(as_of: datetime, window_days: int) -> Column:
+    """Whether an event is a play of the `window_days` before `as_of`."""
+    return (F.col(EVENT_TYPE) == "play") & _between(as_of - timedelta(days=window_days), as_of)
 
 
-def trending_sums(as_of: datetime, recent_days: int, baseline_days: int, since: datetime | None = None
+def trending_sums(as_of: datetime, recent_days: int, baseline_days: int, plays: Column | None = None
                   ) -> list[Column]:
     """Aggregates of events (with `event_type`, `count`, `event_time`) that `trending_rank` ranks:
-    the plays of the recent days (`_recent`) and of the baseline days before them (`_base`), both
-    from `since` on when given (a feature window shorter than the two).
+    the plays of the recent days (`_recent`) and of the baseline days before them (`_base`);
+    `plays` (default: every play) may bound them by a feature window shorter than the two
+    (`_window_plays`).
     """
     recent_start = as_of - timedelta(days=recent_days)
     baseline_start = recent_start - timedelta(days=baseline_days)
-    plays = _plays(since)
+    plays = F.col(EVENT_TYPE) == "play" if plays is None else plays
     return [
         F.sum(F.when(plays & _between(recent_start, as_of), F.col("count")).otherwise(0)).alias("_recent"),
         F.sum(F.when(plays & _between(baseline_start, recent_start), F.col("count")).otherwise(0)).alias("_base"),
@@ -130,13 +126,12 @@ def artist_stats(events: DataFrame, artists: DataFrame, pairs: DataFrame, as_of:
     second distinct count in the plays' aggregation, which then took 3.9-4.6 s instead of
     10.9-11.1 s (30,000 users x 20 days); the pairs are computed for `gold/interactions` anyway.
     """
-    start = as_of - timedelta(days=windows.feature)
-    plays = _plays(start, as_of)
+    plays = _window_plays(as_of, windows.feature)
     shown = F.when(F.col("artist_followers").isNotNull(), F.col(EVENT_TIME))
     usage = _with_trending_rank(events.groupBy(ARTIST_ID).agg(
         F.sum(F.when(plays, F.col("count"))).alias("plays"),
         F.countDistinct(F.when(plays, F.col(EVENT_DATE))).alias("active_days"),
-        *trending_sums(as_of, windows.recent, windows.baseline, start),
+        *trending_sums(as_of, windows.recent, windows.baseline, plays),
         F.max_by("artist_followers", shown).alias("_shown_followers"),
         _net_likes(),
     ), ARTIST_ID, windows, keep=keep)
@@ -167,8 +162,7 @@ def track_stats(events: DataFrame, tracks: DataFrame, as_of: datetime, windows: 
     Valid while `keep` lasts (see `trending_rank`). One aggregation of the events with a track, as
     for `artist_stats`: 6.30-6.46 s against 7.58-9.03 s for a pass each (same lake).
     """
-    start = as_of - timedelta(days=windows.feature)
-    plays = _plays(start, as_of)
+    plays = _window_plays(as_of, windows.feature)
 
     def share(kind: str) -> Column:
         return F.avg(F.when(plays, (F.col("completion") == kind).cast("double"))).alias(f"{kind}_share")
@@ -181,7 +175,7 @@ def track_stats(events: DataFrame, tracks: DataFrame, as_of: datetime, windows: 
         F.avg("_played_ms").alias("avg_listen_ms"),
         *exact_std_sums("_played_ms"),
         share("full"), share("partial"), share("skipped"),
-        *trending_sums(as_of, windows.recent, windows.baseline, start),
+        *trending_sums(as_of, windows.recent, windows.baseline, plays),
         _net_likes(),
     ), "std_listen_ms"), TRACK_ID, windows, keep=keep)
     return (
