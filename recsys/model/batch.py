@@ -94,18 +94,23 @@ def segment_lists(interactions: DataFrame, segments: DataFrame, k: int) -> DataF
     """(segment, artist_idx, rank, score) with the `k` artists most users of each segment have,
     plus segment `*` for everyone; score = share of the segment's users who have the artist.
 
-    The interactions hold one row per (user, artist), so a segment's users of an artist are its
-    rows, counted once per segment and summed for `*`: no distinct count (2x faster at 2.7 M pairs).
+    The interactions hold one row per (user, artist) and `segments` one per user, so a segment's
+    users of an artist are its rows, counted once per segment and summed for `*`: no distinct count
+    (2x faster at 2.7 M pairs).
     """
     pairs = interactions.select(USER, ITEM).join(segments.select(USER, SEGMENT), on=USER, how="inner")
-    counts = pairs.groupBy(SEGMENT, ITEM).agg(F.count(F.lit(1)).alias("_n"))
-    users = interactions.select(USER).distinct().join(segments.select(USER, SEGMENT), on=USER, how="inner") \
-        .groupBy(SEGMENT).agg(F.count(F.lit(1)).alias("_users"))
-    counts = counts.unionByName(counts.groupBy(ITEM).agg(F.sum("_n").alias("_n")).withColumn(SEGMENT, F.lit(GLOBAL)))
-    users = users.unionByName(users.agg(F.sum("_users").alias("_users")).withColumn(SEGMENT, F.lit(GLOBAL)))
+    counts = _plus_global(pairs.groupBy(SEGMENT, ITEM).agg(F.count(F.lit(1)).alias("_n")), "_n", ITEM)
+    engaged = interactions.select(USER).distinct().join(segments.select(USER, SEGMENT), on=USER, how="inner")
+    users = _plus_global(engaged.groupBy(SEGMENT).agg(F.count(F.lit(1)).alias("_users")), "_users")
     w = Window.partitionBy(SEGMENT).orderBy(F.desc("_n"), F.asc(ITEM))
     return counts.join(users, on=SEGMENT).withColumn("rank", F.row_number().over(w)).filter(F.col("rank") <= k) \
         .select(SEGMENT, ITEM, "rank", (F.col("_n") / F.col("_users")).cast("float").alias("score"))
+
+
+def _plus_global(per_segment: DataFrame, total: str, *keys: str) -> DataFrame:
+    """`per_segment` rows plus those of segment `*`: `total` summed over the segments by `keys`."""
+    everyone = per_segment.groupBy(*keys).agg(F.sum(total).alias(total)).withColumn(SEGMENT, F.lit(GLOBAL))
+    return per_segment.unionByName(everyone)
 
 
 def cold_start(users: DataFrame, lists: DataFrame, k: int) -> DataFrame:
