@@ -142,7 +142,7 @@ bench: bench-topk bench-publish bench-api ## top-K, publish and API (bench-pipel
 bench-topk: setup ## top-K: blocked matmul vs recommendForAllUsers, cross join + window, numpy floor
 	$(PY) benchmarks/bench_topk.py $(ARGS)
 
-bench-pipeline: services-up ## every stage on U users x D days (default ~10 M lines): s, lines/s, peak RSS, floor, refresh cost
+bench-pipeline: services-up ## every stage on U users x D days (default ~10 M lines): s, lines/s, peak RSS, cores busy, floor, refresh cost
 	@$(WITH_SECRET) $(PY) benchmarks/bench_pipeline.py $(ARGS)
 
 bench-layout: setup ## silver/events partitioned vs liquid-clustered by event date: appends, dedupe, window reads, OPTIMIZE

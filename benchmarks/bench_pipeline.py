@@ -1,8 +1,10 @@
 """`make bench-pipeline`: every stage of the journey on U users x D days of generated events.
 
-Per stage: seconds, landing lines per second, and the peak resident memory of the Spark JVM
-during the stage (driver and executors share it in local mode; /proc's high-water mark, reset to
-the current size before each stage: a JVM keeps the heap it grew, so later stages include it).
+Per stage: seconds, landing lines per second, the peak resident memory of the Spark JVM during
+the stage (driver and executors share it in local mode; /proc's high-water mark, reset to the
+current size before each stage: a JVM keeps the heap it grew, so later stages include it), and
+how many of the machine's cores were busy on average (every process: PostgreSQL and Redis too).
+A stage that keeps every core busy is made faster by doing less, not by running parts side by side.
 The floor is measured in the same run: the same landing files read as text, parsed with
 `from_json` and the bronze schema, and written as one Delta table; bronze is reported as a
 multiple of it. Both run once on the first day's files before they are measured (`warm_up`).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import shutil
 import tempfile
 import time
@@ -68,6 +71,27 @@ class PeakMemory:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+
+class BusyCores:
+    """The machine's cores busy on average since the last mark, every process counted (/proc/stat)."""
+
+    def __init__(self) -> None:
+        self.cores = os.cpu_count() or 1
+        self.since = self._times()
+
+    @staticmethod
+    def _times() -> tuple[int, int]:
+        """(all, idle + iowait) clock ticks of every core since boot."""
+        ticks = [int(t) for t in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]
+
+    def mark(self) -> str:
+        """The cores busy since the last mark ("1.88 of 2 cores"), and a new mark."""
+        (total, idle), (total_0, idle_0) = self._times(), self.since
+        self.since = (total, idle)
+        busy = 1 - (idle - idle_0) / (total - total_0) if total > total_0 else 0.0
+        return f"{busy * self.cores:.2f} of {self.cores} cores"
 
 
 def scratch_config(base: Config, root: Path, name: str) -> Config:
@@ -118,8 +142,12 @@ def warm_up(spark: SparkSession, cfg: Config, root: Path) -> None:
     shutil.rmtree(root / "warm")
 
 
-def print_stage(r: StageResult) -> None:
-    print(f"    {r.stage:16} {r.seconds:8.1f} s  {r.summary}", flush=True)
+def stage_printer(cores: BusyCores) -> Callable[[StageResult], None]:
+    """Prints each refresh stage's line with the cores busy since the stage before ended."""
+    def print_stage(r: StageResult) -> None:
+        print(f"    {r.stage:16} {r.seconds:8.1f} s  {cores.mark() + ' busy':20}  {r.summary}", flush=True)
+
+    return print_stage
 
 
 def gold_state(spark: SparkSession, cfg: Config) -> str:
@@ -156,8 +184,9 @@ def incremental_cost(spark: SparkSession, base: Config, root: Path, full: Config
     for name, c in (("day 1", small), (f"day {days}", full)):
         lines.append(generate(c.landing.path, spec, append_days=1)["last_run"]["lines"])
         no_training = dataclasses.replace(c, model=dataclasses.replace(c.model, retrain_every_h=1e9))
+        cores = BusyCores()
         seconds.append(stage(f"refresh after {name}", 0, functools.partial(refresh, spark, no_training,
-                                                                            on_stage=print_stage)))
+                                                                            on_stage=stage_printer(cores))))
         print(f"    gold after it: {gold_state(spark, c)}", flush=True)
     print(f"refresh of one new day: after day 1 {seconds[0]:.0f} s ({lines[0]:,} lines), after day {days} "
           f"{seconds[1]:.0f} s ({lines[1]:,} lines): {seconds[1] / seconds[0]:.2f}x")
@@ -192,12 +221,14 @@ def main() -> None:
 
     def stage(name: str, lines: int, work: Callable[[], object]) -> float:
         memory.reset()
+        cores = BusyCores()
         started = time.monotonic()
         work()
         seconds = time.monotonic() - started
         rows.append((name, seconds, lines / seconds if seconds else 0.0, memory.peak_mb()))
         rate = f"{rows[-1][2]:12,.0f} lines/s" if lines else f"{'':20}"
-        print(f"  {name:24} {seconds:8.1f} s {rate}  peak RSS {rows[-1][3]:7,.0f} MB", flush=True)
+        print(f"  {name:24} {seconds:8.1f} s {rate}  peak RSS {rows[-1][3]:7,.0f} MB  {cores.mark()} busy",
+              flush=True)
         return seconds
 
     try:
