@@ -82,8 +82,10 @@ class BusyCores:
 
     @staticmethod
     def _times() -> tuple[int, int]:
-        """(all, idle + iowait) clock ticks of every core since boot."""
-        ticks = [int(t) for t in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        """(all, idle + iowait) clock ticks of every core since boot: user .. steal, the first eight
+        fields (guest time is counted in user time already).
+        """
+        ticks = [int(t) for t in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
         return sum(ticks), ticks[3] + ticks[4]
 
     def mark(self) -> str:
