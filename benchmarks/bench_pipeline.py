@@ -89,11 +89,11 @@ class BusyCores:
         return sum(ticks), ticks[3] + ticks[4]
 
     def mark(self) -> str:
-        """The cores busy since the last mark ("1.88 of 2 cores"), and a new mark."""
+        """The cores busy since the last mark ("1.88 of 2 cores busy"), and a new mark."""
         (total, idle), (total_0, idle_0) = self._times(), self.since
         self.since = (total, idle)
         busy = 1 - (idle - idle_0) / (total - total_0) if total > total_0 else 0.0
-        return f"{busy * self.cores:.2f} of {self.cores} cores"
+        return f"{busy * self.cores:.2f} of {self.cores} cores busy"
 
 
 def scratch_config(base: Config, root: Path, name: str) -> Config:
@@ -147,7 +147,7 @@ def warm_up(spark: SparkSession, cfg: Config, root: Path) -> None:
 def stage_printer(cores: BusyCores) -> Callable[[StageResult], None]:
     """Prints each refresh stage's line with the cores busy since the stage before ended."""
     def print_stage(r: StageResult) -> None:
-        print(f"    {r.stage:16} {r.seconds:8.1f} s  {cores.mark() + ' busy':20}  {r.summary}", flush=True)
+        print(f"    {r.stage:16} {r.seconds:8.1f} s  {cores.mark():20}  {r.summary}", flush=True)
 
     return print_stage
 
@@ -229,7 +229,7 @@ def main() -> None:
         seconds = time.monotonic() - started
         rows.append((name, seconds, lines / seconds if seconds else 0.0, memory.peak_mb()))
         rate = f"{rows[-1][2]:12,.0f} lines/s" if lines else f"{'':20}"
-        print(f"  {name:24} {seconds:8.1f} s {rate}  peak RSS {rows[-1][3]:7,.0f} MB  {cores.mark()} busy",
+        print(f"  {name:24} {seconds:8.1f} s {rate}  peak RSS {rows[-1][3]:7,.0f} MB  {cores.mark()}",
               flush=True)
         return seconds
 
