@@ -18,6 +18,8 @@ from recsys.config import IngestConfig
 from recsys.datagen.generator import GeneratorSpec, generate
 from recsys.datagen.world import accounts as account_rows
 from recsys.datagen.world import build_catalog, build_population
+from recsys.gold.build import build_gold
+from recsys.gold.store import FULL_VIEW, sync_feature_store
 from recsys.keys import pseudonym
 from recsys.orchestration.forget import forget_requested
 from recsys.silver.build import build_silver
@@ -189,3 +191,37 @@ def test_accounts_extract_is_incremental(spark, lakehouse):
     postgres.execute(cfg.postgres, f"UPDATE {TABLE} SET country_code = 'SE', updated_at = now() WHERE user_id = '1010'")
     report = ingest_accounts(spark, cfg, run_id="one-change")
     assert (report.rows_read, report.rows_updated, report.rows_inserted) == (1, 1, 0)
+
+
+@pytest.mark.slow
+def test_a_nul_character_in_any_text_reaches_postgresql_replaced(services, spark, tmp_path):
+    """JSON may carry U+0000 in any string, and PostgreSQL stores it nowhere: silver replaces it with
+    U+FFFD, so neither its `click_events` write nor gold's feature store stops on such an event."""
+    cfg = dataclasses.replace(
+        isolated(services, tmp_path, "nul"), privacy=dataclasses.replace(services.privacy, pseudonym_secret=SECRET),
+        ingest=IngestConfig(click_events_to_postgres=True))
+    upsert_accounts(cfg.postgres, [{"user_id": "1000", "signup_at": datetime(2026, 1, 1, tzinfo=UTC)}])
+    play = {"event_id": "nul-\u0000-1", "event_type": "play", "event_ts": "2026-11-28T21:05:05Z", "user_id": "1000",
+            "card": {"artist_id": "ar-\u0000", "artist_name": "Bad\u0000Name", "track_id": "tr-\u0000",
+                     "track_name": "Nul\u0000Song", "album_name": "Al\u0000bum", "genre": ["ro\u0000ck"],
+                     "duration_ms": 200_000, "played_ms": 190_000},
+            "context": {"session_id": "s\u0000", "device_os": "an\u0000droid", "source": "libr\u0000ary"}}
+    landing = tmp_path / "landing" / "events" / "dt=2026-11-28" / "hour=21"
+    landing.mkdir(parents=True)
+    (landing / "nul.json").write_text(json.dumps(play) + "\n")  # "\\u0000" escapes, as JSON producers write it
+
+    assert ingest_events(spark, cfg).rows_bronze == 1
+    ingest_accounts(spark, cfg, run_id="nul")
+    build_silver(spark, cfg, run_id="nul", now=NOW)
+    build_gold(spark, cfg, as_of=NOW)
+    assert sync_feature_store(spark, cfg, stage_suffix="nul").changed == 1
+
+    silver = _table(spark, cfg, "silver", "events").first()
+    assert (silver.event_id, silver.artist_name, silver.genres) == ("nul-\ufffd-1", "Bad\ufffdName", ["ro\ufffdck"])
+    with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
+        cur.execute("SELECT event_id, artist_id, track_id, source FROM click_events")
+        assert cur.fetchall() == [("nul-\ufffd-1", "ar-\ufffd", "tr-\ufffd", "libr\ufffdary")]
+        cur.execute(f"SELECT recent_tracks FROM {FULL_VIEW} WHERE user_key = %s", (pseudonym(SECRET, "1000"),))
+        (song,) = cur.fetchone()[0]
+    assert (song["track_name"], song["artist_name"], song["genres"]) == ("Nul\ufffdSong", "Bad\ufffdName",
+                                                                          ["ro\ufffdck"])

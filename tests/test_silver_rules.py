@@ -16,6 +16,7 @@ from recsys.silver.clean import (
     display_name,
     name_key,
     normalize_name,
+    readable,
     with_completion,
     with_event_time,
     with_genres,
@@ -41,6 +42,15 @@ def test_normalize_name_udf_matches_the_python_rules(spark):
     df = spark.createDataFrame([("  Sigur  Rós ",), (None,)], "name string")
     out = df.select(normalize_name("name").alias("n")).select("n.display", "n.key").collect()
     assert [tuple(r) for r in out] == [("Sigur Rós", "sigur ros"), (None, None)]
+
+
+def test_a_nul_in_a_producers_text_becomes_a_replacement_character(spark):
+    assert display_name(" Bad\u0000Name ") == "Bad\ufffdName"
+    assert name_key("Bad\u0000Name") == name_key("Bad Name") == "bad name"
+    df = spark.createDataFrame([("a\u0000b", '["Ro\\u0000ck", "pop"]'), ("a\\u0000b", "Indie\u0000")],
+                               "id string, genre string")  # a list arrives as JSON text, its U+0000 escaped
+    out = with_genres(df).select(readable(F.col("id")), "genres").collect()
+    assert [tuple(r) for r in out] == [("a\ufffdb", ["ro\ufffdck", "pop"]), ("a\\u0000b", ["indie\ufffd"])]
 
 
 def test_event_time_from_iso_with_z_or_offset_and_epoch_millis(spark):

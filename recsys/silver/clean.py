@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
@@ -20,9 +20,19 @@ from pyspark.sql.functions import pandas_udf
 from recsys.tables import EVENT_TIME, EVENT_TYPE
 
 EPOCH_MS = r"^\s*\d{1,16}\s*$"
+# JSON may carry U+0000 in any string (`"\\u0000"`) and Delta keeps it, but PostgreSQL stores it in
+# neither `text` nor `jsonb`: one such event stopped silver's `click_events` write, and gold's
+# feature store, run after run. Silver writes U+FFFD instead, Unicode's mark for a character that
+# cannot be shown, which keeps two ids that differ only there apart.
+NUL, REPLACEMENT = "\u0000", "\ufffd"
 FULL_SHARE, SKIP_SHARE, SKIP_MS = 0.8, 0.5, 30_000
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _SPACES = re.compile(r"\s+", re.UNICODE)
+
+
+def readable(text: Column) -> Column:
+    """`text` with every U+0000 replaced by U+FFFD (see `NUL`)."""
+    return F.replace(text, F.lit(NUL), F.lit(REPLACEMENT))
 
 
 def name_key(name: str | None) -> str | None:
@@ -40,10 +50,12 @@ def name_key(name: str | None) -> str | None:
 
 
 def display_name(name: str | None) -> str | None:
-    """A clean display form: composed Unicode (NFC), trimmed, single spaces; case kept."""
+    """A clean display form: composed Unicode (NFC), trimmed, single spaces, U+FFFD for U+0000; case
+    kept.
+    """
     if name is None:
         return None
-    return _SPACES.sub(" ", unicodedata.normalize("NFC", name)).strip() or None
+    return _SPACES.sub(" ", unicodedata.normalize("NFC", name).replace(NUL, REPLACEMENT)).strip() or None
 
 
 # A StructType, not a DDL string: this runs at import, before any SparkSession parses DDL.
@@ -63,10 +75,13 @@ def with_event_time(df: DataFrame, ts_col: str = "event_ts", out_col: str = EVEN
 
 
 def with_genres(df: DataFrame, col: str = "genre", out_col: str = "genres") -> DataFrame:
-    """`genre` (a string, or a JSON list as text) as an array of trimmed lower-case names."""
+    """`genre` (a string, or a JSON list as text) as an array of trimmed lower-case names (U+FFFD for
+    U+0000).
+    """
     raw = F.trim(F.col(col))
     as_list = F.when(raw.startswith("["), F.from_json(raw, "array<string>")).otherwise(F.array(raw))
-    cleaned = F.filter(F.transform(as_list, lambda g: F.lower(F.trim(g))), lambda g: g.isNotNull() & (g != ""))
+    lowered = F.transform(as_list, lambda g: F.lower(F.trim(readable(g))))
+    cleaned = F.filter(lowered, lambda g: g.isNotNull() & (g != ""))
     return df.withColumn(out_col, F.when(F.col(col).isNull(), F.array().cast("array<string>")).otherwise(cleaned))
 
 

@@ -21,7 +21,14 @@ from recsys import lake
 from recsys.config import Config
 from recsys.frames import Persisted
 from recsys.silver.catalog import add_values, catalog_values
-from recsys.silver.clean import with_completion, with_event_time, with_genres, with_names, with_untrusted_reason
+from recsys.silver.clean import (
+    readable,
+    with_completion,
+    with_event_time,
+    with_genres,
+    with_names,
+    with_untrusted_reason,
+)
 from recsys.silver.privacy import geocoder, pseudonymizer
 from recsys.tables import (
     ARTIST_ID,
@@ -55,7 +62,12 @@ class SilverEventsReport:
 
 def clean_events(bronze: DataFrame, *, pseudonymize: Callable, geocode: Callable, now: datetime,
                  future_tolerance: timedelta, min_trusted: date, max_duration_ms: int) -> DataFrame:
-    """Bronze rows -> silver columns plus `_reason` (NULL when the event is trusted)."""
+    """Bronze rows -> silver columns plus `_reason` (NULL when the event is trusted).
+
+    The producers' free text (ids, names, album, genres, playlist, request and context fields) has
+    U+FFFD for U+0000 (`recsys.silver.clean.NUL`); the other text columns cannot hold it: bronze
+    checked them against patterns or lists, or silver derived them.
+    """
     card, rec, ctx = F.col("card"), F.col("recommendation"), F.col("context")
     return (
         bronze.withColumn(USER_KEY, pseudonymize(F.trim(USER_ID)))
@@ -68,18 +80,18 @@ def clean_events(bronze: DataFrame, *, pseudonymize: Callable, geocode: Callable
         .transform(with_completion)
         .transform(with_names)
         .select(
-            EVENT_ID, EVENT_TYPE, EVENT_TIME, F.to_date(EVENT_TIME).alias(EVENT_DATE), USER_KEY,
+            readable(F.col(EVENT_ID)).alias(EVENT_ID), EVENT_TYPE, EVENT_TIME, F.to_date(EVENT_TIME).alias(EVENT_DATE),
+            USER_KEY,
             F.coalesce("count", F.lit(1)).alias("count"),
-            F.trim(card[ARTIST_ID]).alias(ARTIST_ID), "artist_name", "artist_key",
-            F.trim(card[TRACK_ID]).alias(TRACK_ID), "track_name", "track_key",
-            card["album_name"].alias("album_name"), "genres",
+            readable(F.trim(card[ARTIST_ID])).alias(ARTIST_ID), "artist_name", "artist_key",
+            readable(F.trim(card[TRACK_ID])).alias(TRACK_ID), "track_name", "track_key",
+            readable(card["album_name"]).alias("album_name"), "genres",
             card["artist_rank"].alias("artist_rank"), card["artist_followers"].alias("artist_followers"),
             card["track_likes"].alias("track_likes"), "duration_ms", "played_ms", "completion",
-            F.col("playlist.playlist_id").alias("playlist_id"),
-            rec["request_id"].alias("request_id"), rec["model_version"].alias("model_version"),
+            readable(F.col("playlist.playlist_id")).alias("playlist_id"),
+            readable(rec["request_id"]).alias("request_id"), rec["model_version"].alias("model_version"),
             rec["variant"].alias("variant"), rec["position"].alias("position"), rec["score"].alias("score"),
-            ctx["session_id"].alias("session_id"), ctx["device_os"].alias("device_os"),
-            ctx["app_version"].alias("app_version"), ctx["source"].alias("source"),
+            *[readable(ctx[name]).alias(name) for name in ("session_id", "device_os", "app_version", "source")],
             F.col("_place.city").alias("geo_city"), F.col("_place.region").alias("geo_region"),
             F.col("_place.country").alias("geo_country"),
             "_source_file", "_ingested_at", F.lit(now).cast("timestamp").alias(SILVER_AT), "_run_id",
