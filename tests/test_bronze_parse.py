@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +90,29 @@ def test_each_broken_contract_gets_its_reason(spark):
         "value string, why struct<r:string,d:string>",
     ).select("value", F.col("why.r").alias("_reason"), F.col("why.d").alias("_detail"))
     assert_df_equality(_reasons(spark, lines), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_text_field_holding_a_boolean_an_object_or_a_list_is_the_wrong_type(spark):
+    """Spark renders any JSON value into a string field: without this, `"user_id": true` was the user
+    "true". Numbers stay text (the contract's ids), and `genre` may be a list of them or of strings."""
+    def line(**fields):
+        card = {"artist_id": "7", "artist_name": "x", **fields.pop("card", {})}
+        return json.dumps({"event_id": "e", "event_type": "play", "event_ts": 1759312800000, "user_id": "1",
+                           "card": card, **fields})
+    wrong = {
+        line(user_id=True): "user_id",
+        line(event_id={"id": 1}): "event_id",
+        line(card={"artist_name": ["Björk"], "track_name": False}): "card.artist_name,card.track_name",
+        line(card={"genre": ["rock", True]}): "card.genre",
+        line(card={"genre": {"main": "rock"}}): "card.genre",
+        line(context={"source": ["radio"], "geo": {"lat": 1, "lon": 2}}, user={"email": {"a": "b"}}):
+            "context.source,user.email",
+        line(playlist={"playlist_id": True}, event_type="playlist_add", card={"track_id": "t"}): "playlist.playlist_id",
+    }
+    right = [line(user_id=1.5, event_id=7, card={"artist_name": 311, "genre": ["rock", 80, None], "album_name": None}),
+             line(card={"genre": "rock"}, context={"geo": {"lat": 1, "lon": 2}, "source": "radio"})]
+    found = {r.value: (r._reason, r._detail) for r in _reasons(spark, [*wrong, *right]).collect()}
+    assert found == {**{k: ("wrong_type", v) for k, v in wrong.items()}, **{k: (None, None) for k in right}}
 
 
 def test_valid_rows_keep_raw_line_ids_as_text_and_unknown_fields(spark):

@@ -31,6 +31,7 @@ from recsys.bronze.schema import (
     EVENT_WITH_CORRUPT,
     KNOWN_CARD,
     KNOWN_TOP_LEVEL,
+    TEXT_FIELDS,
 )
 from recsys.config import Config, ConfigError, LimitsConfig
 from recsys.landing.contract import LABEL
@@ -56,13 +57,14 @@ ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}:?\d
 EPOCH_MS = r"^\d{1,16}$"
 # A line's shape, read on the JVM by `jvm/src/main/java/io/recsys/bronze/LineShape.java` (built into
 # .jars/ by `make jars`): why it is not one JSON object (NULL when it is), its field names, its and
-# its card's unknown fields (NULL when none), values as their text, and whether it holds U+FFFD.
+# its card's unknown fields (NULL when none), values as their text, whether it holds U+FFFD, and
+# its text fields holding a boolean, an object or a list (`TEXT_FIELDS`; NULL when none).
 SHAPE_CLASS, SHAPE_JAR, SHAPE_FUNCTION = "io.recsys.bronze.LineShape", "recsys-jvm.jar", "recsys_line_shape"
 SHAPE = T.StructType([
     T.StructField("problem", T.StringType()), T.StructField("keys", T.ArrayType(T.StringType())),
     T.StructField("extra", T.MapType(T.StringType(), T.StringType())),
     T.StructField("extra_nested", T.MapType(T.StringType(), T.StringType())),
-    T.StructField("replaced", T.BooleanType()),
+    T.StructField("replaced", T.BooleanType()), T.StructField("mistyped", T.ArrayType(T.StringType())),
 ])
 REASONS = ("not_json", "wrong_type", "missing_required", "unknown_event_type", "invalid_value")
 
@@ -103,8 +105,8 @@ def line_shape(spark: SparkSession) -> Callable[[Column], Column]:
             raise
         raise ConfigError(f"bronze needs recsys' JVM helper {SHAPE_CLASS} in {SHAPE_JAR}: run `make jars` (it is "
                           "in .jars/), or put the jar on the cluster's classpath with the Delta Lake jars") from None
-    known, card = ",".join(KNOWN_TOP_LEVEL), ",".join(KNOWN_CARD)
-    return lambda line: F.call_function(SHAPE_FUNCTION, line, F.lit(known), F.lit("card"), F.lit(card))
+    known, card, text = ",".join(KNOWN_TOP_LEVEL), ",".join(KNOWN_CARD), ",".join(TEXT_FIELDS)
+    return lambda line: F.call_function(SHAPE_FUNCTION, line, F.lit(known), F.lit("card"), F.lit(card), F.lit(text))
 
 
 def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFrame:
@@ -115,7 +117,9 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
     schema (`j`), and its shape (`_shape`: whether it is exactly one JSON object, its field names,
     its and its card's unknown fields) in one streaming pass on the JVM. A line that is not one
     JSON object is `not_json`, with why (`not UTF-8`, `invalid JSON`, `empty line`, `not an object`,
-    `text after the object`: two events run together lose neither). Our bounds (`limits.max_count`,
+    `text after the object`: two events run together lose neither). A text field holding `true`,
+    `false`, an object or a list is `wrong_type` with its path (`TEXT_FIELDS`: `from_json` would read
+    it as its JSON text). Our bounds (`limits.max_count`,
     the label rule of `recsys.landing.contract.LABEL`) are `invalid_value` too.
     """
     limits = limits or LimitsConfig()
@@ -161,6 +165,7 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
         F.when(not_utf8, _outcome("not_json", F.lit("not UTF-8")))
         .when(F.col("_shape.problem").isNotNull(), _outcome("not_json", F.col("_shape.problem")))
         .when(wrong_type[0] | j[CORRUPT].isNotNull(), wrong_type[1])
+        .when(F.col("_shape.mistyped").isNotNull(), _outcome("wrong_type", F.array_join("_shape.mistyped", ",")))
         .when(*missing)
         .when(~event_type.isin(*EVENT_TYPES), _outcome("unknown_event_type", event_type))
         .when(*invalid)

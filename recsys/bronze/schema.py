@@ -41,3 +41,22 @@ KNOWN_CARD = tuple(f.name for f in CARD.fields)
 
 LINEAGE = _struct(("_source_file", S), ("_ingested_at", T.TimestampType()), ("_run_id", S))
 
+
+# Fields a JSON list of strings may fill as well as a string: the contract's `genre`.
+LISTED = ("card.genre",)
+
+
+def _text_paths() -> tuple[str, ...]:
+    paths = []
+    for name, dtype in EVENT_FIELDS:
+        if isinstance(dtype, T.StringType):
+            paths.append(name)
+        elif isinstance(dtype, T.StructType):
+            paths += [f"{name}.{f.name}" for f in dtype.fields if isinstance(f.dataType, T.StringType)]
+    return tuple(f"{p}[]" if p in LISTED else p for p in paths)
+
+
+# The declared text fields, as `LineShape` checks them: a string, a number or null, never `true`,
+# `false`, an object or a list (but a listed field's list of those). Spark renders any JSON value
+# into a string field, so `from_json` alone would read `"user_id": true` as the user "true".
+TEXT_FIELDS = _text_paths()
