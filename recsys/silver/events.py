@@ -80,8 +80,8 @@ def clean_events(bronze: DataFrame, *, pseudonymize: Callable, geocode: Callable
         .transform(with_completion)
         .transform(with_names)
         .select(
-            readable(F.col(EVENT_ID)).alias(EVENT_ID), EVENT_TYPE, EVENT_TIME, F.to_date(EVENT_TIME).alias(EVENT_DATE),
-            USER_KEY,
+            readable(F.col(EVENT_ID)).alias(EVENT_ID), EVENT_TYPE, EVENT_TIME,
+            F.to_date(EVENT_TIME).alias(EVENT_DATE), USER_KEY,
             F.coalesce("count", F.lit(1)).alias("count"),
             readable(F.trim(card[ARTIST_ID])).alias(ARTIST_ID), "artist_name", "artist_key",
             readable(F.trim(card[TRACK_ID])).alias(TRACK_ID), "track_name", "track_key",
