@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from recsys import lake
 from recsys.bronze.events import ingest_events, parse_events, to_bronze, to_quarantine
 from recsys.config import ConfigError
+from recsys.landing.contract import event_errors
 from recsys.landing.zone import write_file
 from recsys.orchestration.forget import landing_files, rewrite_landing_file
 from recsys.pii_scan import scan
@@ -109,10 +110,74 @@ def test_a_text_field_holding_a_boolean_an_object_or_a_list_is_the_wrong_type(sp
             "context.source,user.email",
         line(playlist={"playlist_id": True}, event_type="playlist_add", card={"track_id": "t"}): "playlist.playlist_id",
     }
-    right = [line(user_id=1.5, event_id=7, card={"artist_name": 311, "genre": ["rock", 80, None], "album_name": None}),
+    right = [line(user_id=15, event_id=7, card={"artist_name": 311, "genre": ["rock", 80, None], "album_name": None}),
              line(card={"genre": "rock"}, context={"geo": {"lat": 1, "lon": 2}, "source": "radio"})]
     found = {r.value: (r._reason, r._detail) for r in _reasons(spark, [*wrong, *right]).collect()}
     assert found == {**{k: ("wrong_type", v) for k, v in wrong.items()}, **{k: (None, None) for k in right}}
+
+
+def test_an_integral_number_with_a_fraction_or_an_exponent_is_an_integer(spark):
+    """JSON Schema counts `2.0` and `1.5e5` as integers, so the contract does (the API accepts them):
+    bronze reads them as integers, in counts as in ids (`42.0` is the user "42", as `42` is), and keeps
+    the line as it came."""
+    as_integers = ('{"event_id":"e","event_type":"play","event_ts":1759312800000,"user_id":42,"count":2,'
+                   '"card":{"artist_id":7,"artist_name":"x","track_id":10,"artist_rank":3,"duration_ms":200000,'
+                   '"played_ms":150000,"volume":[50,60]},"context":{"geo":{"lat":1.0,"lon":2.5}},"build":1.0}')
+    written = ('{"event_id":"e","event_type":"play","event_ts":1759312800000.0,"user_id":42.0,"count":2.0,'
+               '"card":{"artist_id":7e0,"artist_name":"x","track_id":1E1,"artist_rank":3.00,"duration_ms":2e5,'
+               '"played_ms":1.5e5,"volume":[50.0,6e1]},"context":{"geo":{"lat":1.0,"lon":2.5}},"build":1.0}')
+    expected, found = (to_bronze(parse_events(_landed(spark, [line]))).drop("_raw", "_ingested_at")
+                       for line in (as_integers, written))
+    assert_df_equality(found, expected, ignore_nullable=True)
+    assert to_bronze(parse_events(_landed(spark, [written]))).first()["_raw"] == written
+
+
+def test_a_number_that_is_no_integer_in_an_integer_field_or_an_id_is_the_wrong_type(spark):
+    """`2.5` is no count and no user; neither is a string in a count, nor an integer of 70 digits."""
+    def line(**fields):
+        card = {"artist_id": "7", "artist_name": "x", **fields.pop("card", {})}
+        return json.dumps({"event_id": "e", "event_type": "play", "event_ts": 1759312800000, "user_id": "1",
+                           "card": card, **fields})
+    wrong = {
+        line(count=2.5): "count",
+        line(user_id=1.5, event_ts=1759312800000.5): "event_ts,user_id",
+        line(card={"track_id": "t", "duration_ms": "200000", "played_ms": 1000}): "card.duration_ms",
+        line(card={"volume": [50, 60.5]}): "card.volume",
+        line(card={"artist_rank": True, "artist_followers": [1]}): "card.artist_rank,card.artist_followers",
+        line(event_type="click", recommendation={"request_id": "r", "model_version": "v", "position": 1.5}):
+            "recommendation.position",
+        line(count=10 ** 70 * 1.0): "count",
+    }
+    found = {r.value: (r._reason, r._detail) for r in _reasons(spark, list(wrong)).collect()}
+    assert found == {k: ("wrong_type", v) for k, v in wrong.items()}
+
+
+def test_bronze_keeps_every_event_the_api_accepts(spark):
+    """The API answers 202 only for events bronze then keeps (`recsys.landing.contract`): the same
+    time forms, and integral numbers as integers. A time that matches the form but is no real time
+    (February 30) the API refuses; bronze keeps it and silver quarantines it as `bad_timestamp`."""
+    card = {"artist_id": "7", "artist_name": "x", "track_id": "t", "duration_ms": 200000, "played_ms": 1000}
+    base = {"event_id": "e", "event_type": "play", "event_ts": 1764363845000, "user_id": 42, "card": card}
+    cases = {  # name: (event, accepted by the API and kept by bronze)
+        **{f"event_ts {ts!r}": ({**base, "event_ts": ts}, True) for ts in (
+            "2026-11-28T21:04:05Z", " 2026-11-28t21:04:05.123456789z ", "2026-11-28 21:04+01:00",
+            "2026-11-28T21:04:05-0130", 1764363845000, 1764363845000.0)},
+        **{f"event_ts {ts!r}": ({**base, "event_ts": ts}, False) for ts in (
+            "2026-11-28", "2026-11-28T21:04:05", "20261128T210405Z", "2026-W48-6T21:04Z", "2026-11-28T21Z",
+            "2026-11-28T21:04:05,5Z", "2026-11-28T21:04:05+01", 1764363845000.5, -1)},
+        "count 2.0": ({**base, "count": 2.0}, True),
+        "user_id 42.0": ({**base, "user_id": 42.0}, True),
+        "durations 2e5, 1.5e5": ({**base, "card": {**card, "duration_ms": 2e5, "played_ms": 1.5e5}}, True),
+        "count 2.5": ({**base, "count": 2.5}, False),
+        "user_id 1.5": ({**base, "user_id": 1.5}, False),
+        "user_id true": ({**base, "user_id": True}, False),
+    }
+    lines = {name: json.dumps(event) for name, (event, _) in cases.items()}
+    kept = {r.value: r._reason is None for r in _reasons(spark, list(lines.values())).collect()}
+    found = {name: (not event_errors(event), kept[lines[name]]) for name, (event, _) in cases.items()}
+    assert found == {name: (ok, ok) for name, (_, ok) in cases.items()}
+    february_30 = {**base, "event_ts": "2026-02-30T21:04:05Z"}
+    assert event_errors(february_30) and _reasons(spark, [json.dumps(february_30)]).first()._reason is None
 
 
 def test_valid_rows_keep_raw_line_ids_as_text_and_unknown_fields(spark):

@@ -54,13 +54,14 @@ def test_a_nul_in_a_producers_text_becomes_a_replacement_character(spark):
 
 
 def test_event_time_from_iso_with_z_or_offset_and_epoch_millis(spark):
-    df = spark.createDataFrame(
-        [("2026-11-28T21:04:05.123Z",), ("2026-11-28T23:04:05.123+02:00",), ("1795899845123",), ("soon",)],
-        "event_ts string")
-    utc = datetime(2026, 11, 28, 21, 4, 5, 123000)
-    expected = spark.createDataFrame(
-        [("2026-11-28T21:04:05.123Z", utc), ("2026-11-28T23:04:05.123+02:00", utc), ("1795899845123", utc),
-         ("soon", None)], "event_ts string, event_time timestamp")
+    """Every form bronze keeps (`recsys.landing.contract.ISO_TIME`) is read; a time that is not real is NULL."""
+    utc, minute = datetime(2026, 11, 28, 21, 4, 5, 123000), datetime(2026, 11, 28, 21, 4)
+    rows = [("2026-11-28T21:04:05.123Z", utc), ("2026-11-28T23:04:05.123+02:00", utc), ("1795899845123", utc),
+            ("2026-11-28t21:04:05.123z", utc), ("2026-11-28 23:04:05.123+0200", utc), ("2026-11-28T21:04Z", minute),
+            ("2026-11-28 22:04+01:00", minute), ("2026-11-28t20:34-0030", minute), ("soon", None),
+            ("2026-02-30T21:04:05Z", None)]
+    df = spark.createDataFrame([(text,) for text, _ in rows], "event_ts string")
+    expected = spark.createDataFrame(rows, "event_ts string, event_time timestamp")
     assert_df_equality(with_event_time(df), expected, ignore_nullable=True)
 
 

@@ -28,13 +28,13 @@ from pyspark.sql import types as T
 from recsys import lake
 from recsys.bronze.schema import (
     CORRUPT,
+    DECLARED_KINDS,
     EVENT_WITH_CORRUPT,
     KNOWN_CARD,
     KNOWN_TOP_LEVEL,
-    TEXT_FIELDS,
 )
 from recsys.config import Config, ConfigError, LimitsConfig
-from recsys.landing.contract import LABEL
+from recsys.landing.contract import EPOCH_MS, ISO_TIME, LABEL
 from recsys.landing.zone import EVENT_TYPES, EVENTS_DIR
 from recsys.tables import (
     ARTIST_ID,
@@ -53,18 +53,18 @@ log = logging.getLogger(__name__)
 MAX_VOLUME = 100  # percent
 MAX_LATITUDE, MAX_LONGITUDE = 90, 180
 
-ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}:?\d{2})$"
-EPOCH_MS = r"^\d{1,16}$"
 # A line's shape, read on the JVM by `jvm/src/main/java/io/recsys/bronze/LineShape.java` (built into
 # .jars/ by `make jars`): why it is not one JSON object (NULL when it is), its field names, its and
-# its card's unknown fields (NULL when none), values as their text, whether it holds U+FFFD, and
-# its text fields holding a boolean, an object or a list (`TEXT_FIELDS`; NULL when none).
+# its card's unknown fields (NULL when none), values as their text, whether it holds U+FFFD, its
+# declared fields holding what their JSON type does not allow (`DECLARED_KINDS`; NULL when none),
+# and the line with `2.0` written `2` in its integer fields (NULL when it has no such number).
 SHAPE_CLASS, SHAPE_JAR, SHAPE_FUNCTION = "io.recsys.bronze.LineShape", "recsys-jvm.jar", "recsys_line_shape"
 SHAPE = T.StructType([
     T.StructField("problem", T.StringType()), T.StructField("keys", T.ArrayType(T.StringType())),
     T.StructField("extra", T.MapType(T.StringType(), T.StringType())),
     T.StructField("extra_nested", T.MapType(T.StringType(), T.StringType())),
     T.StructField("replaced", T.BooleanType()), T.StructField("mistyped", T.ArrayType(T.StringType())),
+    T.StructField("normalized", T.StringType()),
 ])
 REASONS = ("not_json", "wrong_type", "missing_required", "unknown_event_type", "invalid_value")
 
@@ -105,22 +105,23 @@ def line_shape(spark: SparkSession) -> Callable[[Column], Column]:
             raise
         raise ConfigError(f"bronze needs recsys' JVM helper {SHAPE_CLASS} in {SHAPE_JAR}: run `make jars` (it is "
                           "in .jars/), or put the jar on the cluster's classpath with the Delta Lake jars") from None
-    known, card, text = ",".join(KNOWN_TOP_LEVEL), ",".join(KNOWN_CARD), ",".join(TEXT_FIELDS)
-    return lambda line: F.call_function(SHAPE_FUNCTION, line, F.lit(known), F.lit("card"), F.lit(card), F.lit(text))
+    known, card, kinds = ",".join(KNOWN_TOP_LEVEL), ",".join(KNOWN_CARD), ",".join(DECLARED_KINDS)
+    return lambda line: F.call_function(SHAPE_FUNCTION, line, F.lit(known), F.lit("card"), F.lit(card), F.lit(kinds))
 
 
 def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFrame:
     """Parse `value` (one landing line) with the declared schema; add `_reason` and `_detail`.
 
     Rows with a NULL `_reason` keep the contract; the others say which rule they broke first,
-    in the order of `REASONS`. A line is read twice: its values by `from_json` with the declared
-    schema (`j`), and its shape (`_shape`: whether it is exactly one JSON object, its field names,
-    its and its card's unknown fields) in one streaming pass on the JVM. A line that is not one
-    JSON object is `not_json`, with why (`not UTF-8`, `invalid JSON`, `empty line`, `not an object`,
-    `text after the object`: two events run together lose neither). A text field holding `true`,
-    `false`, an object or a list is `wrong_type` with its path (`TEXT_FIELDS`: `from_json` would read
-    it as its JSON text). Our bounds (`limits.max_count`,
-    the label rule of `recsys.landing.contract.LABEL`) are `invalid_value` too.
+    in the order of `REASONS`. A line is read twice: its shape (`_shape`: whether it is exactly one
+    JSON object, its field names, its and its card's unknown fields, its declared fields' JSON types)
+    in one streaming pass on the JVM, then its values by `from_json` with the declared schema (`j`).
+    A line that is not one JSON object is `not_json`, with why (`not UTF-8`, `invalid JSON`, `empty
+    line`, `not an object`, `text after the object`: two events run together lose neither). A field
+    holding what its JSON type does not allow (`DECLARED_KINDS`: `true` in a text field, `2.5` in an
+    integer one) is `wrong_type` with its path; an integral number such as `2.0` is an integer, as
+    JSON Schema says, and is read from the line the shape pass normalized. Our bounds
+    (`limits.max_count`, the label rule of `recsys.landing.contract.LABEL`) are `invalid_value` too.
     """
     limits = limits or LimitsConfig()
     j = F.col("j")
@@ -130,7 +131,7 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
     geo, volume = j["context"]["geo"], card["volume"]
     wrong_type = _why("wrong_type", [
         *[(name, F.array_contains(keys, name) & j[name].isNull()) for name in KNOWN_TOP_LEVEL],
-        ("event_ts", j["event_ts"].isNotNull() & ~ts_text.rlike(ISO_TS) & ~ts_text.rlike(EPOCH_MS)),
+        ("event_ts", j["event_ts"].isNotNull() & ~ts_text.rlike(ISO_TIME) & ~ts_text.rlike(EPOCH_MS)),
     ], default=F.lit("nested field"))
     missing = _why("missing_required", [
         *[(name, _missing(j[name])) for name in (EVENT_ID, EVENT_TYPE, "event_ts", USER_ID)],
@@ -164,15 +165,16 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
     reason = (
         F.when(not_utf8, _outcome("not_json", F.lit("not UTF-8")))
         .when(F.col("_shape.problem").isNotNull(), _outcome("not_json", F.col("_shape.problem")))
-        .when(wrong_type[0] | j[CORRUPT].isNotNull(), wrong_type[1])
         .when(F.col("_shape.mistyped").isNotNull(), _outcome("wrong_type", F.array_join("_shape.mistyped", ",")))
+        .when(wrong_type[0] | j[CORRUPT].isNotNull(), wrong_type[1])
         .when(*missing)
         .when(~event_type.isin(*EVENT_TYPES), _outcome("unknown_event_type", event_type))
         .when(*invalid)
     )
     return (
-        raw.withColumn("j", F.from_json("value", EVENT_WITH_CORRUPT, {"columnNameOfCorruptRecord": CORRUPT}))
-        .withColumn("_shape", line_shape(raw.sparkSession)(F.col("value")))
+        raw.withColumn("_shape", line_shape(raw.sparkSession)(F.col("value")))
+        .withColumn("j", F.from_json(F.coalesce("_shape.normalized", "value"), EVENT_WITH_CORRUPT,
+                                     {"columnNameOfCorruptRecord": CORRUPT}))
         .withColumn("_why", reason)
         .select("*", F.col("_why.r").alias("_reason"), F.col("_why.d").alias("_detail"))
         .drop("_why")

@@ -42,21 +42,34 @@ KNOWN_CARD = tuple(f.name for f in CARD.fields)
 LINEAGE = _struct(("_source_file", S), ("_ingested_at", T.TimestampType()), ("_run_id", S))
 
 
-# Fields a JSON list of strings may fill as well as a string: the contract's `genre`.
+# Fields a JSON list of texts may fill as well as a text: the contract's `genre`. And the text fields
+# the contract types as a string or an integer: the ids a client may send as numbers, and the time.
 LISTED = ("card.genre",)
+STRING_OR_INTEGER = ("event_ts", USER_ID, f"card.{ARTIST_ID}", f"card.{TRACK_ID}")
 
 
-def _text_paths() -> tuple[str, ...]:
-    paths = []
-    for name, dtype in EVENT_FIELDS:
-        if isinstance(dtype, T.StringType):
-            paths.append(name)
-        elif isinstance(dtype, T.StructType):
-            paths += [f"{name}.{f.name}" for f in dtype.fields if isinstance(f.dataType, T.StringType)]
-    return tuple(f"{p}[]" if p in LISTED else p for p in paths)
+def _kind(path: str, dtype: T.DataType) -> str | None:
+    if isinstance(dtype, T.StringType):
+        return "texts" if path in LISTED else "id" if path in STRING_OR_INTEGER else "text"
+    if isinstance(dtype, T.LongType):
+        return "integer"
+    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.LongType):
+        return "integers"
+    return None
 
 
-# The declared text fields, as `LineShape` checks them: a string, a number or null, never `true`,
-# `false`, an object or a list (but a listed field's list of those). Spark renders any JSON value
-# into a string field, so `from_json` alone would read `"user_id": true` as the user "true".
-TEXT_FIELDS = _text_paths()
+def _declared_kinds() -> tuple[str, ...]:
+    fields: list[tuple[str, T.DataType]] = [(name, dtype) for name, dtype in EVENT_FIELDS
+                                            if not isinstance(dtype, T.StructType)]
+    fields += [(f"{name}.{f.name}", f.dataType) for name, dtype in EVENT_FIELDS if isinstance(dtype, T.StructType)
+               for f in dtype.fields]
+    return tuple(f"{path}={kind}" for path, dtype in fields if (kind := _kind(path, dtype)) is not None)
+
+
+# The declared fields' JSON types as `LineShape` checks them (`path=kind`): a `text` field holds a
+# string, a number or null, never `true`, `false`, an object or a list (Spark renders any JSON value
+# into a string field, so `from_json` alone would read `"user_id": true` as the user "true"); an `id`
+# a string, an integer or null; an `integer` an integer or null; `texts` and `integers` a list of
+# those too. JSON Schema counts `2.0` as an integer, and so does bronze: `LineShape` rewrites it as
+# `2` in those fields before `from_json` reads the line.
+DECLARED_KINDS = _declared_kinds()

@@ -20,6 +20,12 @@ from recsys.config import LimitsConfig
 
 LABEL = r"^[A-Za-z0-9._:-]{1,64}$"  # model versions and variants: safe as MLflow metric and file names
 _LABEL = re.compile(LABEL)
+# `event_ts` as text: ISO-8601 with `Z` or an offset (`+01:00`, `+0100`); `T` or, as RFC 3339 allows,
+# `t` or a space between date and time; `z` for `Z`; seconds and up to 9 digits of fraction optional.
+# Bronze keeps what matches (silver reads the time), and the API accepts what matches and is a real time.
+ISO_TIME = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:?\d{2})$"
+EPOCH_MS = r"^\d{1,16}$"  # `event_ts` as an integer: epoch milliseconds
+_ISO_TIME = re.compile(ISO_TIME)
 
 
 @functools.cache
@@ -43,10 +49,28 @@ def _long_strings(value: Any, limit: int, path: str = "") -> list[str]:
     return []
 
 
+def _integer(value: Any) -> int | None:
+    """`value` as the integer it is for JSON Schema (`2` or `2.0`), else None."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _time_error(ts: str) -> str | None:
+    text = ts.strip()
+    if _ISO_TIME.match(text):
+        try:
+            datetime.fromisoformat(text.upper())
+            return None
+        except ValueError as err:
+            return f"event_ts: {ts!r} is not a real time ({err})"
+    return f"event_ts: {ts!r} is not ISO-8601 with Z or an offset"
+
+
 def _limit_errors(event: dict, limits: LimitsConfig) -> list[str]:
     errors = _long_strings(event, limits.max_string_chars)
-    count = event.get("count")
-    if isinstance(count, int) and count > limits.max_count:
+    count = _integer(event.get("count"))
+    if count is not None and count > limits.max_count:
         errors.append(f"count: above the maximum {limits.max_count}")
     rec = event.get("recommendation")
     for name in ("model_version", "variant"):
@@ -61,17 +85,13 @@ def event_errors(event: Any, limits: LimitsConfig | None = None) -> list[str]:
     errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(event)'}: {e.message}"
               for e in sorted(_validator().iter_errors(event), key=lambda e: list(map(str, e.absolute_path)))]
     ts = event.get("event_ts") if isinstance(event, dict) else None
-    if isinstance(ts, str):
-        try:
-            parsed = datetime.fromisoformat(ts.strip())
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.tzinfo is None:
-            errors.append(f"event_ts: {ts!r} is not ISO-8601 with Z or an offset")
+    if isinstance(ts, str) and (problem := _time_error(ts)):
+        errors.append(problem)
     card = event.get("card") if isinstance(event, dict) else None
-    if isinstance(card, dict) and isinstance(card.get("played_ms"), int) and isinstance(card.get("duration_ms"), int) \
-            and card["played_ms"] > card["duration_ms"]:
-        errors.append("card.played_ms: longer than card.duration_ms")
+    if isinstance(card, dict):
+        played, duration = _integer(card.get("played_ms")), _integer(card.get("duration_ms"))
+        if played is not None and duration is not None and played > duration:
+            errors.append("card.played_ms: longer than card.duration_ms")
     if isinstance(event, dict):
         errors += _limit_errors(event, limits or LimitsConfig())
     return errors

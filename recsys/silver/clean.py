@@ -20,6 +20,7 @@ from pyspark.sql.functions import pandas_udf
 from recsys.tables import EVENT_TIME, EVENT_TYPE
 
 EPOCH_MS = r"^\s*\d{1,16}\s*$"
+ISO_WITHOUT_SECONDS = r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})([Z+-])"  # upper case: date, hours:minutes, zone
 # JSON may carry U+0000 in any string (`"\\u0000"`) and Delta keeps it, but PostgreSQL stores it in
 # neither `text` nor `jsonb`: one such event stopped silver's `click_events` write, and gold's
 # feature store, run after run. Silver writes U+FFFD instead, Unicode's mark for a character that
@@ -67,10 +68,15 @@ def normalize_name(names: pd.Series) -> pd.DataFrame:
 
 
 def with_event_time(df: DataFrame, ts_col: str = "event_ts", out_col: str = EVENT_TIME) -> DataFrame:
-    """`event_ts` (ISO-8601 with Z or offset, or epoch milliseconds) as a UTC timestamp."""
+    """`event_ts` (ISO-8601 with Z or offset, or epoch milliseconds) as a UTC timestamp.
+
+    Spark's cast reads the common form; the forms the contract also allows and it does not read (`t`
+    or `z` in lower case, no seconds) are written in the common form first, only when the cast fails.
+    """
     text = F.trim(F.col(ts_col))
     epoch = F.timestamp_millis(F.expr(f"try_cast(trim({ts_col}) AS BIGINT)"))
-    iso = F.expr(f"try_cast(trim({ts_col}) AS TIMESTAMP)")
+    common = F.regexp_replace(F.upper(text), ISO_WITHOUT_SECONDS, "$1T$2:00$3")
+    iso = F.coalesce(text.try_cast(T.TimestampType()), common.try_cast(T.TimestampType()))
     return df.withColumn(out_col, F.when(text.rlike(EPOCH_MS), epoch).otherwise(iso))
 
 
