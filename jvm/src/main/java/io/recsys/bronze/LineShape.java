@@ -254,13 +254,20 @@ public final class LineShape implements UDF5<String, String, String, String, Str
         if (!kind.integral()) {
             return true;
         }
-        boolean integral = integral(parser.getDecimalValue());
+        boolean integral = integral(parser);
         found.normalize |= integral;
         return integral;
     }
 
-    /** Whether {@code number} is an integer of at most {@code MAX_INTEGER_DIGITS} digits. */
-    private static boolean integral(BigDecimal number) {
+    /**
+     * Whether the number the parser is at is an integer of at most {@code MAX_INTEGER_DIGITS} digits:
+     * not {@code NaN} or {@code Infinity}, which Spark's JSON options let through as numbers.
+     */
+    private static boolean integral(JsonParser parser) throws IOException {
+        if (parser.isNaN()) {
+            return false;
+        }
+        BigDecimal number = parser.getDecimalValue();
         return number.precision() - number.scale() <= MAX_INTEGER_DIGITS
                 && (number.signum() == 0 || number.stripTrailingZeros().scale() <= 0);
     }
