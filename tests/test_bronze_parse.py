@@ -133,8 +133,7 @@ def test_an_integral_number_with_a_fraction_or_an_exponent_is_an_integer(spark):
 
 
 def test_a_number_that_is_no_integer_in_an_integer_field_or_an_id_is_the_wrong_type(spark):
-    """`2.5` is no count and no user; neither is a string in a count, an integer of 70 digits, nor
-    `NaN` or `Infinity`, which Spark's JSON reader takes for numbers."""
+    """`2.5` is no count and no user; neither is a string in a count, nor an integer of 70 digits."""
     def line(**fields):
         card = {"artist_id": "7", "artist_name": "x", **fields.pop("card", {})}
         return json.dumps({"event_id": "e", "event_type": "play", "event_ts": 1759312800000, "user_id": "1",
@@ -148,10 +147,21 @@ def test_a_number_that_is_no_integer_in_an_integer_field_or_an_id_is_the_wrong_t
         line(event_type="click", recommendation={"request_id": "r", "model_version": "v", "position": 1.5}):
             "recommendation.position",
         line(count=10 ** 70 * 1.0): "count",
-        line(count=float("nan"), user_id=float("inf"), card={"volume": [float("-inf")]}): "user_id,card.volume,count",
     }
     found = {r.value: (r._reason, r._detail) for r in _reasons(spark, list(wrong)).collect()}
     assert found == {k: ("wrong_type", v) for k, v in wrong.items()}
+
+
+def test_nan_or_infinity_makes_a_line_not_json_and_the_api_refuses_it(spark):
+    """RFC 8259 has no `NaN` or `Infinity`, though Python writes them and Spark's reader takes them
+    for numbers: a score or a coordinate of NaN would reach silver."""
+    base = {"event_id": "e", "event_type": "play", "event_ts": 1759312800000, "user_id": "1",
+            "card": {"artist_id": "7", "artist_name": "x"}}
+    events = [{**base, "count": float("nan")}, {**base, "user_id": float("inf")},
+              {**base, "context": {"geo": {"lat": float("-inf"), "lon": 0}}}, {**base, "extra": [float("nan")]}]
+    lines = [json.dumps(e) for e in events]
+    assert [(r._reason, r._detail) for r in _reasons(spark, lines).collect()] == [("not_json", "invalid JSON")] * 4
+    assert all(any("not a JSON number" in e for e in event_errors(event)) for event in events)
 
 
 def test_bronze_keeps_every_event_the_api_accepts(spark):

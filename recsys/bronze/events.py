@@ -66,6 +66,9 @@ SHAPE = T.StructType([
     T.StructField("replaced", T.BooleanType()), T.StructField("mistyped", T.ArrayType(T.StringType())),
     T.StructField("normalized", T.StringType()),
 ])
+# As `LineShape` reads a line: `NaN` and `Infinity` are no JSON numbers (RFC 8259), so such a line is
+# `not_json`, where Spark's default would read them into a double (a score, a coordinate).
+JSON_OPTIONS = {"columnNameOfCorruptRecord": CORRUPT, "allowNonNumericNumbers": "false"}
 REASONS = ("not_json", "wrong_type", "missing_required", "unknown_event_type", "invalid_value")
 
 
@@ -173,8 +176,7 @@ def parse_events(raw: DataFrame, limits: LimitsConfig | None = None) -> DataFram
     )
     return (
         raw.withColumn("_shape", line_shape(raw.sparkSession)(F.col("value")))
-        .withColumn("j", F.from_json(F.coalesce("_shape.normalized", "value"), EVENT_WITH_CORRUPT,
-                                     {"columnNameOfCorruptRecord": CORRUPT}))
+        .withColumn("j", F.from_json(F.coalesce("_shape.normalized", "value"), EVENT_WITH_CORRUPT, JSON_OPTIONS))
         .withColumn("_why", reason)
         .select("*", F.col("_why.r").alias("_reason"), F.col("_why.d").alias("_detail"))
         .drop("_why")

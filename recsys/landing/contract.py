@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -39,14 +41,29 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(event_schema())
 
 
-def _long_strings(value: Any, limit: int, path: str = "") -> list[str]:
-    if isinstance(value, str):
-        return [f"{path or '(event)'}: longer than {limit} characters"] if len(value) > limit else []
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every value in `value` that is no object or list, with its path (`card.genre[0]`)."""
     if isinstance(value, dict):
-        return [e for k, v in value.items() for e in _long_strings(v, limit, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, list):
-        return [e for i, v in enumerate(value) for e in _long_strings(v, limit, f"{path}[{i}]")]
-    return []
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path or "(event)", value
+
+
+def _leaf_errors(event: Any, limit: int) -> list[str]:
+    """Strings longer than `limit`, and `NaN` or `Infinity`: Python's JSON reads them, but RFC 8259
+    has no such numbers, and bronze quarantines such a line as `not_json`.
+    """
+    errors = []
+    for path, value in _leaves(event):
+        if isinstance(value, str) and len(value) > limit:
+            errors.append(f"{path}: longer than {limit} characters")
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"{path}: {value} is not a JSON number")
+    return errors
 
 
 def _integer(value: Any) -> int | None:
@@ -68,7 +85,7 @@ def _time_error(ts: str) -> str | None:
 
 
 def _limit_errors(event: dict, limits: LimitsConfig) -> list[str]:
-    errors = _long_strings(event, limits.max_string_chars)
+    errors = _leaf_errors(event, limits.max_string_chars)
     count = _integer(event.get("count"))
     if count is not None and count > limits.max_count:
         errors.append(f"count: above the maximum {limits.max_count}")

@@ -35,8 +35,8 @@ import org.apache.spark.sql.catalyst.json.JSONOptions;
  * such as {@code card.artist_name=text}; see {@link Kind}). It returns a row
  * {@code (problem, keys, extra, extra_nested, replaced, mistyped, normalized)}:
  * <ul>
- *   <li>{@code problem}: NULL for one JSON object, else why the line is not one: {@code invalid JSON},
- *   {@code empty line}, {@code not an object}, {@code text after the object} (two events run
+ *   <li>{@code problem}: NULL for one JSON object, else why the line is not one: {@code invalid JSON}
+ *   (which includes {@code NaN} and {@code Infinity}: RFC 8259 has no such numbers), {@code empty line}, {@code not an object}, {@code text after the object} (two events run
  *   together, say: {@code from_json} alone reads the first and drops the second);</li>
  *   <li>{@code keys}: the object's field names in order, repeats included;</li>
  *   <li>{@code extra}, {@code extra_nested}: the unknown fields with their values as text, or NULL
@@ -61,9 +61,7 @@ import org.apache.spark.sql.catalyst.json.JSONOptions;
 public final class LineShape implements UDF5<String, String, String, String, String, Row> {
     private static final long serialVersionUID = 1L;
 
-    private static final JsonFactory FACTORY = new JSONOptions(
-            scala.collection.immutable.Map$.MODULE$.<String, String>empty(), "UTC", "_corrupt_record")
-            .buildJsonFactory();
+    private static final JsonFactory FACTORY = new JSONOptions(options(), "UTC", "_corrupt_record").buildJsonFactory();
     private static final Map<String, Set<String>> NAMES = new ConcurrentHashMap<>();
     private static final Map<String, Fields> FIELDS = new ConcurrentHashMap<>();
     /** An integral number with more digits than this is no id or count: it is mistyped, not expanded. */
@@ -169,6 +167,16 @@ public final class LineShape implements UDF5<String, String, String, String, Str
                 found.normalize && found.mistyped.isEmpty() ? normalized(line, fields) : null);
     }
 
+    /**
+     * Spark's JSON options as bronze's {@code from_json} gets them: {@code NaN} is no JSON number. (Scala's
+     * {@code updated} widens the value type, which Java sees as a raw map.)
+     */
+    @SuppressWarnings("unchecked")
+    private static scala.collection.immutable.Map<String, String> options() {
+        return (scala.collection.immutable.Map<String, String>) scala.collection.immutable.Map$.MODULE$
+                .<String, String>empty().updated("allowNonNumericNumbers", "false");
+    }
+
     private static Set<String> names(String commaSeparated) {
         return NAMES.computeIfAbsent(commaSeparated, s -> Set.of(s.split(",")));
     }
@@ -259,14 +267,8 @@ public final class LineShape implements UDF5<String, String, String, String, Str
         return integral;
     }
 
-    /**
-     * Whether the number the parser is at is an integer of at most {@code MAX_INTEGER_DIGITS} digits:
-     * not {@code NaN} or {@code Infinity}, which Spark's JSON options let through as numbers.
-     */
+    /** Whether the number the parser is at is an integer of at most {@code MAX_INTEGER_DIGITS} digits. */
     private static boolean integral(JsonParser parser) throws IOException {
-        if (parser.isNaN()) {
-            return false;
-        }
         BigDecimal number = parser.getDecimalValue();
         return number.precision() - number.scale() <= MAX_INTEGER_DIGITS
                 && (number.signum() == 0 || number.stripTrailingZeros().scale() <= 0);
