@@ -166,7 +166,7 @@ def test_nan_or_infinity_makes_a_line_not_json_and_the_api_refuses_it(spark):
 
 def test_bronze_keeps_every_event_the_api_accepts(spark):
     """The API answers 202 only for events bronze then keeps (`recsys.landing.contract`): the same
-    time forms, and integral numbers as integers. A time that matches the form but is no real time
+    time forms, integral numbers as integers, and no blank ids. A time that matches the form but is no real time
     (February 30) the API refuses; bronze keeps it and silver quarantines it as `bad_timestamp`."""
     card = {"artist_id": "7", "artist_name": "x", "track_id": "t", "duration_ms": 200000, "played_ms": 1000}
     base = {"event_id": "e", "event_type": "play", "event_ts": 1764363845000, "user_id": 42, "card": card}
@@ -176,13 +176,21 @@ def test_bronze_keeps_every_event_the_api_accepts(spark):
             "2026-11-28T21:04:05-0130", 1764363845000, 1764363845000.0)},
         **{f"event_ts {ts!r}": ({**base, "event_ts": ts}, False) for ts in (
             "2026-11-28", "2026-11-28T21:04:05", "20261128T210405Z", "2026-W48-6T21:04Z", "2026-11-28T21Z",
-            "2026-11-28T21:04:05,5Z", "2026-11-28T21:04:05+01", 1764363845000.5, -1)},
+            "2026-11-28T21:04:05,5Z", "2026-11-28T21:04:05+01", 1764363845000.5, -1, 10 ** 16, 1e16)},
         "count 2.0": ({**base, "count": 2.0}, True),
         "user_id 42.0": ({**base, "user_id": 42.0}, True),
         "durations 2e5, 1.5e5": ({**base, "card": {**card, "duration_ms": 2e5, "played_ms": 1.5e5}}, True),
         "count 2.5": ({**base, "count": 2.5}, False),
         "user_id 1.5": ({**base, "user_id": 1.5}, False),
         "user_id true": ({**base, "user_id": True}, False),
+        "user_id blank": ({**base, "user_id": " "}, False),
+        "artist_id empty": ({**base, "card": {**card, "artist_id": ""}}, False),
+        "like with a blank track_id": ({**base, "event_type": "like", "card": {**card, "track_id": " "}}, False),
+        "playlist_add with a blank playlist_id": (
+            {**base, "event_type": "playlist_add", "playlist": {"playlist_id": ""}}, False),
+        "click with a blank request_id": ({**base, "event_type": "click", "recommendation": {
+            "request_id": " ", "model_version": "v1", "variant": "B", "position": 0}}, False),
+        "artist_name empty": ({**base, "card": {**card, "artist_name": ""}}, True),
     }
     lines = {name: json.dumps(event) for name, (event, _) in cases.items()}
     kept = {r.value: r._reason is None for r in _reasons(spark, list(lines.values())).collect()}

@@ -3,6 +3,9 @@ rules JSON Schema cannot say, for producers that validate before landing (the AP
 bounds (`limits.*`): a `count` maximum, a length limit on strings, and a safe character set for
 the labels that become MLflow metric names and file names (`recommendation.model_version`,
 `recommendation.variant`). Bronze applies the same count maximum and label rule to landed files.
+
+An event `event_errors` passes is one bronze keeps: the same time forms (`ISO_TIME`, `EPOCH_MS`), no
+blank id, no `NaN` (`tests/test_bronze_parse.py` puts the same events through both).
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ _LABEL = re.compile(LABEL)
 # Bronze keeps what matches (silver reads the time), and the API accepts what matches and is a real time.
 ISO_TIME = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:?\d{2})$"
 EPOCH_MS = r"^\d{1,16}$"  # `event_ts` as an integer: epoch milliseconds
-_ISO_TIME = re.compile(ISO_TIME)
+# Ids bronze reads as missing when blank (`missing_required`, where it requires them); the API refuses
+# them blank wherever they come (the time, the type and the model version have their own checks).
+NOT_BLANK = ("event_id", "user_id", "card.artist_id", "card.track_id", "playlist.playlist_id",
+             "recommendation.request_id")
+# ASCII, as Java reads `\d` in Spark: 0-9 only.
+_ISO_TIME, _EPOCH_MS = re.compile(ISO_TIME, re.ASCII), re.compile(EPOCH_MS, re.ASCII)
 
 
 @functools.cache
@@ -73,19 +81,34 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _time_error(ts: str) -> str | None:
-    text = ts.strip()
-    if _ISO_TIME.match(text):
+def _blank_errors(event: dict) -> list[str]:
+    errors = []
+    for path in NOT_BLANK:
+        value: Any = event
+        for name in path.split("."):
+            value = value.get(name) if isinstance(value, dict) else None
+        if isinstance(value, str) and not value.strip():
+            errors.append(f"{path}: blank")
+    return errors
+
+
+def _time_error(ts: Any) -> str | None:
+    """Why `event_ts` is no time bronze keeps, beyond its JSON Schema (which checks no format)."""
+    if isinstance(ts, str):
+        text = ts.strip()
+        if not _ISO_TIME.match(text):
+            return f"event_ts: {ts!r} is not ISO-8601 with Z or an offset"
         try:
             datetime.fromisoformat(text.upper())
-            return None
         except ValueError as err:
             return f"event_ts: {ts!r} is not a real time ({err})"
-    return f"event_ts: {ts!r} is not ISO-8601 with Z or an offset"
+    elif (ms := _integer(ts)) is not None and ms >= 0 and not _EPOCH_MS.match(str(ms)):
+        return f"event_ts: {ts} has more digits than epoch milliseconds (16)"
+    return None
 
 
 def _limit_errors(event: dict, limits: LimitsConfig) -> list[str]:
-    errors = _leaf_errors(event, limits.max_string_chars)
+    errors = _leaf_errors(event, limits.max_string_chars) + _blank_errors(event)
     count = _integer(event.get("count"))
     if count is not None and count > limits.max_count:
         errors.append(f"count: above the maximum {limits.max_count}")
@@ -101,8 +124,7 @@ def event_errors(event: Any, limits: LimitsConfig | None = None) -> list[str]:
     """Why `event` breaks the contract or our bounds, one reason per problem (empty when it is well-formed)."""
     errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(event)'}: {e.message}"
               for e in sorted(_validator().iter_errors(event), key=lambda e: list(map(str, e.absolute_path)))]
-    ts = event.get("event_ts") if isinstance(event, dict) else None
-    if isinstance(ts, str) and (problem := _time_error(ts)):
+    if isinstance(event, dict) and (problem := _time_error(event.get("event_ts"))):
         errors.append(problem)
     card = event.get("card") if isinstance(event, dict) else None
     if isinstance(card, dict):
