@@ -166,8 +166,8 @@ def test_nan_or_infinity_makes_a_line_not_json_and_the_api_refuses_it(spark):
 
 def test_bronze_keeps_every_event_the_api_accepts(spark):
     """The API answers 202 only for events bronze then keeps (`recsys.landing.contract`): the same
-    time forms, integral numbers as integers, and no blank ids. A time that matches the form but is no real time
-    (February 30) the API refuses; bronze keeps it and silver quarantines it as `bad_timestamp`."""
+    time forms, integral numbers as integers, and no blank ids. A time of the right form that is no
+    real time (February 30) the API refuses; bronze keeps it and silver quarantines it (`bad_timestamp`)."""
     card = {"artist_id": "7", "artist_name": "x", "track_id": "t", "duration_ms": 200000, "played_ms": 1000}
     base = {"event_id": "e", "event_type": "play", "event_ts": 1764363845000, "user_id": 42, "card": card}
     cases = {  # name: (event, accepted by the API and kept by bronze)
