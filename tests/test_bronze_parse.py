@@ -35,6 +35,13 @@ def _landed(spark, lines):
                       F.current_timestamp().alias("_ingested_at"), F.lit("r").alias("_run_id"))
 
 
+def _line(**fields):
+    """A valid play as a landing line, with `fields` replaced (`card`'s merged into its own)."""
+    card = {"artist_id": "7", "artist_name": "x", **fields.pop("card", {})}
+    return json.dumps({"event_id": "e", "event_type": "play", "event_ts": 1759312800000, "user_id": "1",
+                       "card": card, **fields})
+
+
 def _reasons(spark, lines):
     return parse_events(_landed(spark, lines)).select("value", "_reason", "_detail")
 
@@ -96,22 +103,19 @@ def test_each_broken_contract_gets_its_reason(spark):
 def test_a_text_field_holding_a_boolean_an_object_or_a_list_is_the_wrong_type(spark):
     """Spark renders any JSON value into a string field: without this, `"user_id": true` was the user
     "true". Numbers stay text (the contract's ids), and `genre` may be a list of them or of strings."""
-    def line(**fields):
-        card = {"artist_id": "7", "artist_name": "x", **fields.pop("card", {})}
-        return json.dumps({"event_id": "e", "event_type": "play", "event_ts": 1759312800000, "user_id": "1",
-                           "card": card, **fields})
     wrong = {
-        line(user_id=True): "user_id",
-        line(event_id={"id": 1}): "event_id",
-        line(card={"artist_name": ["Björk"], "track_name": False}): "card.artist_name,card.track_name",
-        line(card={"genre": ["rock", True]}): "card.genre",
-        line(card={"genre": {"main": "rock"}}): "card.genre",
-        line(context={"source": ["radio"], "geo": {"lat": 1, "lon": 2}}, user={"email": {"a": "b"}}):
+        _line(user_id=True): "user_id",
+        _line(event_id={"id": 1}): "event_id",
+        _line(card={"artist_name": ["Björk"], "track_name": False}): "card.artist_name,card.track_name",
+        _line(card={"genre": ["rock", True]}): "card.genre",
+        _line(card={"genre": {"main": "rock"}}): "card.genre",
+        _line(context={"source": ["radio"], "geo": {"lat": 1, "lon": 2}}, user={"email": {"a": "b"}}):
             "context.source,user.email",
-        line(playlist={"playlist_id": True}, event_type="playlist_add", card={"track_id": "t"}): "playlist.playlist_id",
+        _line(playlist={"playlist_id": True}, event_type="playlist_add", card={"track_id": "t"}):
+            "playlist.playlist_id",
     }
-    right = [line(user_id=15, event_id=7, card={"artist_name": 311, "genre": ["rock", 80, None], "album_name": None}),
-             line(card={"genre": "rock"}, context={"geo": {"lat": 1, "lon": 2}, "source": "radio"})]
+    right = [_line(user_id=15, event_id=7, card={"artist_name": 311, "genre": ["rock", 80, None], "album_name": None}),
+             _line(card={"genre": "rock"}, context={"geo": {"lat": 1, "lon": 2}, "source": "radio"})]
     found = {r.value: (r._reason, r._detail) for r in _reasons(spark, [*wrong, *right]).collect()}
     assert found == {**{k: ("wrong_type", v) for k, v in wrong.items()}, **{k: (None, None) for k in right}}
 
@@ -134,19 +138,15 @@ def test_an_integral_number_with_a_fraction_or_an_exponent_is_an_integer(spark):
 
 def test_a_number_that_is_no_integer_in_an_integer_field_or_an_id_is_the_wrong_type(spark):
     """`2.5` is no count and no user; neither is a string in a count, nor an integer of 70 digits."""
-    def line(**fields):
-        card = {"artist_id": "7", "artist_name": "x", **fields.pop("card", {})}
-        return json.dumps({"event_id": "e", "event_type": "play", "event_ts": 1759312800000, "user_id": "1",
-                           "card": card, **fields})
     wrong = {
-        line(count=2.5): "count",
-        line(user_id=1.5, event_ts=1759312800000.5): "event_ts,user_id",
-        line(card={"track_id": "t", "duration_ms": "200000", "played_ms": 1000}): "card.duration_ms",
-        line(card={"volume": [50, 60.5]}): "card.volume",
-        line(card={"artist_rank": True, "artist_followers": [1]}): "card.artist_rank,card.artist_followers",
-        line(event_type="click", recommendation={"request_id": "r", "model_version": "v", "position": 1.5}):
+        _line(count=2.5): "count",
+        _line(user_id=1.5, event_ts=1759312800000.5): "event_ts,user_id",
+        _line(card={"track_id": "t", "duration_ms": "200000", "played_ms": 1000}): "card.duration_ms",
+        _line(card={"volume": [50, 60.5]}): "card.volume",
+        _line(card={"artist_rank": True, "artist_followers": [1]}): "card.artist_rank,card.artist_followers",
+        _line(event_type="click", recommendation={"request_id": "r", "model_version": "v", "position": 1.5}):
             "recommendation.position",
-        line(count=10 ** 70 * 1.0): "count",
+        _line(count=10 ** 70 * 1.0): "count",
     }
     found = {r.value: (r._reason, r._detail) for r in _reasons(spark, list(wrong)).collect()}
     assert found == {k: ("wrong_type", v) for k, v in wrong.items()}

@@ -62,13 +62,16 @@ def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _leaf_errors(event: Any, limit: int) -> list[str]:
-    """Strings longer than `limit`, and `NaN` or `Infinity`: Python's JSON reads them, but RFC 8259
-    has no such numbers, and bronze quarantines such a line as `not_json`.
+    """Strings longer than `limit`, blank ids (`NOT_BLANK`), and `NaN` or `Infinity`: Python's JSON
+    reads them, but RFC 8259 has no such numbers, and bronze quarantines such a line as `not_json`.
     """
     errors = []
     for path, value in _leaves(event):
-        if isinstance(value, str) and len(value) > limit:
-            errors.append(f"{path}: longer than {limit} characters")
+        if isinstance(value, str):
+            if len(value) > limit:
+                errors.append(f"{path}: longer than {limit} characters")
+            if path in NOT_BLANK and not value.strip():
+                errors.append(f"{path}: blank")
         elif isinstance(value, float) and not math.isfinite(value):
             errors.append(f"{path}: {value} is not a JSON number")
     return errors
@@ -79,17 +82,6 @@ def _integer(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _blank_errors(event: dict) -> list[str]:
-    errors = []
-    for path in NOT_BLANK:
-        value: Any = event
-        for name in path.split("."):
-            value = value.get(name) if isinstance(value, dict) else None
-        if isinstance(value, str) and not value.strip():
-            errors.append(f"{path}: blank")
-    return errors
 
 
 def _time_error(ts: Any) -> str | None:
@@ -108,7 +100,7 @@ def _time_error(ts: Any) -> str | None:
 
 
 def _limit_errors(event: dict, limits: LimitsConfig) -> list[str]:
-    errors = _leaf_errors(event, limits.max_string_chars) + _blank_errors(event)
+    errors = _leaf_errors(event, limits.max_string_chars)
     count = _integer(event.get("count"))
     if count is not None and count > limits.max_count:
         errors.append(f"count: above the maximum {limits.max_count}")

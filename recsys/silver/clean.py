@@ -74,7 +74,7 @@ def with_event_time(df: DataFrame, ts_col: str = "event_ts", out_col: str = EVEN
     or `z` in lower case, no seconds) are written in the common form first, only when the cast fails.
     """
     text = F.trim(F.col(ts_col))
-    epoch = F.timestamp_millis(F.expr(f"try_cast(trim({ts_col}) AS BIGINT)"))
+    epoch = F.timestamp_millis(text.try_cast(T.LongType()))
     common = F.regexp_replace(F.upper(text), ISO_WITHOUT_SECONDS, "$1T$2:00$3")
     iso = F.coalesce(text.try_cast(T.TimestampType()), common.try_cast(T.TimestampType()))
     return df.withColumn(out_col, F.when(text.rlike(EPOCH_MS), epoch).otherwise(iso))
