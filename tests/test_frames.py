@@ -1,4 +1,5 @@
-"""Row numbers without a single-task window: the same numbers as the window, on many partitions."""
+"""DataFrame helpers: row numbers without a single-task window (the same numbers as the window, on
+many partitions), ordered lists per group, persisted scopes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from chispa import assert_df_equality
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from recsys.frames import Persisted, with_row_number
+from recsys.frames import Persisted, ordered_list, with_row_number
 from tests.conftest import persisted_rdds
 
 
@@ -49,3 +50,16 @@ def test_a_frame_released_early_is_unpersisted_at_once_and_the_others_stay_until
         assert not first.storageLevel.useMemory and second.storageLevel.useMemory
     assert not second.storageLevel.useMemory
     assert persisted_rdds(spark) == before
+
+
+def test_an_ordered_list_holds_each_groups_rows_in_order_with_only_the_named_fields(spark):
+    rows = [(f"u{i % 5}", (i * 7919) % 1000, f"a{i}" if i % 4 else None, [f"g{i % 3}"] if i % 6 else [])
+            for i in range(400)]
+    df = spark.createDataFrame(rows, "user string, n int, artist string, genres array<string>").repartition(7)
+    fields = {"artist_id": F.col("artist"), "genres": F.col("genres"), "n": F.col("n")}
+    got = df.groupBy("user").agg(ordered_list(-F.col("n"), fields).alias("items"))  # the largest n first
+    assert got.schema["items"].dataType.elementType.fieldNames() == ["artist_id", "genres", "n"]
+    expected = {}
+    for user, n, artist, genres in sorted(rows, key=lambda r: -r[1]):
+        expected.setdefault(user, []).append((artist, genres, n))
+    assert {r["user"]: [tuple(i) for i in r["items"]] for r in got.collect()} == expected

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from recsys.frames import ordered_list
 from recsys.tables import ARTIST_ID, AS_OF, EVENT_TIME, EVENT_TYPE, TRACK_ID, USER_KEY
 
 # Per array, the fields that are the user's own; the others are artist and song statistics.
@@ -52,9 +53,7 @@ def _capped_array(rows: DataFrame, order: list, cap: int, name: str, fields: lis
     kept = ranked.filter(F.col("_r") <= cap)
     for table, key in lookups:
         kept = kept.join(table, on=key, how="left")
-    collected = kept.groupBy(USER_KEY).agg(
-        F.array_sort(F.collect_list(F.struct(F.col("_r"), *[F.col(f) for f in fields]))).alias("_items"))
-    return collected.select(USER_KEY, F.transform("_items", lambda s: s.dropFields("_r")).alias(name))
+    return kept.groupBy(USER_KEY).agg(ordered_list(F.col("_r"), {f: F.col(f) for f in fields}).alias(name))
 
 
 def favourite_artists(pairs: DataFrame, artist_stats: DataFrame, cap: int) -> DataFrame:

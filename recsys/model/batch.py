@@ -40,7 +40,7 @@ from pyspark.sql.pandas.types import to_arrow_type
 from recsys import lake
 from recsys.config import Config
 from recsys.experiment import aliases as experiment_aliases
-from recsys.frames import Persisted
+from recsys.frames import Persisted, ordered_list
 from recsys.model.als import ITEM, USER
 from recsys.model.rerank import load_reranker, rerank, with_ranker_features
 from recsys.model.segments import SEGMENT, UNKNOWN_SEGMENT, segment_of
@@ -174,8 +174,8 @@ def as_lists(rows: DataFrame) -> DataFrame:
 
 def _best_first(score: Column) -> Column:
     """The aggregate `items` of a group of ranked rows: (artist_id, artist_name, score) in rank order."""
-    ranked = F.array_sort(F.collect_list(F.struct("rank", ARTIST_ID, "artist_name", score.alias("score"))))
-    return F.transform(ranked, lambda i: i.dropFields("rank"))
+    return ordered_list(F.col("rank"), {ARTIST_ID: F.col(ARTIST_ID), "artist_name": F.col("artist_name"),
+                                        "score": score})
 
 
 def with_payload(lists: DataFrame) -> DataFrame:
