@@ -65,7 +65,7 @@ def with_row_number(df: DataFrame, name: str, *order: Column, keep: Persisted) -
 
 def ordered_list(order: Column, fields: dict[str, Column]) -> Column:
     """An aggregate: the group's rows as an array of structs of `fields` (name: value), ascending by
-    `order`, which must be unique in the group (`collect_list` keeps no order).
+    `order`, ties by the fields in their order (`collect_list` keeps no order).
 
     The structs are sorted with `order` as their first field, then their other fields are zipped
     back without it: dropping it with `transform` took 39-50% longer, since a higher-order function

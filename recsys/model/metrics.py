@@ -13,6 +13,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from recsys.frames import ordered_list
+
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
 
@@ -33,9 +35,9 @@ def _hits(recs: DataFrame, truth: DataFrame, k: int, user: str, item: str, rank:
     _require(recs, (user, item, rank), "recommendations")
     _require(truth, (user, item), "truth")
     ranked = recs.filter(F.col(rank) <= k).groupBy(user).agg(
-        F.array_sort(F.collect_list(F.struct(F.col(rank).alias("r"), F.col(item).alias("i")))).alias("_recs"))
+        ordered_list(F.col(rank), {"i": F.col(item)}).alias("_recs"))
     relevant = truth.groupBy(user).agg(F.collect_set(item).alias("_rel"))
-    items = F.coalesce(F.transform("_recs", lambda s: s["i"]), F.array())
+    items = F.coalesce(F.col("_recs.i"), F.array())
     return relevant.join(ranked, on=user, how="left").select(
         user, "_rel", F.transform(items, lambda x: F.array_contains("_rel", x).cast("int")).alias("_hits"))
 
