@@ -196,8 +196,12 @@ def incremental_cost(spark: SparkSession, base: Config, root: Path, full: Config
 
 def arguments() -> tuple[argparse.Namespace, Config, DatagenConfig]:
     """The command line, the config it gives (`--window-days`) and the data to generate: the D days
-    end the day before the one appended for the refresh, which is yesterday, so the builds "as of
-    now" see them in gold's window and trending periods, however short.
+    end the day before the one appended for the refresh, which is the last weekday before today, so
+    the builds "as of now" see them in gold's window and trending periods. A weekday, whatever day
+    the bench runs: the generator gives weekends 1.3x the sessions, and a larger new day weighs
+    more in the refresh after day 1 than in the one after day D, so the ratio would move with the
+    day of the week (on 2026-12-06 a Saturday appended had 584,944 lines, a Friday 451,485 the day
+    before).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=60_000)
@@ -208,7 +212,14 @@ def arguments() -> tuple[argparse.Namespace, Config, DatagenConfig]:
     base = load_config()
     if args.window_days:
         base = dataclasses.replace(base, gold=dataclasses.replace(base.gold, feature_window_days=args.window_days))
-    start = datetime.now(UTC).date() - timedelta(days=args.days + 1)
+    today = datetime.now(UTC).date()
+    appended = today - timedelta(days=1)
+    while appended.weekday() >= 5:
+        appended -= timedelta(days=1)
+    if args.window_days is not None and args.window_days <= (today - appended).days:
+        parser.error(f"--window-days {args.window_days} would leave out the day appended for the refresh "
+                     f"({appended}, the last weekday before today): give more than {(today - appended).days}")
+    start = appended - timedelta(days=args.days)
     spec = dataclasses.replace(base.datagen, users=args.users, days=args.days, future_days=0,
                                start_date=start.isoformat())
     return args, base, spec
