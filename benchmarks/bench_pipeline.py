@@ -216,9 +216,10 @@ def arguments() -> tuple[argparse.Namespace, Config, DatagenConfig]:
     appended = today - timedelta(days=1)
     while appended.weekday() >= 5:
         appended -= timedelta(days=1)
-    if args.window_days is not None and args.window_days <= (today - appended).days:
+    days_since = (today - appended).days
+    if args.window_days is not None and args.window_days <= days_since:
         parser.error(f"--window-days {args.window_days} would leave out the day appended for the refresh "
-                     f"({appended}, the last weekday before today): give more than {(today - appended).days}")
+                     f"({appended}, the last weekday before today): give more than {days_since}")
     start = appended - timedelta(days=args.days)
     spec = dataclasses.replace(base.datagen, users=args.users, days=args.days, future_days=0,
                                start_date=start.isoformat())
