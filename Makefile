@@ -137,7 +137,7 @@ migrate: setup ## bring stored lake tables to their declarations in recsys/table
 monitor: services-up ## drift checks against the champion's training snapshot; exit 6 on an alert
 	$(PY) jobs/monitor.py $(ARGS)
 
-bench: bench-topk bench-publish bench-api ## top-K, publish and API (bench-pipeline, 40-95 min by the machine, and bench-layout run on their own)
+bench: bench-topk bench-publish bench-api ## top-K, publish and API (the API's after make demo; bench-pipeline, 40-95 min by the machine, and bench-layout run on their own)
 
 bench-topk: setup ## top-K: blocked matmul vs recommendForAllUsers, cross join + window, numpy floor
 	$(PY) benchmarks/bench_topk.py $(ARGS)
@@ -151,7 +151,7 @@ bench-layout: setup ## silver/events partitioned vs liquid-clustered by event da
 bench-publish: services-up ## publish throughput vs redis-benchmark SET with the same value size
 	$(PY) benchmarks/bench_publish.py $(ARGS)
 
-bench-api: services-up ## API throughput and p50/p99 under wrk at 1/8/32/128 connections, 1 and 2 workers, with the /healthz ceiling
+bench-api: services-up ## API throughput and p50/p99 under wrk at 1/8/32/128 connections, 1 and 2 workers, with the /healthz ceiling (serves what make demo published: run it first)
 	$(WITH_SECRET) $(PY) benchmarks/bench_api.py $(ARGS)
 
 wheel: setup ## build dist/recsys-*.whl to ship with spark-submit --py-files

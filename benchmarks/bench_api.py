@@ -102,7 +102,12 @@ def main() -> None:
     cfg = load_config()
     spark = get_spark(cfg.spark, app_name="recsys-bench-api")
     secret = cfg.require_secret("auth.jwt_secret")
-    accounts = lake.read(spark, lake.table_path(cfg.lake, "bronze", "accounts"))
+    accounts_path = lake.table_path(cfg.lake, "bronze", "accounts")
+    if not lake.exists(spark, accounts_path):
+        spark.stop()
+        raise SystemExit(f"bench-api serves the lists `make demo` publishes, for the users it ingested: there is "
+                         f"no {accounts_path} yet, so run `make demo` first")
+    accounts = lake.read(spark, accounts_path)
     ids = [r[0] for r in accounts.select("user_id").orderBy("user_id").limit(5000).collect()]
     spark.stop()
     # Each user's own token; 5,000 users keep every credential far below auth.rate_per_s.
