@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import jwt
 import pyarrow as pa
 import pytest
 import redis
@@ -313,6 +314,21 @@ def test_only_a_valid_token_for_that_user_reads_a_list_and_only_services_post(ap
     assert client.post("/v1/events", json=play).status_code == 401
     assert client.post("/v1/events", json=play, headers=_as(cfg, "42")).status_code == 403
     assert client.get(url, headers=_as(cfg, "42")).status_code == 200
+
+
+def test_a_token_the_api_accepted_is_refused_once_it_expires_and_its_tampered_copies_always(api):
+    """Each worker keeps the tokens it verified (`auth.Verifier`): that must not outlive the token."""
+    client, cfg, _, _ = api
+    url = "/v1/users/42/recommendations"
+    token = mint(cfg.auth, JWT_SECRET, "42", ttl_s=3 - cfg.auth.leeway_s)  # usable for 2-3 s, leeway included
+    assert client.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    head, _, signature = token.rpartition(".")
+    tampered = f"{head}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    assert client.get(url, headers={"Authorization": f"Bearer {tampered}"}).status_code == 401
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"] + cfg.auth.leeway_s
+    time.sleep(max(0.0, expires - time.time() + 0.2))
+    assert client.get(url, headers={"Authorization": f"Bearer {token}"}).json() == {"detail": "the token has expired"}
 
 
 def test_each_credential_has_its_own_rate_limit(spark, serving_cfg):

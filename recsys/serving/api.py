@@ -60,9 +60,9 @@ from recsys.serving.auth import (
     Forbidden,
     RateLimiter,
     Unauthorized,
+    Verifier,
     require_scope,
     require_user,
-    verify,
 )
 from recsys.serving.metrics import ApiMetrics, Observed
 from recsys.serving.store import AsyncRecommendationStore, live_key
@@ -194,12 +194,12 @@ class _Context:
 
 def create_app(cfg: Config) -> FastAPI:
     """The FastAPI app: recommendations from the live Redis version, events to the landing zone."""
-    jwt_secret = cfg.require_secret("auth.jwt_secret")
+    verify = Verifier(cfg.auth, cfg.require_secret("auth.jwt_secret"))
     limiter = RateLimiter(cfg.auth.rate_per_s, cfg.auth.burst)
 
     async def caller(authorization: Annotated[str | None, Header()] = None) -> Caller:
         try:
-            who = verify(cfg.auth, jwt_secret, authorization)
+            who = verify(authorization)
         except Unauthorized as err:
             raise HTTPException(401, str(err), headers={"WWW-Authenticate": "Bearer"}) from None
         wait = limiter.allow(who.subject)

@@ -53,19 +53,61 @@ class Caller:
     scopes: frozenset[str]
 
 
-def verify(cfg: AuthConfig, secret: str, authorization: str | None) -> Caller:
-    """The caller an `Authorization: Bearer <jwt>` header proves, or `Unauthorized`."""
+def _token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer token is required")
+    return token.strip()
+
+
+def _claims(cfg: AuthConfig, secret: str, token: str) -> dict:
     try:
-        claims = jwt.decode(token.strip(), secret, algorithms=[ALGORITHM], audience=cfg.audience, issuer=cfg.issuer,
-                            options={"require": ["exp", "sub", "iss", "aud"]}, leeway=cfg.leeway_s)
+        return jwt.decode(token, secret, algorithms=[ALGORITHM], audience=cfg.audience, issuer=cfg.issuer,
+                          options={"require": ["exp", "sub", "iss", "aud"]}, leeway=cfg.leeway_s)
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the token has expired") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("the token is not valid") from None
+
+
+def _caller(claims: dict) -> Caller:
     return Caller(str(claims["sub"]), frozenset(str(claims.get("scope", "")).split()))
+
+
+def verify(cfg: AuthConfig, secret: str, authorization: str | None) -> Caller:
+    """The caller an `Authorization: Bearer <jwt>` header proves, or `Unauthorized`."""
+    return _caller(_claims(cfg, secret, _token(authorization)))
+
+
+class Verifier:
+    """`verify` that keeps the tokens it proved until they expire, as each API worker uses it: a
+    token seen before costs a lookup and a clock read instead of a signature check and a JSON parse
+    (PyJWT took 12% of a recommendation request's time under load; `benchmarks/README.md`).
+
+    Keyed by the whole token, signature included, so any other token is verified anew. What PyJWT
+    checks once holds for the token's life (signature, issuer, audience, issued-at), except the
+    expiry, which is checked again on every use with the same leeway. Bounded like `RateLimiter`.
+    """
+
+    def __init__(self, cfg: AuthConfig, secret: str, max_tokens: int = 100_000) -> None:
+        self.cfg, self.secret, self.max_tokens = cfg, secret, max_tokens
+        self._proved: dict[str, tuple[Caller, float]] = {}
+
+    def __call__(self, authorization: str | None) -> Caller:
+        """The caller the header proves, or `Unauthorized`."""
+        token = _token(authorization)
+        proved = self._proved.get(token)
+        if proved is not None:
+            if time.time() < proved[1]:
+                return proved[0]
+            self._proved.pop(token, None)
+            raise Unauthorized("the token has expired")
+        claims = _claims(self.cfg, self.secret, token)
+        if len(self._proved) >= self.max_tokens:
+            self._proved.clear()  # bounded memory: a token dropped is simply verified again
+        caller = _caller(claims)
+        self._proved[token] = (caller, float(claims["exp"]) + self.cfg.leeway_s)
+        return caller
 
 
 def require_user(caller: Caller, user_id: str) -> None:
