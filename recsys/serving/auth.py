@@ -70,19 +70,11 @@ def _claims(cfg: AuthConfig, secret: str, token: str) -> dict:
         raise Unauthorized("the token is not valid") from None
 
 
-def _caller(claims: dict) -> Caller:
-    return Caller(str(claims["sub"]), frozenset(str(claims.get("scope", "")).split()))
-
-
-def verify(cfg: AuthConfig, secret: str, authorization: str | None) -> Caller:
-    """The caller an `Authorization: Bearer <jwt>` header proves, or `Unauthorized`."""
-    return _caller(_claims(cfg, secret, _token(authorization)))
-
-
 class Verifier:
-    """`verify` that keeps the tokens it proved until they expire, as each API worker uses it: a
-    token seen before costs a lookup and a clock read instead of a signature check and a JSON parse
-    (PyJWT took 12% of a recommendation request's time under load; `benchmarks/README.md`).
+    """Each API worker's check of `Authorization: Bearer <jwt>` headers, which keeps the tokens it
+    proved until they expire: a token seen before costs a lookup and a clock read instead of a
+    signature check and a JSON parse (PyJWT took 12% of a recommendation request's time under load;
+    `benchmarks/README.md`).
 
     Keyed by the whole token, signature included, so any other token is verified anew. What PyJWT
     checks once holds for the token's life (signature, issuer, audience, issued-at), except the
@@ -94,7 +86,7 @@ class Verifier:
         self._proved: dict[str, tuple[Caller, float]] = {}
 
     def __call__(self, authorization: str | None) -> Caller:
-        """The caller the header proves, or `Unauthorized`."""
+        """The caller the header proves, or `Unauthorized` (missing, malformed, expired, forged)."""
         token = _token(authorization)
         proved = self._proved.get(token)
         if proved is not None:
@@ -105,7 +97,7 @@ class Verifier:
         claims = _claims(self.cfg, self.secret, token)
         if len(self._proved) >= self.max_tokens:
             self._proved.clear()  # bounded memory: a token dropped is simply verified again
-        caller = _caller(claims)
+        caller = Caller(str(claims["sub"]), frozenset(str(claims.get("scope", "")).split()))
         self._proved[token] = (caller, float(claims["exp"]) + self.cfg.leeway_s)
         return caller
 
