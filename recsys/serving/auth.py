@@ -55,9 +55,10 @@ class Caller:
 
 def _token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("a bearer token is required")
-    return token.strip()
+    return token
 
 
 def _claims(cfg: AuthConfig, secret: str, token: str) -> dict:
