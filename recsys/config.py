@@ -187,7 +187,7 @@ class GoldConfig:
     max_recent_tracks: int = 100
     weights: dict[str, float] = field(default_factory=dict)
     confidence: Confidence = "log"
-    max_update_share: float = 0.25  # of the window's events entering, above which a build is a full one
+    max_update_share: float = 0.1  # of the window's events entering, above which a build is a full one
     feature_ttl_s: int = 7 * 24 * 3600
     redis_prefix: str = "recsys"
 

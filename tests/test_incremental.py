@@ -225,7 +225,7 @@ def test_summaries_and_recent_songs_updated_inside_a_longer_window_equal_a_full_
     # After a build as of day 5, nearly all of day 38's window enters: that build is a full one.
     assert build_gold(spark, cfg, start + timedelta(days=5), users_version=0).full_because is not None
     far = build_gold(spark, cfg, first + timedelta(days=2), users_version=0)
-    assert far.full_because is not None and "than gold.max_update_share (0.25)" in far.full_because
+    assert far.full_because is not None and "than gold.max_update_share (0.1)" in far.full_because
 
 
 def test_gold_reads_only_the_partitions_of_its_window(spark, tmp_path):

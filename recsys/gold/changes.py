@@ -18,13 +18,16 @@ another, so rows written later have a later one; that is checked, not assumed: t
 with `_silver_at > M1` must number exactly the rows `v2` has more than `v1` (a count Delta answers
 from its log), or the build is a full one.
 
-A build is also full when there is no build before, when the settings it depends on changed, when
-it is as of an earlier time or an older silver version, when anything rewrote a gold table since
-(an erasure, a maintenance compaction), or when more than `gold.max_update_share` of the window
-may have entered it (the rows written since, and those before dated from the day of the build
-before on): updating from a difference that large costs more than aggregating the window (13 of a
-window's 15 days entering: 56.7-60.6 s against 50.6-51.2 s for a full build at 12,000 users; a
-day entering: 46.0-49.5 s against 48.5-50.2 s). `Change.full_because` says which.
+A build is also full when there is no build before, when the settings it depends on changed, when it
+is as of an earlier time or an older silver version, when anything rewrote a gold table since (an
+erasure, a maintenance compaction), or when more than `gold.max_update_share` of the window may have
+entered it (the rows written since, and those before dated from the day of the build before on):
+updating from a difference that large costs at least as much as aggregating the window. At 60,000
+users, one day entering after a build 26 minutes before (`make bench-pipeline`'s lake, alternating
+in one process, 2026-12-07), an update took 123.0-127.4 s against 141.2-145.1 s in full with 4.4% of
+the window's 10,074,767 events entering, 107.4-111.4 s against 107.6-113.2 s with 7.9% of 5,570,382,
+and 56.7-65.6 s against 55.4-62.4 s with 19.9% of 2,210,866 (13 of a window's 15 days entering at
+12,000 users: 56.7-60.6 s against 50.6-51.2 s). `Change.full_because` says which.
 """
 
 from __future__ import annotations
