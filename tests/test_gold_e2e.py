@@ -14,6 +14,7 @@ from recsys import lake
 from recsys.bronze.accounts import ingest_accounts
 from recsys.bronze.events import ingest_events
 from recsys.datagen.generator import GeneratorSpec, generate
+from recsys.gold import store
 from recsys.gold.build import build_gold
 from recsys.gold.store import FULL_VIEW, PG_TABLE, sync_feature_store
 from recsys.keys import features_key
@@ -199,3 +200,46 @@ def test_upgrading_to_stored_digests_rewrites_no_user(spark, gold):
     with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT user_key, feature_hash FROM {PG_TABLE}")
         assert dict(cur.fetchall()) == built
+
+
+@pytest.mark.slow
+def test_a_sync_that_failed_half_way_is_redone_whole(spark, gold, monkeypatch):
+    """PostgreSQL written, then Redis gone: the sync records nothing, so the next one writes the
+    same users again, and both stores end holding what gold holds (a refresh killed in its feature
+    store stage and rerun)."""
+    cfg = gold[0]
+    sync_feature_store(spark, cfg, stage_suffix="before")
+    build_gold(spark, cfg, AS_OF + timedelta(hours=12))  # own features moved since that sync
+    arrays = ("favourite_artists", "recent_tracks", "top_genres")
+    in_gold = _as_json(spark, cfg, arrays)
+    favourites_in_gold = {key: [a["artist_id"] for a in row[0] or []] for key, row in in_gold.items()}
+
+    def in_postgres(table=FULL_VIEW):
+        with postgres.connect(cfg.postgres) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT user_key, {', '.join(arrays)} FROM {table}")
+            return {row[0]: tuple(row[1:]) for row in cur.fetchall()}
+
+    def favourites_in_postgres():
+        return {key: [a["artist_id"] for a in row[0] or []] for key, row in in_postgres(PG_TABLE).items()}
+
+    def favourites_in_redis():
+        client = redis.connect(cfg.redis)
+        cached = {key: client.hget(features_key(cfg.gold.redis_prefix, key), "favourite_artist_ids")
+                  for key in in_gold}
+        return {key: value and json.loads(value) for key, value in cached.items()}
+
+    attempted = []
+
+    def redis_gone(changed, removed, cfg):
+        attempted.append(changed.count())
+        raise ConnectionError("Redis went away mid-sync")
+
+    monkeypatch.setattr(store, "write_redis", redis_gone)
+    with pytest.raises(ConnectionError):
+        sync_feature_store(spark, cfg, stage_suffix="half")
+    monkeypatch.undo()
+    # half way: the users' rows in PostgreSQL, not yet in Redis (nor the statistics the view joins)
+    assert favourites_in_postgres() == favourites_in_gold != favourites_in_redis()
+    redone = sync_feature_store(spark, cfg, stage_suffix="redone")
+    assert redone.changed == attempted[0] > 0
+    assert favourites_in_redis() == favourites_in_gold and in_postgres() == in_gold
