@@ -7,6 +7,7 @@ import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -22,6 +23,7 @@ from recsys.gold.build import build_gold
 from recsys.gold.store import FULL_VIEW, sync_feature_store
 from recsys.keys import pseudonym
 from recsys.orchestration.forget import forget_requested
+from recsys.silver import build as silver_build
 from recsys.silver.build import build_silver
 from recsys.silver.events import build_silver_events
 from recsys.sources.accounts import TABLE, upsert_accounts
@@ -163,8 +165,12 @@ def test_clean_events_land_in_postgres(spark, lakehouse):
 
 
 @pytest.mark.slow
-def test_a_deleted_account_disappears_downstream(spark, lakehouse):
+def test_a_deleted_account_disappears_downstream_also_when_forgetting_crashes(spark, lakehouse, monkeypatch):
+    """Forgetting crashes twice before it finishes: once between silver's DELETE and PostgreSQL's,
+    once after the requests' DELETE, before the stream commits, with a retention that VACUUMs at
+    once. Each rerun finishes what the crash left, and the stream can still run."""
     cfg, _, _, _ = lakehouse
+    cfg = dataclasses.replace(cfg, lake=dataclasses.replace(cfg.lake, retention_hours=0))
     users_before = _table(spark, cfg, "silver", "users").count()
     active = {r.user_key for r in _table(spark, cfg, "silver", "events").select("user_key").distinct().collect()}
     victim = next(str(1000 + u) for u in range(SPEC.users) if pseudonym(SECRET, str(1000 + u)) in active)
@@ -172,7 +178,26 @@ def test_a_deleted_account_disappears_downstream(spark, lakehouse):
     postgres.execute(cfg.postgres, f"DELETE FROM {TABLE} WHERE user_id = %s", (victim,))
     report = ingest_accounts(spark, cfg, run_id="accounts-after-delete")  # incremental: deletions found every run
     assert report.forget_requested == 1
+
+    def postgres_gone(*args):
+        raise Crash("simulated crash after silver's DELETE")
+
+    monkeypatch.setattr(silver_build.postgres_sink, "delete_users", postgres_gone)
+    with pytest.raises(Exception, match="simulated crash after silver's DELETE"):
+        forget_requested(spark, cfg)
+    monkeypatch.undo()
+
+    def crash(erasure):
+        raise Crash("simulated crash before the forget stream commits")
+
+    with pytest.raises(Exception, match="simulated crash before the forget stream commits"):
+        forget_requested(spark, cfg, on_erasure=crash)
+    stale = Path(cfg.landing.path) / ".staging" / "part-0.json.forget.4242.tmp"  # a rewrite killed half way
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text('{"user_id": "someone else"}\n')
     assert forget_requested(spark, cfg) == 1
+    assert not stale.exists()
+    assert forget_requested(spark, cfg) == 0
     build_silver(spark, cfg, run_id="after-delete", now=NOW)
     assert _table(spark, cfg, "bronze", "events").filter(F.trim("user_id") == victim).count() == 0
     assert _table(spark, cfg, "silver", "users").count() == users_before - 1

@@ -80,6 +80,7 @@ from recsys.tables import (
 
 ID_IN_TEXT = "(?i)" + SHAPES["user_id"]  # the id in a raw line, also when it is not valid JSON
 _ID_IN_TEXT = re.compile(SHAPES["user_id"], re.IGNORECASE)
+_FORGET_TMP = ".forget."  # a landing file's staged copy: <name>.forget.<pid>.tmp
 
 
 @dataclass
@@ -203,11 +204,22 @@ def rewrite_landing_file(landing: str, uri: str, ids: set[str]) -> bool:
         return True
     staging = Path(landing) / STAGING_DIR
     staging.mkdir(parents=True, exist_ok=True)
-    tmp = staging / f"{path.name}.forget.{os.getpid()}.tmp"
+    tmp = staging / f"{path.name}{_FORGET_TMP}{os.getpid()}.tmp"
     with _open(tmp, "wt", compressed) as out:
         out.writelines(kept)
     tmp.replace(path)
     return True
+
+
+def remove_stale_copies(landing: str) -> int:
+    """Delete the staged copies a rewrite killed half way left (other users' lines, which nothing
+    would find to erase later); how many. The file each was a copy of is whole, or already replaced.
+    """
+    staging = Path(landing) / STAGING_DIR
+    stale = list(staging.glob(f"*{_FORGET_TMP}*.tmp")) if staging.is_dir() else []
+    for copy in stale:
+        copy.unlink(missing_ok=True)
+    return len(stale)
 
 
 def _keys_frame(spark: SparkSession, keys: list[str]) -> DataFrame:
@@ -241,6 +253,8 @@ def erase(spark: SparkSession, cfg: Config, keys: list[str]) -> Erasure:
             done.rows[qualified] = lake.delete_matching(spark, path, source, condition)
             touched.append(path)
 
+    if urlparse(cfg.landing.path).scheme in ("", "file"):
+        remove_stale_copies(unquote(urlparse(cfg.landing.path).path))
     if ids:
         with done.step("landing"):
             done.landing_files = sum(rewrite_landing_file(cfg.landing.path, uri, set(ids))
@@ -314,7 +328,6 @@ def forget_requested(spark: SparkSession, cfg: Config, on_erasure: Callable[[Era
         report = erase(spark, cfg, keys)
         with lake.erasure(spark):  # the requests named them: erased last, so a crash before reruns the batch
             lake.delete_matching(spark, requests, _keys_frame(spark, keys), _same_key())
-        vacuum(spark, cfg, [requests])
         if on_erasure is not None:
             on_erasure(report)
 
@@ -322,6 +335,12 @@ def forget_requested(spark: SparkSession, cfg: Config, on_erasure: Callable[[Era
      .writeStream.foreachBatch(erase_batch)
      .option("checkpointLocation", lake.checkpoint_path(cfg.lake, "forget"))
      .trigger(availableNow=True).start().awaitTermination())
+    # Only once every batch is committed: a batch a crash left uncommitted is read again from the
+    # files its requests were appended in, which the DELETE above removed from the table but a VACUUM
+    # with a short `lake.retention_hours` would remove from the disk (the stream could never run again).
+    # A run with nothing to erase leaves the table to `make maintain`.
+    if seen[0]:
+        vacuum(spark, cfg, [requests])
     return seen[0]
 
 

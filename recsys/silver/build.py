@@ -44,25 +44,27 @@ def forget_events(spark: SparkSession, cfg: Config, gone: DataFrame) -> int:
 
     The catalog is recounted first, over the events that stay, then the events are deleted: a
     crash between the two leaves the events in place, and a rerun recounts the same way. The
-    DELETE rewrites only the files holding those users' events. Call inside `lake.erasure`.
+    DELETE rewrites only the files holding those users' events. PostgreSQL's copy is deleted last,
+    also when silver holds none of their events any more: a rerun after a crash that followed the
+    DELETE finishes it. Call inside `lake.erasure`.
     """
     events_path = SILVER_EVENTS.path(cfg.lake)
     lake.ensure_table(spark, events_path)
     ensure_catalog_values(spark, cfg)  # a lake from before the catalog table: forgetting runs before silver
     events = lake.read(spark, events_path)
     theirs = events.join(F.broadcast(gone), on=USER_KEY, how="left_semi")
+    deleted = 0
     with Persisted() as keep:
         touched = keep(touched_by(theirs))
-        if touched.isEmpty():
-            return 0
-        artists = touched.filter("kind = 'artist'").select(F.col("id").alias(ARTIST_ID))
-        tracks = touched.filter("kind = 'track'").select(F.col("id").alias(TRACK_ID))
-        remaining = (events.join(F.broadcast(gone), on=USER_KEY, how="left_anti")
-                     .join(F.broadcast(artists.withColumn("_a", F.lit(True))), on=ARTIST_ID, how="left")
-                     .join(F.broadcast(tracks.withColumn("_t", F.lit(True))), on=TRACK_ID, how="left")
-                     .filter(F.col("_a") | F.col("_t")))
-        recount(spark, SILVER_CATALOG_VALUES.path(cfg.lake), remaining, touched)
-    deleted = lake.delete_matching(spark, events_path, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
+        if not touched.isEmpty():
+            artists = touched.filter("kind = 'artist'").select(F.col("id").alias(ARTIST_ID))
+            tracks = touched.filter("kind = 'track'").select(F.col("id").alias(TRACK_ID))
+            remaining = (events.join(F.broadcast(gone), on=USER_KEY, how="left_anti")
+                         .join(F.broadcast(artists.withColumn("_a", F.lit(True))), on=ARTIST_ID, how="left")
+                         .join(F.broadcast(tracks.withColumn("_t", F.lit(True))), on=TRACK_ID, how="left")
+                         .filter(F.col("_a") | F.col("_t")))
+            recount(spark, SILVER_CATALOG_VALUES.path(cfg.lake), remaining, touched)
+            deleted = lake.delete_matching(spark, events_path, gone, F.col(f"t.{USER_KEY}") == F.col(f"s.{USER_KEY}"))
     postgres_sink.delete_users(cfg.postgres, [r[USER_KEY] for r in gone.collect()])
     return deleted
 
