@@ -22,6 +22,7 @@ from recsys.datagen.world import build_catalog, build_population
 from recsys.gold.build import build_gold
 from recsys.gold.store import FULL_VIEW, sync_feature_store
 from recsys.keys import pseudonym
+from recsys.landing.zone import STAGING_DIR
 from recsys.orchestration.forget import forget_requested
 from recsys.silver import build as silver_build
 from recsys.silver.build import build_silver
@@ -192,7 +193,7 @@ def test_a_deleted_account_disappears_downstream_also_when_forgetting_crashes(sp
 
     with pytest.raises(Exception, match="simulated crash before the forget stream commits"):
         forget_requested(spark, cfg, on_erasure=crash)
-    stale = Path(cfg.landing.path) / ".staging" / "part-0.json.forget.4242.tmp"  # a rewrite killed half way
+    stale = Path(cfg.landing.path) / STAGING_DIR / "part-0.json.forget.4242.tmp"  # a rewrite killed half way
     stale.parent.mkdir(exist_ok=True)
     stale.write_text('{"user_id": "someone else"}\n')
     assert forget_requested(spark, cfg) == 1

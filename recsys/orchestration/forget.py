@@ -202,7 +202,7 @@ def rewrite_landing_file(landing: str, uri: str, ids: set[str]) -> bool:
     if not kept:
         path.unlink()
         return True
-    staging = Path(landing) / STAGING_DIR
+    staging = _staging(landing)
     staging.mkdir(parents=True, exist_ok=True)
     tmp = staging / f"{path.name}{_FORGET_TMP}{os.getpid()}.tmp"
     with _open(tmp, "wt", compressed) as out:
@@ -211,15 +211,17 @@ def rewrite_landing_file(landing: str, uri: str, ids: set[str]) -> bool:
     return True
 
 
-def remove_stale_copies(landing: str) -> int:
+def _staging(landing: str) -> Path:
+    """Where `rewrite_landing_file` stages a landing file's copy before moving it over the file."""
+    return Path(landing) / STAGING_DIR
+
+
+def remove_stale_copies(landing: str) -> None:
     """Delete the staged copies a rewrite killed half way left (other users' lines, which nothing
-    would find to erase later); how many. The file each was a copy of is whole, or already replaced.
+    would find to erase later). The file each was a copy of is whole, or already replaced.
     """
-    staging = Path(landing) / STAGING_DIR
-    stale = list(staging.glob(f"*{_FORGET_TMP}*.tmp")) if staging.is_dir() else []
-    for copy in stale:
+    for copy in _staging(landing).glob(f"*{_FORGET_TMP}*.tmp"):
         copy.unlink(missing_ok=True)
-    return len(stale)
 
 
 def _keys_frame(spark: SparkSession, keys: list[str]) -> DataFrame:
@@ -253,8 +255,7 @@ def erase(spark: SparkSession, cfg: Config, keys: list[str]) -> Erasure:
             done.rows[qualified] = lake.delete_matching(spark, path, source, condition)
             touched.append(path)
 
-    if urlparse(cfg.landing.path).scheme in ("", "file"):
-        remove_stale_copies(unquote(urlparse(cfg.landing.path).path))
+    remove_stale_copies(cfg.landing.path)
     if ids:
         with done.step("landing"):
             done.landing_files = sum(rewrite_landing_file(cfg.landing.path, uri, set(ids))
