@@ -9,6 +9,10 @@ from recsys.spark import get_spark
 
 def main(cfg, args) -> int:
     report = build_feedback(get_spark(cfg.spark, app_name="recsys-feedback"), cfg)
+    done = report.labelling
+    how = f"all of silver labelled again: {done.full_because}" if done.full_because else "from what silver added"
+    print(f"gold/feedback: {done.inserted} impressions added, {done.relabelled} labels changed, {done.deleted} "
+          f"deleted ({how})")
     print(f"{report.impressions} impressions, {report.clicks} attributed clicks "
           f"({report.unattributed_clicks} clicks matched no impression); MLflow run {report.run_id}")
     ab = report.ab

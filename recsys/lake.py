@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -174,13 +174,18 @@ def readable(spark: SparkSession, path: str, version: int) -> int:
 
 
 @contextmanager
-def erasure(spark: SparkSession) -> Iterator[None]:
-    """Delta commits inside the block are marked as erasures (commit user metadata `ERASURE`)."""
-    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", ERASURE)
+def committed_as(spark: SparkSession, metadata: str) -> Iterator[None]:
+    """Delta commits inside the block carry `metadata` as their commit user metadata."""
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", metadata)
     try:
         yield
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+
+
+def erasure(spark: SparkSession) -> AbstractContextManager[None]:
+    """Delta commits inside the block are marked as erasures (commit user metadata `ERASURE`)."""
+    return committed_as(spark, ERASURE)
 
 
 def current_version(spark: SparkSession, path: str) -> int:

@@ -1,4 +1,5 @@
-"""Click attribution on hand-written events and the A/B statistics against known values."""
+"""Click attribution on hand-written events, `gold/feedback` kept current from what silver added,
+and the A/B statistics against known values."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import mlflow
 import numpy as np
 import pytest
 from chispa import assert_df_equality
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
+from recsys import lake
 from recsys.feedback.abtest import analyze, minimum_detectable_effect, sample_ratio, two_proportions, wilson
 from recsys.feedback.attribution import attribute
+from recsys.feedback.labels import Labelling, label_impressions
+from recsys.tables import GOLD_ARTIST_STATS, GOLD_FEEDBACK, GOLD_USER_FEATURES, SILVER_EVENTS
 
 T0 = datetime(2026, 11, 1, 12, 0, 0)
 COLUMNS = ("event_id string, event_type string, event_time timestamp, event_date date, user_key string, "
@@ -44,6 +50,76 @@ def test_clicks_are_attributed_to_their_impression_within_the_window(spark):
         [("i1", 1, first_click), ("i2", 0, None), ("i3", 0, None), ("i4", 0, None), ("i5", 1, early_click),
          ("i6", 0, None)], "event_id string, clicked int, clicked_at timestamp")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def _declared(df, table, **values):
+    """`df` with `table`'s declared columns: its own cast, `values` as literals, the rest NULL."""
+    return df.select([(F.col(f.name) if f.name in df.columns else F.lit(values.get(f.name))).cast(f.dataType)
+                      .alias(f.name) for f in table.schema.fields])
+
+
+def _silver_append(spark, cfg, events, written: datetime) -> None:
+    rows = spark.createDataFrame(events, COLUMNS)
+    lake.append(_declared(rows, SILVER_EVENTS, _silver_at=written), SILVER_EVENTS.path(cfg.lake))
+
+
+def _gold(spark, cfg, followers: int) -> None:
+    """gold/artist_stats with every artist at `followers`, and one user's features."""
+    artists = spark.createDataFrame([(a, followers) for a in ("a1", "a2")], "artist_id string, followers bigint")
+    lake.overwrite(_declared(artists, GOLD_ARTIST_STATS), GOLD_ARTIST_STATS.path(cfg.lake))
+    users = spark.createDataFrame([("u1", "25-34", "DE")], "user_key string, age_group string, country string")
+    lake.overwrite(_declared(users, GOLD_USER_FEATURES), GOLD_USER_FEATURES.path(cfg.lake))
+
+
+def _labels_equal_labelling_all_of_silver(spark, cfg) -> None:
+    columns = ("event_id", "clicked", "clicked_at")
+    kept = lake.read(spark, GOLD_FEEDBACK.path(cfg.lake)).select(*columns)
+    silver = lake.read(spark, SILVER_EVENTS.path(cfg.lake))
+    assert_df_equality(kept, attribute(silver, 1800, 60).select(*columns), ignore_row_order=True,
+                       ignore_nullable=True)
+
+
+def _followers(spark, cfg) -> dict[str, float]:
+    rows = lake.read(spark, GOLD_FEEDBACK.path(cfg.lake)).select("event_id", "artist_followers").collect()
+    return {r.event_id: r.artist_followers for r in rows}
+
+
+def test_feedback_is_labelled_from_what_silver_added_and_keeps_the_features_it_was_labelled_with(spark, cfg):
+    late = T0.replace(hour=23, minute=50)  # its click lands the next day, in a later silver run
+    written = iter(datetime(2026, 11, 2, h) for h in range(6))
+    _gold(spark, cfg, followers=10)
+    _silver_append(spark, cfg, [_event("i1", "impression", 0, "u1", "a1", "r1", 0),
+                                _event("i2", "impression", 0, "u1", "a2", "r1", 1),
+                                _event("c1", "click", 60, "u1", "a1", "r1")], next(written))
+    assert label_impressions(spark, cfg) == Labelling(2, 0, 0, "no labelling before it recorded what it read")
+    _silver_append(spark, cfg, [("i3", "impression", late, late.date(), "u1", "a1", "r3", "1", "A", 0, 0.5)],
+                   next(written))
+    assert label_impressions(spark, cfg) == Labelling(1, 0, 0, None)
+    _gold(spark, cfg, followers=999)  # gold moved on after these impressions were labelled
+
+    click = late + timedelta(minutes=15)
+    _silver_append(spark, cfg, [("c2", "click", click, click.date(), "u1", "a1", "r3", "1", "A", 0, 0.5)],
+                   next(written))
+    assert label_impressions(spark, cfg) == Labelling(0, 1, 0, None)  # i3, the day before, clicked now
+    _silver_append(spark, cfg, [_event("c3", "click", 120, "u1", "a2", "r1"),
+                                _event("i4", "impression", 0, "u1", "a2", "r4", 0),
+                                _event("p1", "play", 0, "u2", "a1", None)], next(written))
+    assert label_impressions(spark, cfg) == Labelling(1, 1, 0, None)  # i4 added; i2 clicked now
+    _labels_equal_labelling_all_of_silver(spark, cfg)
+    assert _followers(spark, cfg) == {"i1": 10.0, "i2": 10.0, "i3": 10.0, "i4": 999.0}
+
+    version = lake.current_version(spark, GOLD_FEEDBACK.path(cfg.lake))
+    _silver_append(spark, cfg, [_event("p2", "play", 0, "u2", "a2", None)], next(written))
+    assert label_impressions(spark, cfg) == Labelling(0, 0, 0, None)  # nothing for feedback: no commit
+    assert lake.current_version(spark, GOLD_FEEDBACK.path(cfg.lake)) == version
+
+    with lake.erasure(spark):  # an erasure rewrote silver: the next run labels all of it again
+        DeltaTable.forPath(spark, SILVER_EVENTS.path(cfg.lake)).delete(F.col("event_id").isin("i3", "c1"))
+    done = label_impressions(spark, cfg)
+    assert (done.inserted, done.relabelled, done.deleted) == (0, 1, 1)  # i3 gone, i1 no longer clicked
+    assert "is a DELETE, not an append" in done.full_because
+    _labels_equal_labelling_all_of_silver(spark, cfg)
+    assert _followers(spark, cfg) == {"i1": 10.0, "i2": 10.0, "i4": 999.0}
 
 
 def test_statistics_match_known_values():

@@ -1,9 +1,10 @@
 """`jobs/feedback.py`: labelled impressions, CTR, the A/B analysis, its report, and MLflow.
 
-Tables (recomputed from silver each run and overwritten, so reruns agree; Delta keeps history):
-- `gold/feedback`: one row per impression with `clicked`, and the features the ranker saw
-  (ALS score, position, the artist's listeners, trending rank, followers, genre overlap with
-  the user's top genres, age group, country);
+Tables:
+- `gold/feedback`: one row per impression with `clicked`, its ALS score and position, and the
+  re-ranker's other features (the artist's listeners, trending rank, followers, genre overlap with
+  the user's top genres, age group, country) as gold held them when the impression was first
+  labelled; kept current from what silver added (`recsys.feedback.labels`);
 - `gold/ctr`: impressions, clicks, CTR per model version, variant, position and day;
 - `gold/ab_results`: per variant of the experiment, CTR with its interval, and the test of the
   treatment against the control (first variant by name) with the SRM check and the MDE.
@@ -24,22 +25,25 @@ from recsys import lake
 from recsys.config import Config
 from recsys.experiment import variants as experiment_variants
 from recsys.feedback.abtest import AbResult, analyze
-from recsys.feedback.attribution import attribute, ctr
+from recsys.feedback.attribution import ctr
+from recsys.feedback.labels import Labelling, label_impressions
 from recsys.frames import Persisted
-from recsys.model.rerank import with_ranker_features
 from recsys.reporting import bar_chart, image, line_chart, paragraph, table, write_report
-from recsys.tables import EVENT_DATE, EVENT_TYPE, GOLD_AB_RESULTS, USER_KEY
+from recsys.tables import EVENT_DATE, EVENT_TYPE, GOLD_AB_RESULTS, GOLD_FEEDBACK, SILVER_EVENTS, USER_KEY
 from recsys.tracking import setup_mlflow
 
 
 @dataclass(frozen=True)
 class FeedbackReport:
-    """What one feedback run found: impressions, clicks, unattributed clicks, the A/B result."""
+    """What one feedback run found: impressions, clicks, unattributed clicks, the A/B result, and
+    what the labelling changed in `gold/feedback`.
+    """
     impressions: int
     clicks: int
     unattributed_clicks: int
     ab: AbResult | None
     run_id: str
+    labelling: Labelling
 
 
 def _counts(feedback: DataFrame) -> dict[str, tuple[int, int, int]]:
@@ -106,15 +110,10 @@ def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
     """Attribute clicks to impressions into `gold/feedback`, CTR per model version and the A/B report."""
     f = cfg.feedback
     setup_mlflow(cfg)
-    events = lake.read(spark, lake.table_path(cfg.lake, "silver", "events")) \
-        .filter(F.col(EVENT_TYPE).isin("impression", "click"))
-    gold = {t: lake.read(spark, lake.table_path(cfg.lake, "gold", t)) for t in ("artist_stats", "user_features")}
-    labelled = with_ranker_features(attribute(events, f.attribution_window_s, f.clock_skew_s),
-                                    gold["artist_stats"], gold["user_features"])
-    out = lake.table_path(cfg.lake, "gold", "feedback")
-    lake.overwrite(labelled, out)
+    labelling = label_impressions(spark, cfg)
+    events = lake.read(spark, SILVER_EVENTS.path(cfg.lake))
     with Persisted() as keep:
-        feedback = keep(lake.read(spark, out))
+        feedback = keep(lake.read(spark, GOLD_FEEDBACK.path(cfg.lake)))
         ctr_table = ctr(feedback, "model_version", "variant", "position", EVENT_DATE)
         lake.overwrite(ctr_table, lake.table_path(cfg.lake, "gold", "ctr"))
         totals = feedback.agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks")).collect()[0]
@@ -144,4 +143,4 @@ def build_feedback(spark: SparkSession, cfg: Config) -> FeedbackReport:
                 mlflow.log_artifact(str(png), artifact_path="report")
             mlflow.log_artifact(str(report), artifact_path="report")
     return FeedbackReport(summary["impressions"], summary["clicks attributed"],
-                          clicks_total - summary["clicks attributed"], result, run.info.run_id)
+                          clicks_total - summary["clicks attributed"], result, run.info.run_id, labelling)

@@ -111,6 +111,26 @@ def _appends_only(spark: SparkSession, path: str, since: int, until: int) -> str
     return None
 
 
+def appended_since(events_path: str, events: DataFrame, version: int, since_version: int,
+                   since_silver_at: datetime) -> tuple[str | None, int, datetime | None]:
+    """Whether `silver/events` version `version` (`events`: all its rows) holds the rows of version
+    `since_version` (newest `_silver_at`: `since_silver_at`) and, besides, only the rows whose
+    `_silver_at` is later: (None, how many, the newest `_silver_at` among them), or (why not, 0, None).
+    Checked, not assumed: every commit in between appended or compacted, and the rows with a later
+    `_silver_at` number exactly the rows added.
+    """
+    spark = events.sparkSession
+    reason = _appends_only(spark, events_path, since_version, version)
+    if reason is not None:
+        return reason, 0, None
+    n_since, newest = events.filter(F.col(SILVER_AT) > F.lit(since_silver_at)) \
+        .agg(F.count("*"), F.max(SILVER_AT)).collect()[0]
+    added = events.count() - lake.read(spark, events_path, version=since_version).count()
+    if n_since != added:
+        return f"{n_since} rows have a later _silver_at but {added} were added", 0, None
+    return None, n_since, _aware(newest)
+
+
 def window_change(events_path: str, events: DataFrame, version: int, previous: Previous | None, as_of: datetime,
                   gold: GoldConfig, current_outputs: dict[str, int | None]) -> Change:
     """How the window of a build as of `as_of` on `silver/events` version `version` (`events`: all
@@ -120,7 +140,7 @@ def window_change(events_path: str, events: DataFrame, version: int, previous: P
     """
     spark = events.sparkSession
     if previous is None:
-        return Change(_newest(events), full_because="no build before it recorded what it read")
+        return Change(newest_written(events), full_because="no build before it recorded what it read")
     reason = None
     if previous.settings != settings_digest(gold):
         reason = "the gold settings changed"
@@ -131,17 +151,11 @@ def window_change(events_path: str, events: DataFrame, version: int, previous: P
     elif any(previous.outputs[k] != v for k, v in current_outputs.items()):
         reason = "a gold table was rewritten since the build before"
     else:
-        reason = _appends_only(spark, events_path, previous.silver_version, version)
-    if reason is None:
-        written_since = events.filter(F.col(SILVER_AT) > F.lit(previous.silver_at))
-        n_since, newest = written_since.agg(F.count("*"), F.max(SILVER_AT)).collect()[0]
-        newest = _aware(newest)
-        read_before = lake.read(spark, events_path, version=previous.silver_version)
-        added = events.count() - read_before.count()
-        if n_since != added:
-            reason = f"{n_since} rows have a later _silver_at but {added} were added"
+        reason, n_since, newest = appended_since(events_path, events, version, previous.silver_version,
+                                                 previous.silver_at)
     if reason is not None:
-        return Change(_newest(events), full_because=reason)
+        return Change(newest_written(events), full_because=reason)
+    read_before = lake.read(spark, events_path, version=previous.silver_version)
 
     start = as_of - timedelta(days=gold.feature_window_days)
     # What entered is at most the rows written since and the rows before dated from the day of the
@@ -185,7 +199,8 @@ def _aware(t: datetime | None) -> datetime | None:
     return None if t is None else t.astimezone(UTC)
 
 
-def _newest(events: DataFrame) -> datetime | None:
+def newest_written(events: DataFrame) -> datetime | None:
+    """The newest `_silver_at` of `events` (None when it has no rows), as an aware UTC time."""
     return _aware(events.agg(F.max(SILVER_AT)).collect()[0][0])
 
 
