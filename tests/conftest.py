@@ -35,8 +35,12 @@ if WORKER:
     if getattr(main, "__spec__", None) is None and not hasattr(main, "__file__"):
         main.__file__ = __file__
 
+from pyspark.sql import DataFrame  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
 from recsys.config import Config, LakeConfig, LandingConfig, MlflowConfig, load_config  # noqa: E402
 from recsys.services import services_up  # noqa: E402
+from recsys.tables import Table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LASTFM_DIR = ROOT.parent / "shared" / "data" / "lastfm-2k"
@@ -53,6 +57,12 @@ LONGEST_FIRST = ("test_cluster.py", "test_pii_scan.py", "test_refresh.py", "test
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's tests keep their order
+
+
+def declared_frame(df: DataFrame, table: Table, **values: object) -> DataFrame:
+    """`df` with `table`'s declared columns: its own cast, `values` as literals, the rest NULL."""
+    return df.select([(F.col(f.name) if f.name in df.columns else F.lit(values.get(f.name))).cast(f.dataType)
+                      .alias(f.name) for f in table.schema.fields])
 
 
 def isolated(cfg: Config, root: Path, name: str) -> Config:

@@ -18,6 +18,7 @@ from recsys.feedback.abtest import analyze, minimum_detectable_effect, sample_ra
 from recsys.feedback.attribution import attribute
 from recsys.feedback.labels import Labelling, label_impressions
 from recsys.tables import GOLD_ARTIST_STATS, GOLD_FEEDBACK, GOLD_USER_FEATURES, SILVER_EVENTS
+from tests.conftest import declared_frame
 
 T0 = datetime(2026, 11, 1, 12, 0, 0)
 COLUMNS = ("event_id string, event_type string, event_time timestamp, event_date date, user_key string, "
@@ -52,23 +53,17 @@ def test_clicks_are_attributed_to_their_impression_within_the_window(spark):
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def _declared(df, table, **values):
-    """`df` with `table`'s declared columns: its own cast, `values` as literals, the rest NULL."""
-    return df.select([(F.col(f.name) if f.name in df.columns else F.lit(values.get(f.name))).cast(f.dataType)
-                      .alias(f.name) for f in table.schema.fields])
-
-
 def _silver_append(spark, cfg, events, written: datetime) -> None:
     rows = spark.createDataFrame(events, COLUMNS)
-    lake.append(_declared(rows, SILVER_EVENTS, _silver_at=written), SILVER_EVENTS.path(cfg.lake))
+    lake.append(declared_frame(rows, SILVER_EVENTS, _silver_at=written), SILVER_EVENTS.path(cfg.lake))
 
 
 def _gold(spark, cfg, followers: int) -> None:
     """gold/artist_stats with every artist at `followers`, and one user's features."""
     artists = spark.createDataFrame([(a, followers) for a in ("a1", "a2")], "artist_id string, followers bigint")
-    lake.overwrite(_declared(artists, GOLD_ARTIST_STATS), GOLD_ARTIST_STATS.path(cfg.lake))
+    lake.overwrite(declared_frame(artists, GOLD_ARTIST_STATS), GOLD_ARTIST_STATS.path(cfg.lake))
     users = spark.createDataFrame([("u1", "25-34", "DE")], "user_key string, age_group string, country string")
-    lake.overwrite(_declared(users, GOLD_USER_FEATURES), GOLD_USER_FEATURES.path(cfg.lake))
+    lake.overwrite(declared_frame(users, GOLD_USER_FEATURES), GOLD_USER_FEATURES.path(cfg.lake))
 
 
 def _labels_equal_labelling_all_of_silver(spark, cfg) -> None:

@@ -4,7 +4,8 @@ The reference is the champion's training snapshot (`monitor.reference: champion`
 versions its MLflow run recorded, silver's through `gold/builds`) or the previous version of
 each table (`previous`). Checks, each a PSI and a Jensen-Shannon distance against
 `monitor.psi_threshold` / `monitor.js_threshold`:
-- data: age group, country, genre mix (users' top genres), event-type mix, artists per user;
+- data: age group, country, genre mix (users' top genres), event-type mix (the events of the
+  window each side's gold build read), artists per user;
 - feature: plays in 30 days and distinct artists per user (`gold/user_features`);
 - prediction: score of recommended artists and their popularity (listeners), this
   `gold/recommendations` against its previous version;
@@ -15,9 +16,11 @@ Writes an HTML report with charts and the metrics to MLflow; any alert makes the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import mlflow
@@ -29,6 +32,7 @@ from pyspark.sql import functions as F
 
 from recsys import lake
 from recsys.config import Config
+from recsys.gold.changes import between
 from recsys.model.batch import flat
 from recsys.model.train import CHAMPION
 from recsys.monitor.drift import Check, categorical_counts, compare, numeric_counts
@@ -37,6 +41,7 @@ from recsys.tables import ARTIST_ID, EVENT_DATE, EVENT_TYPE, USER_KEY
 from recsys.tracking import setup_mlflow
 
 EXIT_DRIFT = 6
+GOLD_INTERACTIONS = "gold/interactions"
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,39 @@ def _chosen_reference(spark: SparkSession, cfg: Config, current: dict[str, int])
     return {t: ref.get(t, v) for t, v in current.items()}
 
 
+def _build_window(spark: SparkSession, cfg: Config, interactions: int) -> tuple[datetime, datetime, int] | None:
+    """The window (start, end) and the `silver/events` version of the gold build that wrote version
+    `interactions` of `gold/interactions`, or None when no recorded build did.
+    """
+    builds_path = lake.table_path(cfg.lake, "gold", "builds")
+    if not lake.exists(spark, builds_path):
+        return None
+    build = lake.read(spark, builds_path).filter(F.col("outputs")["gold/interactions"] == interactions).first()
+    if build is None or "silver/events" not in build["inputs"]:
+        return None
+    end = build["as_of"]
+    return end - timedelta(days=cfg.gold.feature_window_days), end, int(build["inputs"]["silver/events"])
+
+
+def compared_events(spark: SparkSession, cfg: Config, ref: dict[str, int], cur: dict[str, int]
+                    ) -> tuple[DataFrame, DataFrame, str]:
+    """The reference's and the current `silver/events` the event-type mix compares, and which: the
+    events of the window each side's gold build read (the builds that wrote the two versions of
+    `gold/interactions`), so history before the windows neither dilutes a shift nor costs a read;
+    all of silver at the two versions when a side has no recorded build.
+    """
+    path = lake.table_path(cfg.lake, "silver", "events")
+    ref_side, cur_side = (_build_window(spark, cfg, v[GOLD_INTERACTIONS]) if GOLD_INTERACTIONS in v else None
+                          for v in (ref, cur))
+    if ref_side is None or cur_side is None:
+        return _read(spark, cfg, "silver/events", ref["silver/events"]), \
+            _read(spark, cfg, "silver/events", cur["silver/events"]), "all of silver: a side has no recorded gold build"
+    events = [between(lake.read(spark, path, version=lake.readable(spark, path, version)), start, end)
+              for start, end, version in (ref_side, cur_side)]
+    windows = " and ".join(f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})" for start, end, _ in (ref_side, cur_side))
+    return events[0], events[1], f"the builds' windows {windows}"
+
+
 def _read(spark: SparkSession, cfg: Config, name: str, version: int) -> DataFrame:
     layer, table = name.split("/")
     return lake.read(spark, lake.table_path(cfg.lake, layer, table), version=version)
@@ -124,9 +162,10 @@ def _distribution_checks(spark: SparkSession, cfg: Config, ref: dict[str, int], 
                                  users_cur.select(F.explode("top_genres").alias("g")), "g")
     checks.append(check("genre_mix", "data", r, c))
     if "silver/events" in cur:
-        events_ref, events_cur = both("silver/events")
+        events_ref, events_cur, read = compared_events(spark, cfg, ref, cur)
         _, r, c = categorical_counts(events_ref, events_cur, EVENT_TYPE)
-        checks.append(check("event_type_mix", "data", r, c))
+        mix = check("event_type_mix", "data", r, c)
+        checks.append(dataclasses.replace(mix, detail=f"{mix.detail}; {read}"))
     inter_ref, inter_cur = both("gold/interactions")
     _, r, c = numeric_counts(inter_ref.groupBy(USER_KEY).count(), inter_cur.groupBy(USER_KEY).count(),
                              "count", m.bins)
