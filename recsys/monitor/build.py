@@ -27,7 +27,7 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import lake
@@ -85,13 +85,20 @@ def champion_inputs(spark: SparkSession, cfg: Config) -> dict[str, int] | None:
     params = mlflow.get_run(run_id).data.params
     ref = {key.removeprefix("input_version."): int(value) for key, value in params.items()
            if key.startswith("input_version.")}
-    builds_path = lake.table_path(cfg.lake, "gold", "builds")
-    if "gold/interactions" in ref and lake.exists(spark, builds_path):
-        builds = lake.read(spark, builds_path)
-        build = builds.filter(F.col("outputs")["gold/interactions"] == ref["gold/interactions"]).first()
-        if build is not None:
-            ref["silver/events"] = int(build["inputs"]["silver/events"])
+    build = _build_that_wrote(spark, cfg, ref[GOLD_INTERACTIONS]) if GOLD_INTERACTIONS in ref else None
+    if build is not None:
+        ref["silver/events"] = int(build["inputs"]["silver/events"])
     return ref
+
+
+def _build_that_wrote(spark: SparkSession, cfg: Config, interactions: int) -> Row | None:
+    """The `gold/builds` row of the build that wrote version `interactions` of `gold/interactions`,
+    or None when no recorded build did.
+    """
+    builds_path = lake.table_path(cfg.lake, "gold", "builds")
+    if not lake.exists(spark, builds_path):
+        return None
+    return lake.read(spark, builds_path).filter(F.col("outputs")[GOLD_INTERACTIONS] == interactions).first()
 
 
 def _chosen_reference(spark: SparkSession, cfg: Config, current: dict[str, int]) -> dict[str, int]:
@@ -110,10 +117,7 @@ def _build_window(spark: SparkSession, cfg: Config, interactions: int) -> tuple[
     """The window (start, end) and the `silver/events` version of the gold build that wrote version
     `interactions` of `gold/interactions`, or None when no recorded build did.
     """
-    builds_path = lake.table_path(cfg.lake, "gold", "builds")
-    if not lake.exists(spark, builds_path):
-        return None
-    build = lake.read(spark, builds_path).filter(F.col("outputs")["gold/interactions"] == interactions).first()
+    build = _build_that_wrote(spark, cfg, interactions)
     if build is None or "silver/events" not in build["inputs"]:
         return None
     end = build["as_of"]
