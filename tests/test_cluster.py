@@ -1,9 +1,10 @@
 """A real Spark standalone cluster: a master and two 1-core workers from the installed pyspark, the
 scheduler's chain (`jobs/refresh.py`) sent with `spark-submit --py-files <wheel> --jars .jars/*`,
-exactly as the README says. The silver and gold tables it writes equal a `local[2]` run of the same
-stages on the same files, also though an executor JVM is killed (SIGKILL) in the middle of silver;
-it trains, recommends and publishes there too, and the API serves the published lists. Every
-process started here is stopped at the end.
+exactly as the README says, with Spark's adaptive execution on (the test config turns it off). The
+silver and gold tables it writes equal a `local[2]` run of the same stages on the same files, also
+though an executor JVM is killed (SIGKILL) in the middle of silver; it trains, recommends and
+publishes there too, and the API serves the published lists. Every process started here is stopped
+at the end.
 """
 
 from __future__ import annotations
@@ -116,7 +117,10 @@ def _submit(cluster, cfg, job: str, *args: str) -> subprocess.Popen:
                str(ROOT / "jobs" / job), "--env", "test", "--set", "spark.master=", "--set", "spark.jars_dir=",
                "--set", f"lake.root={cfg.lake.root}", "--set", f"landing.path={cfg.landing.path}",
                "--set", f"postgres.database={cfg.postgres.database}", "--set", "ingest.max_files_per_trigger=16",
-               "--set", f"gold.redis_prefix={cfg.gold.redis_prefix}", *args]
+               "--set", f"gold.redis_prefix={cfg.gold.redis_prefix}",
+               # Adaptive execution, Spark's default, which the test config turns off for the local runs:
+               # the cluster plans as production does, and must still give the local run's tables.
+               "--set", "spark.conf.spark.sql.adaptive.enabled=true", *args]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
